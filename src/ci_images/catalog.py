@@ -1,0 +1,498 @@
+"""The catalog (``images.yaml``): loaded, validated, and frozen into dataclasses.
+
+Validation runs in two passes: the JSON Schema (shape and types) and semantic checks that need the file system or
+cross-entry knowledge (build folders, Dockerfiles, tag collisions). Every error carries file:line:column and a fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ci_images import tags as tag_rules
+from ci_images.errors import CatalogError, UsageError
+from ci_images.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
+from ci_images.yamlmarks import Marked, load_marked
+
+CATALOG_ENV = "CI_IMAGES_CATALOG"
+DEFAULT_CATALOG = "images.yaml"
+DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64", "linux/arm64")
+DEFAULT_VARIANT = "plain"
+# Kept here rather than imported from smoke.py so that loading a catalog never imports boto3 and hvac;
+# tests/unit/test_catalog.py checks that both lists agree.
+SMOKE_KINDS: tuple[str, ...] = ("kms", "vault")
+KNOWN_OS = frozenset({"linux"})
+KNOWN_ARCHES = frozenset({"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"})
+_ARG_BASE_RE = re.compile(r"^\s*ARG\s+BASE_IMAGE(?:=\S*)?\s*$", re.IGNORECASE)
+_FROM_RE = re.compile(r"^\s*FROM\s+(\S+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    build_args: Mapping[str, str]
+    description: str
+    smoke: str | None
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    source: Repository
+    versions: tuple[str, ...]
+    build: Path | None  # None: mirror the upstream image as it is
+    dockerfile: Path | None
+    smoke: str | None
+    title: str
+    description: str
+    platforms: tuple[str, ...]
+    tag_templates: tuple[str, ...]
+    variants: tuple[Variant, ...]  # the plain variant first
+
+    @property
+    def mode(self) -> str:
+        return "build" if self.build is not None else "mirror"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    registry: str | None
+    upstream_mirror: str | None
+    platforms: tuple[str, ...]
+    lock_file: Path
+    ratelimit_min_remaining: int
+    images: tuple[ImageSpec, ...]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("ci_images").joinpath("catalog.schema.json").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def catalog_path(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Path:
+    """--catalog, else CI_IMAGES_CATALOG, else ./images.yaml."""
+    env = os.environ if env is None else env
+    return Path(explicit or env.get(CATALOG_ENV) or DEFAULT_CATALOG)
+
+
+def load_catalog(path: str | os.PathLike[str]) -> Catalog:
+    file = Path(path)
+    name = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"catalog {name} not found",
+            fix=f"run from the repository root, or pass --catalog PATH / set {CATALOG_ENV}",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"cannot read catalog {name}: {exc}", fix="check the file's permissions and encoding"
+        ) from exc
+    marked = load_marked(text, name)
+    _validate_schema(marked, name)
+    return _build(marked, file, name)
+
+
+def _fail(
+    marked: Marked, name: str, path: Sequence[str | int], message: str, fix: str, *, key: bool = False
+) -> CatalogError:
+    line, column = marked.where(path, key=key)
+    return CatalogError(message, path=name, line=line, column=column, fix=fix)
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _validate_schema(marked: Marked, name: str) -> None:
+    if not isinstance(marked.data, dict):
+        raise _fail(
+            marked,
+            name,
+            (),
+            "the catalog must be a mapping with an 'images' key",
+            "start from the README's example",
+        )
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(marked.data), key=lambda e: marked.where(tuple(e.absolute_path)))
+    if errors:
+        raise _schema_error(marked, name, errors[0])
+
+
+def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) -> CatalogError:
+    path = tuple(error.absolute_path)
+    where = _dotted(path)
+    instance = error.instance
+    if error.validator == "additionalProperties":
+        schema_node = error.schema if isinstance(error.schema, Mapping) else {}
+        allowed = sorted(schema_node.get("properties", {}))
+        unknown = sorted(set(instance) - set(allowed)) if isinstance(instance, dict) else []
+        key = unknown[0] if unknown else "?"
+        return _fail(
+            marked,
+            name,
+            (*path, key),
+            f"unknown key {key!r} in {where}",
+            f"allowed keys here: {', '.join(allowed)}; check the spelling",
+            key=True,
+        )
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1] if "'" in str(error.message) else "?"
+        return _fail(
+            marked,
+            name,
+            path,
+            f"{where} is missing the required key {missing!r}",
+            f"add '{missing}:' to {where}",
+        )
+    if error.validator == "type":
+        expected = error.validator_value
+        expected_text = " or ".join(expected) if isinstance(expected, list) else str(expected)
+        raw = marked.raw.get(path)
+        fix = f"write a {expected_text} here"
+        if expected == "string" and isinstance(instance, (int, float, bool)):
+            shown = raw if raw is not None else str(instance)
+            fix = f'quote it: "{shown}" (YAML reads {shown} unquoted as {instance!r})'
+        return _fail(
+            marked,
+            name,
+            path,
+            f"{where} must be a {expected_text}, not {type(instance).__name__} {instance!r}",
+            fix,
+        )
+    if error.validator == "propertyNames":
+        return _fail(
+            marked,
+            name,
+            path,
+            f"invalid name in {where}: {error.message}",
+            "use lowercase letters, digits and single separators (. _ -), like local-kms",
+        )
+    if error.validator in {"minItems", "minProperties", "minLength"}:
+        return _fail(marked, name, path, f"{where} must not be empty", f"give {where} at least one value")
+    if error.validator == "uniqueItems":
+        return _fail(marked, name, path, f"{where} lists a value twice", "remove the duplicate")
+    return _fail(marked, name, path, f"{where}: {error.message}", "see the catalog reference in README.md")
+
+
+def _check_platform(marked: Marked, name: str, path: Sequence[str | int], value: str) -> str:
+    parts = value.split("/")
+    ok = len(parts) in (2, 3) and parts[0] in KNOWN_OS and parts[1] in KNOWN_ARCHES
+    if ok and len(parts) == 3:
+        ok = bool(re.fullmatch(r"v[0-9]+", parts[2]))
+    if not ok:
+        raise _fail(
+            marked,
+            name,
+            path,
+            f"bad platform {value!r}",
+            "write OS/ARCH[/VARIANT], e.g. linux/amd64, linux/arm64 or linux/arm/v7",
+        )
+    return value
+
+
+def _check_templates(marked: Marked, name: str, path: Sequence[str | int], templates: Sequence[str]) -> None:
+    for i, template in enumerate(templates):
+        try:
+            fields = tag_rules.template_fields(template)
+        except ValueError as exc:
+            raise _fail(
+                marked,
+                name,
+                (*path, i),
+                f"bad tag template {template!r}: {exc}",
+                "use {version}, {major}, {minor}, {patch}",
+            ) from exc
+        unknown = fields - tag_rules.FIELDS
+        if unknown:
+            raise _fail(
+                marked,
+                name,
+                (*path, i),
+                f"tag template {template!r} uses unknown field(s) {sorted(unknown)}",
+                "allowed fields: {version}, {major}, {minor}, {patch}",
+            )
+        sample = tag_rules.render(template, "1.2.3")
+        if not is_valid_tag(sample):
+            raise _fail(
+                marked,
+                name,
+                (*path, i),
+                f"tag template {template!r} does not give a valid tag",
+                "tags use letters, digits, '.', '_' and '-'",
+            )
+
+
+def check_dockerfile(dockerfile: Path) -> str | None:
+    """Why a Dockerfile cannot be built by this tool, or None: it must declare ``ARG BASE_IMAGE`` before its first
+    FROM and build FROM that argument, so every build is pinned to the digest the tool resolved."""
+    try:
+        lines = dockerfile.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        return f"cannot read {dockerfile}: {exc}"
+    seen_arg = False
+    for number, line in enumerate(lines, start=1):
+        if _ARG_BASE_RE.match(line):
+            seen_arg = True
+            continue
+        match = _FROM_RE.match(line)
+        if match:
+            if not seen_arg:
+                return f"{dockerfile}:{number}: FROM comes before 'ARG BASE_IMAGE'"
+            if match.group(1) not in ("${BASE_IMAGE}", "$BASE_IMAGE"):
+                return f"{dockerfile}:{number}: the first FROM must be FROM ${{BASE_IMAGE}}, not {match.group(1)}"
+            return None
+    return f"{dockerfile}: no 'ARG BASE_IMAGE' followed by 'FROM ${{BASE_IMAGE}}'"
+
+
+def _build(marked: Marked, file: Path, name: str) -> Catalog:
+    data: dict[str, Any] = marked.data
+    root = file.parent
+    registry = data.get("registry")
+    mirror = data.get("upstream_mirror")
+    if mirror is not None:
+        try:
+            mirror = normalize_mirror(mirror)
+        except ValueError as exc:
+            raise _fail(
+                marked,
+                name,
+                ("upstream_mirror",),
+                f"upstream_mirror: {exc}",
+                "write host[:port], e.g. mirror.example.com:5000",
+            ) from exc
+    platforms = tuple(
+        _check_platform(marked, name, ("platforms", i), p)
+        for i, p in enumerate(data.get("platforms", DEFAULT_PLATFORMS))
+    )
+    default_templates = tuple(data.get("tags", tag_rules.DEFAULT_TEMPLATES))
+    if "tags" in data:
+        _check_templates(marked, name, ("tags",), default_templates)
+    images = tuple(
+        _build_image(marked, name, root, image_name, spec, platforms, default_templates)
+        for image_name, spec in data["images"].items()
+    )
+    _check_unique_targets(marked, name, images)
+    return Catalog(
+        path=file,
+        registry=registry,
+        upstream_mirror=mirror,
+        platforms=platforms,
+        lock_file=root / data.get("lock_file", "images.lock.json"),
+        ratelimit_min_remaining=int(data.get("ratelimit_min_remaining", 10)),
+        images=images,
+    )
+
+
+def _check_smoke(marked: Marked, name: str, path: tuple[str | int, ...], kind: str | None) -> str | None:
+    if kind is not None and kind not in SMOKE_KINDS:
+        raise _fail(
+            marked,
+            name,
+            path,
+            f"unknown smoke kind {kind!r}",
+            f"use one of: {', '.join(SMOKE_KINDS)} (or null for none)",
+        )
+    return kind
+
+
+def _build_image(
+    marked: Marked,
+    name: str,
+    root: Path,
+    image_name: str,
+    spec: dict[str, Any],
+    default_platforms: tuple[str, ...],
+    default_templates: tuple[str, ...],
+) -> ImageSpec:
+    base: tuple[str | int, ...] = ("images", image_name)
+    try:
+        source = parse_repository(spec["source"])
+    except ValueError as exc:
+        raise _fail(
+            marked,
+            name,
+            (*base, "source"),
+            f"bad source {spec['source']!r}: {exc}",
+            "write [HOST/]NAMESPACE/NAME, e.g. docker.io/hashicorp/vault",
+        ) from exc
+    templates = tuple(spec.get("tags", default_templates))
+    if "tags" in spec:
+        _check_templates(marked, name, (*base, "tags"), templates)
+    needs_semver = any(tag_rules.template_fields(t) & {"major", "minor", "patch"} for t in templates)
+    versions: list[str] = []
+    for i, version in enumerate(spec["versions"]):
+        vpath = (*base, "versions", i)
+        if not is_valid_tag(version):
+            raise _fail(
+                marked,
+                name,
+                vpath,
+                f"bad version {version!r}: not a valid image tag",
+                "versions are upstream tags: letters, digits, '.', '_' and '-', up to 128 characters",
+            )
+        if needs_semver and tag_rules.parse_version(version) is None:
+            raise _fail(
+                marked,
+                name,
+                vpath,
+                f"bad version {version!r}: the tag templates need MAJOR.MINOR[.PATCH]",
+                "use a release version like 1.2.3, or drop {major}/{minor}/{patch} from this image's tags",
+            )
+        if version in versions:
+            raise _fail(marked, name, vpath, f"version {version!r} is listed twice", "remove the duplicate")
+        versions.append(version)
+    platforms = tuple(
+        _check_platform(marked, name, (*base, "platforms", i), p)
+        for i, p in enumerate(spec.get("platforms", default_platforms))
+    )
+    build: Path | None = None
+    dockerfile: Path | None = None
+    if "build" in spec:
+        build = (root / spec["build"]).resolve()
+        if not build.is_dir():
+            raise _fail(
+                marked,
+                name,
+                (*base, "build"),
+                f"build folder {spec['build']!r} does not exist (looked in {build})",
+                "create it with a Dockerfile, fix the path (relative to the catalog), or remove 'build' to mirror the image as it is",
+            )
+        dockerfile = build / spec.get("dockerfile", "Dockerfile")
+        if not dockerfile.is_file():
+            raise _fail(
+                marked,
+                name,
+                (*base, "dockerfile" if "dockerfile" in spec else "build"),
+                f"no Dockerfile at {dockerfile}",
+                "add the Dockerfile or set 'dockerfile:' to its name inside the build folder",
+            )
+        problem = check_dockerfile(dockerfile)
+        if problem:
+            raise _fail(
+                marked,
+                name,
+                (*base, "build"),
+                f"Dockerfile cannot be pinned: {problem}",
+                "start it with 'ARG BASE_IMAGE' then 'FROM ${BASE_IMAGE}'; the tool passes BASE_IMAGE=<source>@sha256:<digest>",
+            )
+    elif "dockerfile" in spec:
+        raise _fail(
+            marked,
+            name,
+            (*base, "dockerfile"),
+            "'dockerfile' without 'build'",
+            "add 'build: FOLDER' or remove 'dockerfile'",
+            key=True,
+        )
+    elif "build_args" in spec:
+        raise _fail(
+            marked,
+            name,
+            (*base, "build_args"),
+            "'build_args' without 'build': a mirrored image is not built",
+            "add 'build: FOLDER' or remove 'build_args'",
+            key=True,
+        )
+    smoke = _check_smoke(marked, name, (*base, "smoke"), spec.get("smoke"))
+    image_args = dict(spec.get("build_args", {}))
+    variants = [Variant(DEFAULT_VARIANT, image_args, spec.get("description", ""), smoke)]
+    for variant_name, declared in (spec.get("variants") or {}).items():
+        vspec: dict[str, Any] = declared or {}
+        vpath = (*base, "variants", variant_name)
+        if variant_name == DEFAULT_VARIANT:
+            raise _fail(
+                marked,
+                name,
+                vpath,
+                f"variant name {DEFAULT_VARIANT!r} is reserved for the image itself",
+                "pick another name",
+                key=True,
+            )
+        if build is None:
+            raise _fail(
+                marked,
+                name,
+                vpath,
+                "variants need 'build': a mirrored image has no build args",
+                "add 'build: FOLDER' or remove 'variants'",
+                key=True,
+            )
+        variant_smoke = (
+            _check_smoke(marked, name, (*vpath, "smoke"), vspec["smoke"]) if "smoke" in vspec else smoke
+        )
+        variants.append(
+            Variant(
+                variant_name,
+                image_args | dict(vspec.get("build_args", {})),
+                vspec.get("description", spec.get("description", "")),
+                variant_smoke,
+            )
+        )
+    return ImageSpec(
+        name=image_name,
+        source=source,
+        versions=tuple(versions),
+        build=build,
+        dockerfile=dockerfile,
+        smoke=smoke,
+        title=spec.get("title", image_name),
+        description=spec.get("description", ""),
+        platforms=platforms,
+        tag_templates=templates,
+        variants=tuple(variants),
+    )
+
+
+def _check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]) -> None:
+    """Two entries must never write the same target tag: the second push would silently replace the first."""
+    owners: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for image in images:
+        for variant in image.variants:
+            for i, version in enumerate(image.versions):
+                for tag in tag_rules.tags_for(image.tag_templates, version, image.versions):
+                    full = tag_rules.variant_tag(tag, variant.name, DEFAULT_VARIANT)
+                    key = (image.name, full)
+                    if key in owners:
+                        other = owners[key]
+                        raise _fail(
+                            marked,
+                            name,
+                            ("images", image.name, "versions", i),
+                            f"target tag {image.name}:{full} is produced twice: by {image.name}/{variant.name}/{version} and by {other[0]}/{other[1]}/{other[2]}",
+                            "make every tag template contain {version}, or remove the duplicate version or variant",
+                        )
+                    owners[key] = (image.name, variant.name, version)
+
+
+def target_repository(registry: str, image: str) -> Repository:
+    """``ghcr.io/getsops/ci-container-images`` + ``vault`` -> that registry's ``.../vault`` repository."""
+    try:
+        return parse_repository(f"{registry.rstrip('/')}/{image}")
+    except ValueError as exc:
+        raise UsageError(
+            f"bad target registry {registry!r}: {exc}",
+            fix="use HOST[:PORT]/PATH, e.g. ghcr.io/OWNER/REPO, or 'local'",
+        ) from exc

@@ -1,0 +1,198 @@
+"""Reports for people (terminal table, GitHub step summary) and machines (JSON records, outputs, the lock file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ci_images.log import Logger, redact
+from ci_images.plan import Decision
+
+LOCK_VERSION = 1
+CHANGING_ACTIONS = frozenset({"built", "retagged"})
+
+
+@dataclass(frozen=True)
+class Result:
+    image: str
+    variant: str
+    version: str
+    action: str  # built, skipped, retagged, failed, tested (test-images), planned
+    reason: str
+    tags: tuple[str, ...]
+    digest: str | None
+    source_digest: str | None
+    platforms: tuple[str, ...]
+    duration_s: float = 0.0
+    ratelimit_remaining: int | None = None
+    previous_digests: Mapping[str, str | None] = field(default_factory=dict)
+    smoked: Sequence[str] = ()
+    error: str | None = None
+    source: str = ""
+
+    @classmethod
+    def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
+        entry = decision.entry
+        return cls(
+            image=entry.image,
+            variant=entry.variant,
+            version=entry.version,
+            action="planned",
+            reason=decision.reason,
+            tags=entry.tag_refs,
+            digest=decision.current.digest,
+            source_digest=decision.source_digest,
+            platforms=entry.platforms,
+            ratelimit_remaining=ratelimit_remaining,
+            source=entry.source_ref,
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.image}/{self.variant}/{self.version}"
+
+    @property
+    def previous_digest(self) -> str | None:
+        """What the version tag held before this run moved it (None: new, or not moved)."""
+        return next(iter(self.previous_digests.values()), None) if self.previous_digests else None
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "variant": self.variant,
+            "version": self.version,
+            "action": self.action,
+            "reason": redact(self.reason),
+            "tags": list(self.tags),
+            "digest": self.digest,
+            "previous_digest": self.previous_digest,
+            "previous_digests": {
+                f"{self.tags[0].rsplit(':', 1)[0]}:{t}": d for t, d in self.previous_digests.items()
+            }
+            if self.tags
+            else {},
+            "source_digest": self.source_digest,
+            "platforms": list(self.platforms),
+            "smoke_tested": list(self.smoked),
+            "duration_s": self.duration_s,
+            "ratelimit_remaining": self.ratelimit_remaining,
+        }
+
+
+def _short(digest: str | None) -> str:
+    return digest.split(":", 1)[-1][:12] if digest else "-"
+
+
+def table_rows(results: Sequence[Result]) -> list[list[str]]:
+    return [
+        [r.image, r.variant, r.version, r.action, r.reason, _short(r.digest), f"{r.duration_s:.1f}s"]
+        for r in results
+    ]
+
+
+HEADERS = ["image", "variant", "version", "action", "reason", "digest", "duration"]
+
+
+def print_table(
+    results: Sequence[Result], logger: Logger, *, ratelimit: tuple[int | None, int | None] = (None, None)
+) -> None:
+    remaining, limit = ratelimit
+    quota = f"upstream pull quota: {remaining} of {limit} left" if remaining is not None else ""
+    if logger.interactive:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*HEADERS, title="ci-images", caption=quota or None)
+        for row in table_rows(results):
+            table.add_row(*(redact(c) for c in row))
+        Console(file=logger.stream).print(table)
+        return
+    widths = [
+        max(len(h), *(len(row[i]) for row in table_rows(results))) if results else len(h)
+        for i, h in enumerate(HEADERS)
+    ]
+    logger.info("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)))
+    for row in table_rows(results):
+        logger.info("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    if quota:
+        logger.info(quota)
+
+
+def markdown_summary(results: Sequence[Result], *, title: str, ratelimit_remaining: int | None) -> str:
+    lines = [
+        f"### {title}",
+        "",
+        "| image | variant | version | action | reason | digest | duration |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        icon = {"failed": "❌", "built": "✅", "retagged": "🔁", "skipped": "⏭️"}.get(r.action, "")
+        reason = r.reason.replace("|", "\\|").replace("\n", " ")
+        lines.append(
+            f"| {r.image} | {r.variant} | {r.version} | {icon} {r.action} | {reason} | `{_short(r.digest)}` | {r.duration_s:.1f}s |"
+        )
+    if ratelimit_remaining is not None:
+        lines += ["", f"Upstream pull quota left: {ratelimit_remaining}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, results: Sequence[Result]) -> None:
+    _atomic_write(path, json.dumps([r.as_record() for r in results], indent=2) + "\n")
+
+
+def digests_output(results: Sequence[Result]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for r in results:
+        if r.digest and r.action in {"built", "skipped", "retagged"}:
+            for tag in r.tags:
+                out[tag] = r.digest
+    return out
+
+
+def publish_github(
+    results: Sequence[Result], logger: Logger, *, title: str, ratelimit_remaining: int | None
+) -> None:
+    logger.step_summary(markdown_summary(results, title=title, ratelimit_remaining=ratelimit_remaining))
+    logger.set_output("digests", json.dumps(digests_output(results), sort_keys=True))
+    logger.set_output("changed", "true" if any(r.action in CHANGING_ACTIONS for r in results) else "false")
+
+
+def update_lock(path: Path, results: Sequence[Result]) -> dict[str, Any]:
+    """Merge this run into the lock file: every target tag -> digest, source digest and platforms.
+
+    Tags this run did not touch (other images, filtered out with --images, or failed) keep their recorded values.
+    """
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+        images: dict[str, Any] = (
+            dict(current.get("images", {})) if current.get("version") == LOCK_VERSION else {}
+        )
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        images = {}
+    for r in results:
+        if not r.digest or r.action not in {"built", "skipped", "retagged"}:
+            continue
+        for tag in r.tags:
+            images[tag] = {
+                "digest": r.digest,
+                "pinned": f"{tag.rsplit(':', 1)[0]}@{r.digest}",
+                "source": r.source,
+                "source_digest": r.source_digest,
+                "platforms": list(r.platforms),
+            }
+    lock = {"version": LOCK_VERSION, "images": dict(sorted(images.items()))}
+    _atomic_write(path, json.dumps(lock, indent=2) + "\n")
+    return lock
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    Path(tmp).replace(path)
