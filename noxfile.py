@@ -1,0 +1,81 @@
+"""nox sessions: `nox -l` lists them. The main job is `nox -s ci-images`; `nox` alone runs lint and tests.
+
+Every session installs from pyproject.toml with constraints.txt (regenerate with `nox -s lock`), so local runs and
+CI resolve the same versions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.10.9"
+nox.options.sessions = ["lint", "tests"]
+nox.options.default_venv_backend = "venv"
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    pyproject = nox.project.load_toml("pyproject.toml")
+    requirements: list[str] = []
+    for group in groups:
+        requirements += nox.project.dependency_groups(pyproject, group)
+    session.install(*CONSTRAINTS, "-e", ".", *requirements)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy --strict over src, tests, noxfile.py and tasks.py."""
+    _install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests; integration tests start the image lab on a Docker engine (started if needed)."""
+    _install(session, "test")
+    session.run("python", "-m", "ci_images.dockerd", external=False)
+    session.run("pytest", *(session.posargs or ["tests"]), env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session(name="unit-tests", python=PYTHON)
+def unit_tests(session: nox.Session) -> None:
+    """Only the fast unit tests: no engine, no registries."""
+    _install(session, "test")
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session(name="ci-images", python=PYTHON)
+def ci_images(session: nox.Session) -> None:
+    """The main job: build and smoke-test every image; `-- --push [--registry R]` also pushes; `-- --matrix` plans a matrix.
+
+    Options after `--` are those of `invoke push-images` (--images, --registry, --force, --dry-run, --json, --jobs,
+    --fail-fast, --catalog, --lock).
+    """
+    _install(session)
+    session.run("python", "-m", "ci_images", "ci", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmark in the lab: a no-change push run against the naive pull-build-push loop; prints the ratios."""
+    _install(session, "test")
+    session.run("python", "-m", "ci_images.dockerd")
+    session.run("python", str(ROOT / "bench" / "bench_push.py"), *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="none")
+def lock(session: nox.Session) -> None:
+    """Regenerate constraints.txt from pyproject.toml (needs uv on PATH)."""
+    groups = [arg for group in ("test", "lint") for arg in ("--group", f"pyproject.toml:{group}")]
+    session.run(
+        "uv", "pip", "compile", "pyproject.toml", *groups, "--python-version", PYTHON, "--universal",
+        "-o", "constraints.txt", env={"UV_CUSTOM_COMPILE_COMMAND": "nox -s lock", **os.environ},
+    )
