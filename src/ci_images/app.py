@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ci_images import plan as planning
@@ -175,6 +175,8 @@ def preflight_upstreams(ctx: Context, entries: Sequence[Entry]) -> None:
 
 def list_images(options: Options, *, as_json: bool) -> list[dict[str, object]]:
     catalog = _load(options)
+    if not (options.registry or options.env.get(REGISTRY_ENV) or catalog.registry):
+        options = replace(options, registry=LOCAL)  # listing needs a prefix to show tags; nothing is started
     registry, _ = target_prefix(options, catalog, start_local=False)
     rows = [e.as_row() for e in entries_for(options, catalog, registry=registry)]
     if as_json:

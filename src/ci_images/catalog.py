@@ -33,7 +33,8 @@ SMOKE_KINDS: tuple[str, ...] = ("kms", "vault")
 KNOWN_OS = frozenset({"linux"})
 KNOWN_ARCHES = frozenset({"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"})
 _ARG_BASE_RE = re.compile(r"^\s*ARG\s+BASE_IMAGE(?:=\S*)?\s*$", re.IGNORECASE)
-_FROM_RE = re.compile(r"^\s*FROM\s+(\S+)", re.IGNORECASE)
+# FROM [--platform=...] IMAGE [AS NAME]: flags come before the image.
+_FROM_RE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,33 @@ def _dotted(path: Sequence[str | int]) -> str:
     return out or "(top level)"
 
 
+_TYPE_WORDS = {
+    "string": "a string",
+    "array": "a list",
+    "object": "a mapping",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "null": "null",
+}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
 def _validate_schema(marked: Marked, name: str) -> None:
     if not isinstance(marked.data, dict):
         raise _fail(
@@ -167,11 +195,22 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
             f"{where} is missing the required key {missing!r}",
             f"add '{missing}:' to {where}",
         )
+    if "propertyNames" in error.schema_path:
+        # jsonschema reports a bad key against the mapping that holds it; point at the key itself.
+        bad = str(instance)
+        if path and path[-1] == "build_args":
+            fix = "build arg names use letters, digits and '_' and do not start with a digit, like KMS_SEED"
+        else:
+            fix = (
+                "use lowercase letters and digits with single separators (. _ -) between them, like local-kms"
+            )
+        return _fail(marked, name, (*path, bad), f"invalid name {bad!r} in {where}", fix, key=True)
     if error.validator == "type":
         expected = error.validator_value
-        expected_text = " or ".join(expected) if isinstance(expected, list) else str(expected)
+        expected_types = [str(t) for t in (expected if isinstance(expected, list) else [expected])]
+        expected_text = " or ".join(_TYPE_WORDS.get(t, t) for t in expected_types)
         raw = marked.raw.get(path)
-        fix = f"write a {expected_text} here"
+        fix = f"write {expected_text} here"
         if expected == "string" and isinstance(instance, (int, float, bool)):
             shown = raw if raw is not None else str(instance)
             fix = f'quote it: "{shown}" (YAML reads {shown} unquoted as {instance!r})'
@@ -179,16 +218,8 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
             marked,
             name,
             path,
-            f"{where} must be a {expected_text}, not {type(instance).__name__} {instance!r}",
+            f"{where} must be {expected_text}, not {_TYPE_WORDS[_json_type(instance)]} {instance!r}",
             fix,
-        )
-    if error.validator == "propertyNames":
-        return _fail(
-            marked,
-            name,
-            path,
-            f"invalid name in {where}: {error.message}",
-            "use lowercase letters, digits and single separators (. _ -), like local-kms",
         )
     if error.validator in {"minItems", "minProperties", "minLength"}:
         return _fail(marked, name, path, f"{where} must not be empty", f"give {where} at least one value")
@@ -271,6 +302,17 @@ def _build(marked: Marked, file: Path, name: str) -> Catalog:
     data: dict[str, Any] = marked.data
     root = file.parent
     registry = data.get("registry")
+    if registry is not None and registry != "local":
+        try:
+            parse_repository(f"{registry.rstrip('/')}/probe")
+        except ValueError as exc:
+            raise _fail(
+                marked,
+                name,
+                ("registry",),
+                f"bad registry {registry!r}: {exc}",
+                "write HOST[:PORT]/PATH, e.g. ghcr.io/OWNER/REPO, or 'local' for 127.0.0.1:5000",
+            ) from exc
     mirror = data.get("upstream_mirror")
     if mirror is not None:
         try:
@@ -380,7 +422,16 @@ def _build_image(
                 f"build folder {spec['build']!r} does not exist (looked in {build})",
                 "create it with a Dockerfile, fix the path (relative to the catalog), or remove 'build' to mirror the image as it is",
             )
-        dockerfile = build / spec.get("dockerfile", "Dockerfile")
+        dockerfile = (build / spec.get("dockerfile", "Dockerfile")).resolve()
+        if not dockerfile.is_relative_to(build):
+            # The recipe hash and the build both name the Dockerfile relative to the build folder.
+            raise _fail(
+                marked,
+                name,
+                (*base, "dockerfile"),
+                f"dockerfile {spec['dockerfile']!r} is outside the build folder {spec['build']!r}",
+                "move the Dockerfile into the build folder and name it relative to that folder",
+            )
         if not dockerfile.is_file():
             raise _fail(
                 marked,
@@ -472,7 +523,17 @@ def _check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]
     for image in images:
         for variant in image.variants:
             for i, version in enumerate(image.versions):
-                for tag in tag_rules.tags_for(image.tag_templates, version, image.versions):
+                version_tags = tag_rules.tags_for(image.tag_templates, version, image.versions)
+                if not version_tags:
+                    # Only alias templates, and this version owns none of them (a pre-release, or not the highest).
+                    raise _fail(
+                        marked,
+                        name,
+                        ("images", image.name, "versions", i),
+                        f"version {version!r} of {image.name} gets no tag from the templates {list(image.tag_templates)}",
+                        "add '{version}' to the tags, or remove this version",
+                    )
+                for tag in version_tags:
                     full = tag_rules.variant_tag(tag, variant.name, DEFAULT_VARIANT)
                     key = (image.name, full)
                     if key in owners:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -49,6 +49,10 @@ class Logger:
         self._stream = stream
         self._env = env
         self.debug_enabled = False
+        # Entries run in parallel threads; in GitHub Actions each thread's lines are held back and printed as one
+        # ::group:: when its entry ends, because the runner cannot show interleaved groups.
+        self._buffers = threading.local()
+        self._progress: Any = None
 
     @property
     def stream(self) -> TextIO:
@@ -67,8 +71,17 @@ class Logger:
         return not self.github and self.stream.isatty() and not self.env.get("CI")
 
     def _write(self, text: str) -> None:
+        line = redact(text)
+        buffer: list[str] | None = getattr(self._buffers, "lines", None)
+        if buffer is not None:
+            buffer.append(line)
+            return
+        if self._progress is not None:
+            # Print above the live progress bar instead of tearing through it.
+            self._progress.console.print(line, markup=False, highlight=False)
+            return
         with _lock:
-            self.stream.write(redact(text) + "\n")
+            self.stream.write(line + "\n")
             self.stream.flush()
 
     def info(self, text: str) -> None:
@@ -93,19 +106,55 @@ class Logger:
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
-        if self.github:
-            self._write(f"::group::{title}")
-            try:
-                yield
-            finally:
-                self._write("::endgroup::")
-        else:
+        """A titled section: a collapsible ``::group::`` in GitHub Actions, a heading line elsewhere."""
+        if not self.github or getattr(self._buffers, "lines", None) is not None:
             self._write(f"== {title}")
             yield
+            return
+        self._buffers.lines = [f"::group::{redact(title)}"]
+        try:
+            yield
+        finally:
+            lines: list[str] = self._buffers.lines
+            self._buffers.lines = None
+            with _lock:
+                self.stream.write("\n".join([*lines, "::endgroup::"]) + "\n")
+                self.stream.flush()
+
+    @contextmanager
+    def progress(self, total: int, description: str) -> Iterator[Callable[[], None]]:
+        """Yield ``advance()``; in a terminal a rich progress bar counts the finished entries, elsewhere nothing."""
+        if not self.interactive or total <= 1:
+            yield lambda: None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=self.stream),
+        )
+        task = bar.add_task(description, total=total)
+        with bar:
+            self._progress = bar
+            try:
+                yield lambda: bar.advance(task)
+            finally:
+                self._progress = None
 
     def add_mask(self, value: str) -> None:
         """Register a secret; in GitHub Actions also ask the runner to mask it in its own logs."""
+        if not value or value in _secrets:
+            return
         add_secret(value)
+        if self.github:
+            # Written directly: through _write it would be redacted, and the runner would learn nothing.
+            with _lock:
+                self.stream.write(f"::add-mask::{value}\n")
+                self.stream.flush()
 
     def step_summary(self, markdown: str) -> None:
         """Append Markdown to GITHUB_STEP_SUMMARY (never overwrite)."""

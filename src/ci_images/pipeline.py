@@ -273,13 +273,17 @@ def execute(
             result, duration_s=round(time.monotonic() - started, 2), ratelimit_remaining=ctx.budget.remaining
         )
 
-    with ThreadPoolExecutor(max_workers=max(1, settings.jobs), thread_name_prefix="entry") as pool:
+    with (
+        log.progress(len(decisions), "images") as advance,
+        ThreadPoolExecutor(max_workers=max(1, settings.jobs), thread_name_prefix="entry") as pool,
+    ):
         pending: dict[Future[Result], int] = {pool.submit(one, i, d): i for i, d in enumerate(decisions)}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     results[pending.pop(future)] = future.result()
+                    advance()
         except KeyboardInterrupt:
             stop.set()
             for future in pending:

@@ -182,20 +182,22 @@ def decide(
         return made(work, "forced (--force)")
     if current.digest is None:
         return made(work, f"new: {entry.target.with_tag(entry.tags[0])} does not exist")
-    if entry.mode == "mirror":
+    old_source = current.labels.get(SOURCE_DIGEST_LABEL)
+    old_recipe = current.labels.get(RECIPE_LABEL)
+    if entry.mode == "mirror" and old_recipe is None:
+        # No ci-images labels: up to date only when the target holds upstream's very manifest (a byte copy).
         if current.digest != source_digest:
             return made(work, f"upstream changed: {_short(current.digest)} -> {_short(source_digest)}")
-        held = current.digest
     else:
-        old_source = current.labels.get(SOURCE_DIGEST_LABEL)
-        old_recipe = current.labels.get(RECIPE_LABEL)
+        # A build, or a mirror re-uploaded through the engine (its digest differs from upstream's, so the
+        # recipe and source-digest labels say what it was made from).
         if old_recipe is None:
             return made(work, "target was not built by ci-images (no recipe label)")
         if old_source != source_digest:
             return made(work, f"upstream changed: {_short(old_source)} -> {_short(source_digest)}")
         if old_recipe != recipe:
             return made(work, f"recipe changed: {_short(old_recipe)} -> {_short(recipe)}")
-        held = current.digest
+    held = current.digest
     stale = [t for t in entry.tags[1:] if current.tag_digests.get(t) != held]
     if stale:
         return made("retag", f"up to date; moving {', '.join(stale)}")

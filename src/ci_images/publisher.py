@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from ci_images import oci
 from ci_images.errors import RegistryError
 from ci_images.log import log
-from ci_images.plan import Decision, Entry
+from ci_images.plan import RECIPE_LABEL, SOURCE_DIGEST_LABEL, Decision, Entry
 from ci_images.upstream import ClientPool
 
 if TYPE_CHECKING:
@@ -50,6 +50,11 @@ class RegistryPublisher:
                 oci.push_engine_image(engine, client, entry.target.path, images[platform], platform=platform)
             )
         annotations = {k: v for k, v in engine.image_labels(images[entry.platforms[0]]).items() if v}
+        # What the next plan compares: also on mirrored images, whose labels are upstream's own.
+        if decision.recipe:
+            annotations[RECIPE_LABEL] = decision.recipe
+        if decision.source_digest:
+            annotations[SOURCE_DIGEST_LABEL] = decision.source_digest
         body, media_type = oci.make_index(descriptors, annotations)
         previous: PreviousDigests = {tag: decision.current.tag_digests.get(tag) for tag in entry.tags}
         digest = oci.put_tags(client, entry.target.path, body, media_type, entry.tags)

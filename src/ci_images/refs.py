@@ -31,14 +31,18 @@ def is_valid_digest(digest: str) -> bool:
 
 
 def is_valid_host(host: str) -> bool:
-    return bool(_HOST_RE.match(host))
+    if not _HOST_RE.match(host):
+        return False
+    after_address = host.rpartition("]")[2]  # an IPv6 address has colons of its own
+    _, colon, port = after_address.rpartition(":")
+    return not colon or 0 < int(port) <= 65535
 
 
 def is_loopback_host(host: str) -> bool:
     """True for localhost, 127.0.0.0/8 and ::1, with or without a port."""
-    name = host
+    name = host.lower()
     if name.startswith("["):
-        name = name[1 : name.index("]")]
+        name = name[1:].partition("]")[0]
     elif name.count(":") == 1:
         name = name.split(":", 1)[0]
     if name == "localhost":

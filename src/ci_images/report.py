@@ -59,7 +59,10 @@ class Result:
     @property
     def previous_digest(self) -> str | None:
         """What the version tag held before this run moved it (None: new, or not moved)."""
-        return next(iter(self.previous_digests.values()), None) if self.previous_digests else None
+        if not self.tags:
+            return None
+        # previous_digests is keyed by tag name; a retag may move only the aliases, so do not take the first.
+        return self.previous_digests.get(self.tags[0].rsplit(":", 1)[1])
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -138,7 +141,8 @@ def markdown_summary(results: Sequence[Result], *, title: str, ratelimit_remaini
         )
     if ratelimit_remaining is not None:
         lines += ["", f"Upstream pull quota left: {ratelimit_remaining}"]
-    return "\n".join(lines) + "\n"
+    # Redacted here too, not only by the logger: callers may write the summary elsewhere.
+    return redact("\n".join(lines) + "\n")
 
 
 def write_json(path: Path, results: Sequence[Result]) -> None:

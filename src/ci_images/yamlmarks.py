@@ -16,6 +16,7 @@ import yaml
 from ci_images.errors import CatalogError
 
 Path_ = tuple[str | int, ...]
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass
@@ -50,6 +51,10 @@ def load_marked(text: str, filename: str) -> Marked:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
+            # e.g. an unclosed quote is only noticed at the end of the file: say where it was opened.
+            start = exc.context_mark
+            problem += f" ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
         raise CatalogError(
             f"YAML syntax error: {problem}",
             path=filename,
@@ -64,16 +69,28 @@ def load_marked(text: str, filename: str) -> Marked:
         marked.data = None
         return marked
     constructor = yaml.SafeLoader("")
-    marked.data = _convert(root, (), marked, constructor, filename)
+    marked.data = _convert(root, (), marked, constructor, filename, {})
     return marked
 
 
 def _convert(
-    node: yaml.Node, path: Path_, marked: Marked, constructor: yaml.SafeLoader, filename: str
+    node: yaml.Node,
+    path: Path_,
+    marked: Marked,
+    constructor: yaml.SafeLoader,
+    filename: str,
+    own_keys_by_node: dict[int, set[int]],
 ) -> Any:
     marked.marks[path] = _position(node)
     if isinstance(node, yaml.MappingNode):
+        # Keys written in this mapping; flatten_mapping puts merged (<<) keys before them, and a written key
+        # overriding a merged one is what merge keys are for, not a duplicate. flatten_mapping changes the node in
+        # place, so remember its own keys from the first visit (an aliased mapping is visited again).
+        own_keys = own_keys_by_node.setdefault(
+            id(node), {id(key_node) for key_node, _ in node.value if key_node.tag != _MERGE_TAG}
+        )
         constructor.flatten_mapping(node)  # merge keys (<<) like SafeLoader does
+        explicit: set[str] = set()
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = constructor.construct_object(key_node, deep=True)
@@ -86,7 +103,7 @@ def _convert(
                     column=col,
                     fix=f'quote the key: "{key}":',
                 )
-            if key in result:
+            if key in explicit and id(key_node) in own_keys:
                 line, col = _position(key_node)
                 first_line, _ = marked.key_marks[(*path, key)]
                 raise CatalogError(
@@ -96,12 +113,15 @@ def _convert(
                     column=col,
                     fix="remove or merge one of the two entries",
                 )
+            if id(key_node) in own_keys:
+                explicit.add(key)
             marked.key_marks[(*path, key)] = _position(key_node)
-            result[key] = _convert(value_node, (*path, key), marked, constructor, filename)
+            result[key] = _convert(value_node, (*path, key), marked, constructor, filename, own_keys_by_node)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [
-            _convert(item, (*path, i), marked, constructor, filename) for i, item in enumerate(node.value)
+            _convert(item, (*path, i), marked, constructor, filename, own_keys_by_node)
+            for i, item in enumerate(node.value)
         ]
     marked.raw[path] = str(node.value)
     return constructor.construct_object(node, deep=True)

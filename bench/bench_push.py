@@ -1,0 +1,114 @@
+"""Benchmark: a no-change `push-images` run against the naive weekly loop (pull, build FROM source, push everything).
+
+Both run in one process against the same lab (stand-in upstream, TLS target with auth), so the ratios compare like
+with like. Upstream manifest GETs are counted from the upstream registry's own request log. Prints a table and the
+ratios; exits non-zero if the no-change/naive time ratio misses the goal (<= 0.1) so CI can watch it.
+
+    nox -s bench            # or: python bench/bench_push.py [--catalog images.yaml] [--keep-lab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from ci_images import app, lab  # noqa: E402
+from ci_images.engine import Engine  # noqa: E402
+from ci_images.pipeline import local_ref  # noqa: E402
+
+GOAL = 0.1
+
+
+def manifest_gets(requests: list[tuple[str, str]]) -> int:
+    return sum(1 for method, uri in requests if method == "GET" and "/manifests/" in uri)
+
+
+def writes(requests: list[tuple[str, str]]) -> int:
+    return sum(1 for method, _ in requests if method in {"PUT", "POST", "PATCH"})
+
+
+def naive_loop(the_lab: Any, options: app.Options) -> None:
+    """What the weekly workflow this replaces does: for every entry and platform, pull the source tag, build
+    `FROM source:version`, and push under the target tag; no plan, no digests, no skipping."""
+    engine = Engine.connect()
+    engine.client.login(
+        username=the_lab.target.username, password=the_lab.target.password, registry=the_lab.target.host, reauth=True
+    )
+    catalog = app.load_catalog(app.catalog_path(options.catalog, options.env))
+    registry, _ = app.target_prefix(options, catalog, start_local=False)
+    for entry in app.entries_for(options, catalog, registry=registry):
+        assert entry.context is not None
+        for platform in entry.platforms:
+            engine.client.images.pull(str(entry.pull), tag=entry.version, platform=platform)
+            tag = f"{entry.tags[0]}-naive-{platform.replace('/', '-')}"
+            engine.build(
+                entry.context,
+                tag=local_ref(entry, platform) + "-naive",
+                platform=platform,
+                buildargs={**entry.build_args, "BASE_IMAGE": entry.pull_ref},
+                labels={},
+            )
+            engine.tag(local_ref(entry, platform) + "-naive", entry.target.with_tag(tag))
+            for line in engine.client.images.push(str(entry.target), tag=tag, stream=True, decode=True):
+                if "error" in line:
+                    raise RuntimeError(line["error"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--catalog", default=str(REPO_ROOT / "images.yaml"))
+    parser.add_argument("--keep-lab", action="store_true")
+    args = parser.parse_args()
+
+    base_options = app.Options(catalog=args.catalog)
+    standins, platforms = app.lab_standins(base_options)
+    workdir = Path(tempfile.mkdtemp(prefix="ci-images-bench-"))
+    print(f"lab: starting in {workdir} ...", flush=True)
+    the_lab = lab.lab_up(workdir, standins=standins, platforms=platforms)
+    try:
+        env = {**the_lab.env(), "CI": "true"}
+        options = app.Options(catalog=args.catalog, env=env, lock_path=str(workdir / "images.lock.json"), jobs=2)
+        print("warm-up: first push publishes everything ...", flush=True)
+        app.push_images(options)
+
+        up0, tg0 = len(the_lab.upstream.requests()), len(the_lab.target.requests())
+        started = time.monotonic()
+        results = app.push_images(options)
+        no_change_s = time.monotonic() - started
+        up1, tg1 = len(the_lab.upstream.requests()), len(the_lab.target.requests())
+        skipped = sum(1 for r in results if r.action == "skipped")
+
+        started = time.monotonic()
+        naive_loop(the_lab, options)
+        naive_s = time.monotonic() - started
+        up2, tg2 = len(the_lab.upstream.requests()), len(the_lab.target.requests())
+
+        no_change_gets = manifest_gets(the_lab.upstream.requests()[up0:up1])
+        naive_gets = manifest_gets(the_lab.upstream.requests()[up1:up2])
+        rows = [
+            ("run", "seconds", "upstream manifest GETs", "target writes"),
+            ("no-change push-images", f"{no_change_s:.1f}", str(no_change_gets), str(writes(the_lab.target.requests()[tg0:tg1]))),
+            ("naive pull-build-push", f"{naive_s:.1f}", str(naive_gets), str(writes(the_lab.target.requests()[tg1:tg2]))),
+        ]
+        for row in rows:
+            print(f"{row[0]:<24} {row[1]:>8} {row[2]:>24} {row[3]:>14}")
+        time_ratio = no_change_s / naive_s if naive_s else float("inf")
+        get_ratio = no_change_gets / naive_gets if naive_gets else 0.0
+        print(f"entries: {len(results)} ({skipped} skipped in the no-change run)")
+        print(f"ratio time no-change/naive: {time_ratio:.3f} (goal <= {GOAL})")
+        print(f"ratio upstream manifest GETs no-change/naive: {get_ratio:.3f}")
+        return 0 if time_ratio <= GOAL and skipped == len(results) else 1
+    finally:
+        if not args.keep_lab:
+            lab.lab_down(workdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

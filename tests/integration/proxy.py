@@ -1,0 +1,84 @@
+"""A loopback HTTP proxy in front of a lab registry that answers 429 (with Retry-After) to chosen requests.
+
+It forwards everything else unchanged to the TLS registry, so the tool under test talks to a real registry and
+only the rate-limit answers are injected.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+
+
+@contextmanager
+def throttling_proxy(
+    upstream_host: str, ca_bundle: str, *, throttle: Callable[[str, str], bool]
+) -> Iterator[tuple[str, list[tuple[str, str, int]]]]:
+    """Yield (proxy host, request log of (method, path, status)); ``throttle(method, path)`` picks the 429s."""
+    seen: list[tuple[str, str, int]] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            with lock:
+                throttled = throttle(self.command, self.path)
+            if throttled:
+                with lock:
+                    seen.append((self.command, self.path, 429))
+                payload = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
+            resp = requests.request(
+                self.command,
+                f"https://{upstream_host}{self.path}",
+                headers=headers,
+                data=body or None,
+                verify=ca_bundle,
+                allow_redirects=False,
+                timeout=60,
+            )
+            with lock:
+                seen.append((self.command, self.path, resp.status_code))
+            content = resp.content
+            self.send_response(resp.status_code)
+            for key, value in resp.headers.items():
+                if key.lower() in _HOP_BY_HOP | {"content-length", "content-encoding"}:
+                    continue
+                if key.lower() == "location":
+                    value = value.replace(f"https://{upstream_host}", f"http://{proxy_host}")
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(content)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    proxy_host = f"127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy_host, seen
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,164 @@
+"""The front doors on a bad or good catalog: `python -m ci_images list` and `invoke list-images` (no engine, no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from conftest import CatalogFiles
+
+from ci_images import cli
+
+MAIN = Path(__file__).resolve().parents[2]
+ROW_KEYS = {"image", "variant", "version", "mode", "source", "tags", "platforms"}
+BAD_CATALOG = 'images:\n  a:\n    source: acme/a\n    versions: ["1.0.0", 1.10]\n'  # 1.10 at 4:25
+GOOD_CATALOG = """
+registry: 127.0.0.1:5000/ci
+images:
+  tool:
+    source: acme/tool
+    versions: ["1.0.0", "1.1.0"]
+    platforms: [linux/amd64]
+"""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without anything that changes the tool's behaviour (GitHub Actions, CI_IMAGES_*)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CI_IMAGES_", "GITHUB_")) and k not in {"CI", "PYTHONPATH"}
+    }
+    env["PYTHONPATH"] = str(MAIN / "src")
+    return env | extra
+
+
+def run(argv: Sequence[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=MAIN,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_catalog_error(proc: subprocess.CompletedProcess[str], path: Path) -> None:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert f"{path}:4:25: images.a.versions[1] must be a string" in output
+    assert 'fix: quote it: "1.10"' in output
+    assert "Traceback" not in output
+    assert proc.stdout == ""  # nothing listed
+
+
+def test_module_list_bad_catalog_exits_2(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write(BAD_CATALOG)
+    assert_catalog_error(run(["-m", "ci_images", "list", "--catalog", str(path)]), path)
+
+
+def test_module_list_bad_catalog_from_environment(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write(BAD_CATALOG)
+    assert_catalog_error(run(["-m", "ci_images", "list"], CI_IMAGES_CATALOG=str(path)), path)
+
+
+def test_invoke_list_images_bad_catalog_exits_2(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write(BAD_CATALOG)
+    assert_catalog_error(run(["-m", "invoke", "list-images", "--catalog", str(path)]), path)
+
+
+def test_module_list_json_rows(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write(GOOD_CATALOG)
+    proc = run(["-m", "ci_images", "list", "--json"], CI_IMAGES_CATALOG=str(path))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert isinstance(rows, list) and len(rows) == 2
+    assert all(set(row) == ROW_KEYS for row in rows)
+    assert rows[1] == {
+        "image": "tool",
+        "variant": "plain",
+        "version": "1.1.0",
+        "mode": "mirror",
+        "source": "docker.io/acme/tool:1.1.0",
+        "tags": [
+            "127.0.0.1:5000/ci/tool:1.1.0",
+            "127.0.0.1:5000/ci/tool:1.1",
+            "127.0.0.1:5000/ci/tool:latest",
+        ],
+        "platforms": ["linux/amd64"],
+    }
+
+
+def test_invoke_list_images_json_shipped_catalog() -> None:
+    proc = run(["-m", "invoke", "list-images", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 7
+    assert all(set(row) == ROW_KEYS for row in rows)
+
+
+# In-process: the same door, faster, for the cases that do not need a fresh interpreter.
+
+
+@pytest.fixture
+def quiet_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith(("CI_IMAGES_", "GITHUB_")):
+            monkeypatch.delenv(key)
+
+
+@pytest.mark.usefixtures("quiet_env")
+def test_main_missing_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["list", "--catalog", str(tmp_path / "missing.yaml")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "error: catalog" in captured.err and "not found" in captured.err and "fix:" in captured.err
+
+
+@pytest.mark.usefixtures("quiet_env")
+def test_main_bad_catalog_debug_shows_traceback(
+    catalog_files: CatalogFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = catalog_files.write(BAD_CATALOG)
+    assert cli.main(["list", "--catalog", str(path), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and f"{path}:4:25" in err
+
+
+@pytest.mark.usefixtures("quiet_env")
+def test_main_list_text(catalog_files: CatalogFiles, capsys: pytest.CaptureFixture[str]) -> None:
+    path = catalog_files.write(GOOD_CATALOG)
+    assert cli.main(["list", "--catalog", str(path), "--images", "tool:1.1.0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1
+    assert out[0].split()[:5] == ["tool", "plain", "1.1.0", "mirror", "docker.io/acme/tool:1.1.0"]
+    assert "127.0.0.1:5000/ci/tool:latest" in out[0]
+
+
+@pytest.mark.usefixtures("quiet_env")
+def test_main_images_matching_nothing(
+    catalog_files: CatalogFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = catalog_files.write(GOOD_CATALOG)
+    assert cli.main(["list", "--catalog", str(path), "--images", "nope"]) == 2
+    assert "matches nothing" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("quiet_env")
+def test_main_registry_option_overrides_catalog(
+    catalog_files: CatalogFiles, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = catalog_files.write(GOOD_CATALOG)
+    monkeypatch.setenv("CI_IMAGES_REGISTRY", "ghcr.io/from/env")
+    assert cli.main(["list", "--json", "--catalog", str(path), "--registry", "ghcr.io/from/option"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["tags"][0] == "ghcr.io/from/option/tool:1.0.0"
+    assert cli.main(["list", "--json", "--catalog", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["tags"][0] == "ghcr.io/from/env/tool:1.0.0"

@@ -1,0 +1,76 @@
+"""The executor's bookkeeping without an engine: skips, the rate-limit stop, fail-fast and result order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ci_images.catalog import load_catalog
+from ci_images.errors import RateLimitError
+from ci_images.pipeline import Context, RunSettings, execute
+from ci_images.plan import Decision, TargetState, expand
+from ci_images.registry import RegistryClient
+from ci_images.upstream import ClientPool, RateBudget
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _context(budget: RateBudget | None = None) -> Context:
+    def no_engine() -> object:
+        raise AssertionError("a skip must not touch the engine")
+
+    return Context(
+        upstream=ClientPool(lambda host: RegistryClient(host)),
+        target=None,
+        engine_factory=no_engine,  # type: ignore[arg-type]
+        env={},
+        root=REPO_ROOT,
+        budget=budget or RateBudget(),
+    )
+
+
+def _decisions(action: str) -> list[Decision]:
+    entries = expand(load_catalog(REPO_ROOT / "images.yaml"), registry="registry.example/ci")
+    state = TargetState(digest="sha256:" + "a" * 64)
+    return [Decision(e, action, "up to date", "sha256:" + "b" * 64, "sha256:" + "c" * 64, state) for e in entries]
+
+
+def test_skips_touch_nothing_and_keep_catalog_order() -> None:
+    decisions = _decisions("skip")
+    results = execute(_context(), decisions, RunSettings(jobs=4), None)
+    assert [r.key for r in results] == [d.entry.key for d in decisions]
+    assert {r.action for r in results} == {"skipped"}
+    assert all(r.digest == "sha256:" + "a" * 64 for r in results)
+
+
+def test_builds_are_not_started_when_the_pull_quota_is_below_the_threshold() -> None:
+    budget = RateBudget(min_remaining=10)
+    budget.observe(remaining=3, limit=100)
+    results = execute(_context(budget), _decisions("build"), RunSettings(jobs=2), None)
+    assert {r.action for r in results} == {"failed"}
+    assert all(r.reason.startswith("upstream pull quota nearly used up") for r in results)
+    assert all(r.ratelimit_remaining == 3 for r in results)
+
+
+def test_fail_fast_stops_starting_entries() -> None:
+    budget = RateBudget(min_remaining=10)
+    budget.observe(remaining=0, limit=100)
+    results = execute(_context(budget), _decisions("build"), RunSettings(jobs=1, fail_fast=True), None)
+    assert results[0].reason.startswith("upstream pull quota")
+    assert all("--fail-fast" in r.reason for r in results[1:])
+
+
+def test_rate_budget_spends_and_refuses() -> None:
+    budget = RateBudget(min_remaining=5)
+    budget.check("nothing known yet")  # no header seen: no limit applies
+    budget.observe(remaining=8, limit=100)
+    budget.observe(remaining=9, limit=100)  # the lowest answer wins
+    assert budget.remaining == 8
+    budget.spend(3, what="entry")
+    assert budget.remaining == 5
+    budget.spend(1, what="entry")
+    with pytest.raises(RateLimitError) as raised:
+        budget.spend(1, what="next entry")
+    assert raised.value.exit_code == 4
+    assert "next entry not started" in raised.value.message

@@ -1,0 +1,261 @@
+"""The plan: catalog -> entries (golden test of the shipped catalog), and decide()."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CatalogFiles, EntryFactory
+
+from ci_images.catalog import Catalog, load_catalog
+from ci_images.errors import UsageError
+from ci_images.plan import (
+    RECIPE_LABEL,
+    SOURCE_DIGEST_LABEL,
+    Entry,
+    TargetState,
+    decide,
+    expand,
+    split_patterns,
+)
+
+MAIN = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden" / "shipped_catalog.json"
+UPDATE_ENV = "UPDATE_GOLDEN"
+
+D_OLD = "sha256:" + "1" * 64
+D_NEW = "sha256:" + "2" * 64
+D_TARGET = "sha256:" + "3" * 64
+D_OTHER = "sha256:" + "4" * 64
+R_OLD = "sha256:" + "a" * 64
+R_NEW = "sha256:" + "b" * 64
+
+
+def shipped() -> Catalog:
+    return load_catalog(MAIN / "images.yaml")
+
+
+def golden_row(entry: Entry, root: Path) -> dict[str, Any]:
+    """Everything the plan computes for an entry, with paths relative to the catalog (so the file is portable)."""
+    return {
+        **entry.as_row(),
+        "pull": entry.pull_ref,
+        "context": entry.context.relative_to(root).as_posix() if entry.context else None,
+        "dockerfile": entry.dockerfile.relative_to(root).as_posix() if entry.dockerfile else None,
+        "build_args": dict(entry.build_args),
+        "smoke": entry.smoke,
+        "title": entry.title,
+        "description": entry.description,
+    }
+
+
+def shipped_rows() -> list[dict[str, Any]]:
+    catalog = shipped()
+    assert catalog.registry is not None
+    return [golden_row(e, catalog.root.resolve()) for e in expand(catalog, registry=catalog.registry)]
+
+
+def test_shipped_catalog_matches_golden() -> None:
+    rows = shipped_rows()
+    expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert rows == expected, f"the plan changed; if intended, run: {UPDATE_ENV}=1 pytest {__file__}"
+
+
+@pytest.mark.skipif(
+    os.environ.get(UPDATE_ENV) != "1", reason=f"regenerates the golden file only with {UPDATE_ENV}=1"
+)
+def test_update_golden() -> None:
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(shipped_rows(), indent=2) + "\n", encoding="utf-8")
+
+
+def test_shipped_catalog_tag_rules() -> None:
+    catalog = shipped()
+    assert catalog.registry is not None
+    tags = {e.key: e.tags for e in expand(catalog, registry=catalog.registry)}
+    assert tags["local-kms/plain/3.12.0"] == ("3.12.0", "3.12", "latest")
+    assert tags["local-kms/plain/3.11.7"] == ("3.11.7", "3.11")
+    assert tags["local-kms/seeded/3.12.0"] == ("3.12.0-seeded", "3.12-seeded", "seeded")
+    assert tags["local-kms/seeded/3.11.7"] == ("3.11.7-seeded", "3.11-seeded")
+    assert tags["vault/plain/2.0.0"] == ("2.0.0", "2.0", "latest")
+    # every target tag has exactly one owner
+    owned = [(key.split("/")[0], tag) for key, entry_tags in tags.items() for tag in entry_tags]
+    assert len(owned) == len(set(owned))
+
+
+def test_expand_applies_mirror_registry_and_platforms() -> None:
+    entries = expand(
+        shipped(),
+        registry="127.0.0.1:5000/ci/",
+        mirror="mirror.test:5001",
+        images="vault",
+        platforms=["linux/arm64"],
+    )
+    assert [e.key for e in entries] == ["vault/plain/1.14.10", "vault/plain/1.21.4", "vault/plain/2.0.0"]
+    first = entries[0]
+    assert first.source_ref == "docker.io/hashicorp/vault:1.14.10"
+    assert first.pull_ref == "mirror.test:5001/hashicorp/vault:1.14.10"
+    assert first.tag_refs == ("127.0.0.1:5000/ci/vault:1.14.10", "127.0.0.1:5000/ci/vault:1.14")
+    assert first.platforms == ("linux/arm64",)
+
+
+@pytest.mark.parametrize(
+    ("images", "keys"),
+    [
+        ("local-kms/seeded", ["local-kms/seeded/3.11.7", "local-kms/seeded/3.12.0"]),
+        ("local-kms:3.12.0", ["local-kms/plain/3.12.0", "local-kms/seeded/3.12.0"]),
+        ("*/seeded/3.11.*", ["local-kms/seeded/3.11.7"]),
+        ("vault/plain/2.0.0, local-kms/plain/3.11.7", ["local-kms/plain/3.11.7", "vault/plain/2.0.0"]),
+        (["vault:1.14.10", "vault:2.0.0"], ["vault/plain/1.14.10", "vault/plain/2.0.0"]),
+    ],
+)
+def test_expand_filters(images: str | list[str], keys: list[str]) -> None:
+    entries = expand(shipped(), registry="ghcr.io/acme/ci", images=images)
+    assert [e.key for e in entries] == keys
+
+
+def test_expand_filter_matching_nothing_is_a_usage_error() -> None:
+    with pytest.raises(UsageError) as info:
+        expand(shipped(), registry="ghcr.io/acme/ci", images="valt")
+    assert info.value.exit_code == 2
+    assert info.value.fix is not None and "local-kms, vault" in info.value.fix
+
+
+def test_split_patterns() -> None:
+    assert split_patterns(None) == []
+    assert split_patterns("a, b,,c ") == ["a", "b", "c"]
+    assert split_patterns(["a,b", "c"]) == ["a", "b", "c"]
+
+
+def test_expand_mirror_entry(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write(
+        """
+        images:
+          tool:
+            source: quay.io/acme/tool
+            versions: ["1.0.0"]
+            platforms: [linux/amd64]
+        """
+    )
+    (entry,) = expand(load_catalog(path), registry="ghcr.io/acme/ci", mirror="mirror.test")
+    assert entry.mode == "mirror"
+    assert entry.context is None and entry.dockerfile is None
+    assert entry.pull_ref == "quay.io/acme/tool:1.0.0"  # the Hub mirror does not stand in for quay.io
+    assert entry.as_row() == {
+        "image": "tool",
+        "variant": "plain",
+        "version": "1.0.0",
+        "mode": "mirror",
+        "source": "quay.io/acme/tool:1.0.0",
+        "tags": ["ghcr.io/acme/ci/tool:1.0.0", "ghcr.io/acme/ci/tool:1.0", "ghcr.io/acme/ci/tool:latest"],
+        "platforms": ["linux/amd64"],
+    }
+
+
+# ---- decide -------------------------------------------------------------------------------------------------------
+
+
+def built_state(
+    entry: Entry, *, source: str = D_OLD, recipe: str = R_OLD, aliases: str | None = D_TARGET
+) -> TargetState:
+    return TargetState(
+        digest=D_TARGET,
+        labels={SOURCE_DIGEST_LABEL: source, RECIPE_LABEL: recipe},
+        tag_digests={entry.tags[0]: D_TARGET, **dict.fromkeys(entry.tags[1:], aliases)},
+    )
+
+
+def test_decide_new(make_entry: EntryFactory) -> None:
+    entry = make_entry()
+    decision = decide(entry, source_digest=D_OLD, recipe=R_OLD, current=TargetState(None))
+    assert (decision.action, decision.reason) == (
+        "build",
+        "new: registry.example.test/team/local-kms:3.11.7 does not exist",
+    )
+    assert decision.source_digest == D_OLD and decision.recipe == R_OLD
+
+
+def test_decide_skip_when_up_to_date(make_entry: EntryFactory) -> None:
+    entry = make_entry()
+    decision = decide(entry, source_digest=D_OLD, recipe=R_OLD, current=built_state(entry))
+    assert (decision.action, decision.reason) == ("skip", "up to date")
+
+
+def test_decide_upstream_changed(make_entry: EntryFactory) -> None:
+    entry = make_entry()
+    decision = decide(entry, source_digest=D_NEW, recipe=R_NEW, current=built_state(entry))
+    assert (decision.action, decision.reason) == ("build", "upstream changed: 111111111111 -> 222222222222")
+
+
+def test_decide_recipe_changed(make_entry: EntryFactory) -> None:
+    entry = make_entry()
+    decision = decide(entry, source_digest=D_OLD, recipe=R_NEW, current=built_state(entry))
+    assert (decision.action, decision.reason) == ("build", "recipe changed: aaaaaaaaaaaa -> bbbbbbbbbbbb")
+
+
+def test_decide_forced(make_entry: EntryFactory) -> None:
+    entry = make_entry()
+    decision = decide(entry, source_digest=D_OLD, recipe=R_OLD, current=built_state(entry), force=True)
+    assert (decision.action, decision.reason) == ("build", "forced (--force)")
+    mirror = make_entry(mode="mirror")
+    assert decide(mirror, source_digest=D_OLD, recipe=None, current=TargetState(None), force=True).action == (
+        "mirror"
+    )
+
+
+def test_decide_not_built_by_us(make_entry: EntryFactory) -> None:
+    entry = make_entry()
+    current = TargetState(digest=D_TARGET, labels={"maintainer": "someone"})
+    decision = decide(entry, source_digest=D_OLD, recipe=R_OLD, current=current)
+    assert decision.action == "build"
+    assert "no recipe label" in decision.reason
+
+
+@pytest.mark.parametrize("alias_digest", [D_OTHER, None])
+def test_decide_retag_when_an_alias_is_stale(make_entry: EntryFactory, alias_digest: str | None) -> None:
+    entry = make_entry()
+    current = TargetState(
+        digest=D_TARGET,
+        labels={SOURCE_DIGEST_LABEL: D_OLD, RECIPE_LABEL: R_OLD},
+        tag_digests={"3.11.7": D_TARGET, "3.11": D_TARGET, "latest": alias_digest},
+    )
+    decision = decide(entry, source_digest=D_OLD, recipe=R_OLD, current=current)
+    assert (decision.action, decision.reason) == ("retag", "up to date; moving latest")
+
+
+def test_decide_record(make_entry: EntryFactory) -> None:
+    entry = make_entry()
+    record = decide(entry, source_digest=D_OLD, recipe=R_OLD, current=built_state(entry)).as_record()
+    assert record["action"] == "skip"
+    assert record["current_digest"] == D_TARGET
+    assert record["source_digest"] == D_OLD
+    assert record["recipe"] == R_OLD
+    assert record["tags"][0] == "registry.example.test/team/local-kms:3.11.7"
+
+
+def test_decide_mirror_new_and_byte_copy(make_entry: EntryFactory) -> None:
+    entry = make_entry(mode="mirror", tags=("1.0.0", "latest"))
+    assert decide(entry, source_digest=D_OLD, recipe=None, current=TargetState(None)).action == "mirror"
+    copy = TargetState(digest=D_OLD, tag_digests={"1.0.0": D_OLD, "latest": D_OLD})
+    assert decide(entry, source_digest=D_OLD, recipe=None, current=copy).action == "skip"
+    changed = decide(entry, source_digest=D_NEW, recipe=None, current=copy)
+    assert (changed.action, changed.reason) == ("mirror", "upstream changed: 111111111111 -> 222222222222")
+    stale = TargetState(digest=D_OLD, tag_digests={"1.0.0": D_OLD, "latest": D_OTHER})
+    assert decide(entry, source_digest=D_OLD, recipe=None, current=stale).action == "retag"
+
+
+def test_decide_mirror_reuploaded_with_labels(make_entry: EntryFactory) -> None:
+    # A mirror re-uploaded through the engine has its own digest; its labels say what it was made from.
+    entry = make_entry(mode="mirror", tags=("1.0.0",))
+    current = TargetState(
+        digest=D_TARGET,
+        labels={SOURCE_DIGEST_LABEL: D_OLD, RECIPE_LABEL: R_OLD},
+        tag_digests={"1.0.0": D_TARGET},
+    )
+    assert decide(entry, source_digest=D_OLD, recipe=R_OLD, current=current).action == "skip"
+    assert decide(entry, source_digest=D_NEW, recipe=R_NEW, current=current).action == "mirror"
+    platforms_changed = decide(entry, source_digest=D_OLD, recipe=R_NEW, current=current)
+    assert (platforms_changed.action, platforms_changed.reason[:15]) == ("mirror", "recipe changed:")

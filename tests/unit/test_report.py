@@ -1,0 +1,308 @@
+"""Reports: JSON records, the lock file, the Markdown summary, GitHub outputs, and redaction everywhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import EntryFactory
+
+from ci_images import report
+from ci_images.log import Logger, add_secret
+from ci_images.plan import TargetState, decide
+from ci_images.report import Result, markdown_summary, publish_github, update_lock, write_json
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+D3 = "sha256:" + "3" * 64
+SRC = "sha256:" + "5" * 64
+REPO = "ghcr.io/acme/ci/local-kms"
+RECORD_KEYS = {
+    "image",
+    "variant",
+    "version",
+    "action",
+    "reason",
+    "tags",
+    "digest",
+    "previous_digest",
+    "source_digest",
+    "platforms",
+    "duration_s",
+    "ratelimit_remaining",
+}
+
+
+def result(
+    version: str = "3.12.0",
+    *,
+    action: str = "built",
+    tags: tuple[str, ...] = ("3.12.0", "3.12", "latest"),
+    digest: str | None = D1,
+    reason: str = "new",
+    previous: dict[str, str | None] | None = None,
+    variant: str = "plain",
+) -> Result:
+    return Result(
+        image="local-kms",
+        variant=variant,
+        version=version,
+        action=action,
+        reason=reason,
+        tags=tuple(f"{REPO}:{t}" for t in tags),
+        digest=digest,
+        source_digest=SRC,
+        platforms=("linux/amd64", "linux/arm64"),
+        duration_s=12.345,
+        ratelimit_remaining=97,
+        previous_digests=previous or {},
+        source=f"docker.io/nsmithuk/local-kms:{version}",
+    )
+
+
+def github_logger(tmp_path: Path) -> tuple[Logger, io.StringIO, Path, Path]:
+    output = tmp_path / "github_output"
+    summary = tmp_path / "step_summary"
+    output.write_text("earlier=kept\n", encoding="utf-8")
+    summary.write_text("## earlier step\n", encoding="utf-8")
+    stream = io.StringIO()
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
+    return Logger(stream=stream, env=env), stream, output, summary
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """Read GITHUB_OUTPUT the way the runner does: NAME=VALUE lines and NAME<<DELIMITER heredocs."""
+    outputs: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line:
+            name, delimiter = line.split("<<", 1)
+            body: list[str] = []
+            for inner in lines:
+                if inner == delimiter:
+                    break
+                body.append(inner)
+            else:
+                pytest.fail(f"heredoc {name} is not closed")
+            outputs[name] = "\n".join(body)
+        else:
+            name, value = line.split("=", 1)
+            outputs[name] = value
+    return outputs
+
+
+def test_record_keys_and_values() -> None:
+    record = result(previous={"3.12.0": D2, "3.12": D2, "latest": D3}).as_record()
+    assert set(record) >= RECORD_KEYS
+    assert record["image"] == "local-kms"
+    assert record["tags"] == [f"{REPO}:3.12.0", f"{REPO}:3.12", f"{REPO}:latest"]
+    assert record["digest"] == D1
+    assert record["previous_digest"] == D2
+    assert record["source_digest"] == SRC
+    assert record["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert record["duration_s"] == 12.345
+    assert record["ratelimit_remaining"] == 97
+    assert record["previous_digests"][f"{REPO}:latest"] == D3
+    json.dumps(record)  # serialisable as it is
+
+
+def test_previous_digest_is_the_version_tags_not_an_aliases() -> None:
+    # A retag moves only stale aliases: the version tag did not move, so there is no previous digest for it.
+    retagged = result(action="retagged", previous={"latest": D3})
+    assert retagged.previous_digest is None
+    assert result(previous={"3.12.0": None, "3.12": D2}).previous_digest is None
+    assert result().previous_digest is None
+
+
+def test_from_decision(make_entry: EntryFactory) -> None:
+    entry = make_entry()
+    decision = decide(entry, source_digest=SRC, recipe=None, current=TargetState(None))
+    planned = Result.from_decision(decision, ratelimit_remaining=5)
+    assert planned.action == "planned"
+    assert planned.tags == entry.tag_refs
+    assert planned.source == "docker.io/nsmithuk/local-kms:3.11.7"
+    assert planned.source_digest == SRC
+    assert planned.ratelimit_remaining == 5
+    assert planned.key == "local-kms/plain/3.11.7"
+
+
+def test_write_json(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "report.json"
+    write_json(path, [result(), result("3.11.7", action="skipped", tags=("3.11.7", "3.11"))])
+    records = json.loads(path.read_text(encoding="utf-8"))
+    assert [r["version"] for r in records] == ["3.12.0", "3.11.7"]
+    assert all(set(r) >= RECORD_KEYS for r in records)
+    assert [p.name for p in path.parent.iterdir()] == ["report.json"]  # no temporary file left behind
+
+
+def test_update_lock_merges_and_keeps_untouched_tags(tmp_path: Path) -> None:
+    lock = tmp_path / "images.lock.json"
+    lock.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "images": {
+                    "ghcr.io/acme/ci/vault:1.14": {"digest": D3, "note": "untouched"},
+                    f"{REPO}:latest": {"digest": D3},
+                    f"{REPO}:3.11.7": {"digest": D3, "note": "failed this run"},
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    written = update_lock(
+        lock,
+        [
+            result(),
+            result("3.11.7", action="failed", tags=("3.11.7", "3.11"), digest=D2),
+            result("3.10.0", action="planned", tags=("3.10.0",), digest=D2),
+            result("3.9.0", action="built", tags=("3.9.0",), digest=None),  # dry run: nothing pushed
+        ],
+    )
+    assert json.loads(lock.read_text(encoding="utf-8")) == written
+    images = written["images"]
+    assert list(images) == sorted(images)
+    assert images["ghcr.io/acme/ci/vault:1.14"] == {"digest": D3, "note": "untouched"}
+    assert images[f"{REPO}:3.11.7"] == {"digest": D3, "note": "failed this run"}
+    assert images[f"{REPO}:latest"] == {
+        "digest": D1,
+        "pinned": f"{REPO}@{D1}",
+        "source": "docker.io/nsmithuk/local-kms:3.12.0",
+        "source_digest": SRC,
+        "platforms": ["linux/amd64", "linux/arm64"],
+    }
+    assert {f"{REPO}:3.12.0", f"{REPO}:3.12"} <= set(images)
+    assert f"{REPO}:3.10.0" not in images and f"{REPO}:3.9.0" not in images
+    assert written["version"] == report.LOCK_VERSION
+
+
+@pytest.mark.parametrize("content", [None, "not json", "[1, 2]", '{"version": 99, "images": {"x": {}}}'])
+def test_update_lock_starts_over_from_missing_or_unreadable_lock(tmp_path: Path, content: str | None) -> None:
+    lock = tmp_path / "images.lock.json"
+    if content is not None:
+        lock.write_text(content, encoding="utf-8")
+    written = update_lock(lock, [result(tags=("3.12.0",))])
+    assert list(written["images"]) == [f"{REPO}:3.12.0"]
+
+
+def test_markdown_summary() -> None:
+    text = markdown_summary(
+        [
+            result(reason="new: a|b\nsecond line"),
+            result("3.11.7", action="failed", digest=None, reason="boom"),
+            result("3.11.6", action="skipped", reason="up to date"),
+        ],
+        title="ci-images: push",
+        ratelimit_remaining=42,
+    )
+    lines = text.splitlines()
+    assert lines[0] == "### ci-images: push"
+    assert lines[2] == "| image | variant | version | action | reason | digest | duration |"
+    assert (
+        lines[4]
+        == "| local-kms | plain | 3.12.0 | ✅ built | new: a\\|b second line | `111111111111` | 12.3s |"
+    )
+    assert lines[5] == "| local-kms | plain | 3.11.7 | ❌ failed | boom | `-` | 12.3s |"
+    assert "⏭️ skipped" in lines[6]
+    assert lines[-1] == "Upstream pull quota left: 42"
+    assert text.endswith("\n")
+    assert "quota" not in markdown_summary([], title="t", ratelimit_remaining=None)
+
+
+def test_publish_github_appends_outputs_and_summary(tmp_path: Path) -> None:
+    logger, _, output, summary = github_logger(tmp_path)
+    results = [result(), result("3.11.7", action="failed", digest=None, tags=("3.11.7",))]
+    publish_github(results, logger, title="ci-images: push", ratelimit_remaining=3)
+    publish_github(results[1:], logger, title="second run", ratelimit_remaining=None)
+    text = output.read_text(encoding="utf-8")
+    assert text.startswith("earlier=kept\n")
+    assert re.search(r"^digests<<(\S+)\n.*\n\1$", text, re.MULTILINE)
+    outputs = parse_outputs(text)
+    assert outputs["earlier"] == "kept"
+    assert outputs["changed"] == "false"  # the second run's value, appended after the first
+    assert text.count("changed<<") == 2 and "true" in text
+    first_digests = json.loads(text.split("\n")[2])
+    assert first_digests == {f"{REPO}:3.12.0": D1, f"{REPO}:3.12": D1, f"{REPO}:latest": D1}
+    summary_text = summary.read_text(encoding="utf-8")
+    assert summary_text.startswith("## earlier step\n### ci-images: push\n")
+    assert "### second run" in summary_text
+    assert "Upstream pull quota left: 3" in summary_text
+
+
+def test_outputs_outside_github_are_not_written(tmp_path: Path) -> None:
+    logger = Logger(stream=io.StringIO(), env={})
+    publish_github([result()], logger, title="t", ratelimit_remaining=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_print_table_plain(make_entry: EntryFactory) -> None:
+    stream = io.StringIO()
+    logger = Logger(stream=stream, env={"CI": "true"})
+    report.print_table([result(), result("3.11.7", action="skipped")], logger, ratelimit=(7, 100))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].split() == ["image", "variant", "version", "action", "reason", "digest", "duration"]
+    assert lines[1].split() == ["local-kms", "plain", "3.12.0", "built", "new", "111111111111", "12.3s"]
+    assert lines[-1] == "upstream pull quota: 7 of 100 left"
+
+
+def test_print_table_empty() -> None:
+    stream = io.StringIO()
+    report.print_table([], Logger(stream=stream, env={"CI": "true"}))
+    assert stream.getvalue().split() == [
+        "image",
+        "variant",
+        "version",
+        "action",
+        "reason",
+        "digest",
+        "duration",
+    ]
+
+
+def test_a_registered_secret_never_reaches_any_output(tmp_path: Path, secrets: set[str]) -> None:
+    secret = "s3cr3t-t0ken-value"
+    add_secret(secret)
+    leaked = replace(
+        result(reason=f"push failed: unauthorized for user:{secret}"),
+        error=f"401 with token {secret}",
+    )
+    logger, stream, output, summary = github_logger(tmp_path)
+    json_path = tmp_path / "report.json"
+    lock = tmp_path / "images.lock.json"
+
+    report.print_table([leaked], logger)
+    plain = io.StringIO()
+    report.print_table([leaked], Logger(stream=plain, env={"CI": "true"}))
+    logger.error(f"failed: {secret}", title=f"title {secret}")
+    logger.warning(f"careful: {secret}")
+    with logger.group(f"group {secret}"):
+        logger.info(secret)
+    publish_github([leaked], logger, title=f"run {secret}", ratelimit_remaining=None)
+    logger.set_output("extra", f"value {secret}")
+    write_json(json_path, [leaked])
+    update_lock(lock, [leaked])
+
+    texts = {
+        "stream": stream.getvalue(),
+        "plain stream": plain.getvalue(),
+        "GITHUB_OUTPUT": output.read_text(encoding="utf-8"),
+        "GITHUB_STEP_SUMMARY": summary.read_text(encoding="utf-8"),
+        "json": json_path.read_text(encoding="utf-8"),
+        "lock": lock.read_text(encoding="utf-8"),
+        "record": json.dumps(leaked.as_record()),
+        "markdown": markdown_summary([leaked], title=secret, ratelimit_remaining=None),
+    }
+    for name, text in texts.items():
+        assert secret not in text, f"the secret leaked into {name}"
+    assert "***" in texts["stream"] and "***" in texts["json"] and "***" in texts["GITHUB_STEP_SUMMARY"]
+
+
+def test_short_values_are_not_registered_as_secrets(secrets: set[str]) -> None:
+    add_secret("ab")
+    add_secret(None)
+    add_secret("")
+    assert secrets == set()
