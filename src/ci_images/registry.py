@@ -1,0 +1,617 @@
+"""The one registry client: a thin layer over ``requests`` for the distribution v2 API.
+
+Anonymous first; a 401 answer's ``WWW-Authenticate`` picks token auth (Docker Hub, GHCR) or basic auth (a
+``docker-registry`` with htpasswd). Every request is retried on 429, 5xx and connection failures, counted by
+(method, kind) so reports and tests can prove that an unchanged run made no pulls or uploads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import email.utils
+import hashlib
+import ipaddress
+import os
+import random
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import certifi
+import requests
+
+from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError, UsageError
+from ci_images.log import log, redact
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_MEDIA_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST)
+INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+RequestKind = Literal["manifest", "blob", "upload", "tags", "ping", "token"]
+Role = Literal["target", "upstream"]
+_CREDENTIAL_FIX: dict[Role, str] = {
+    "target": "set CI_IMAGES_REGISTRY_USER and CI_IMAGES_REGISTRY_PASSWORD (or `docker login {host}`)",
+    "upstream": "set CI_IMAGES_UPSTREAM_USER and CI_IMAGES_UPSTREAM_PASSWORD",
+}
+# (connect, read) seconds: a read timeout is between bytes, so a large layer upload does not trip it.
+_TIMEOUT = (15.0, 300.0)
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
+def docker_hub_location(host: str, repo: str) -> tuple[str, str]:
+    """Map Docker Hub's user-facing names to its API host; single-name repos live under ``library/``."""
+    if host not in DOCKER_HUB_ALIASES:
+        return host, repo
+    return "registry-1.docker.io", repo if "/" in repo else f"library/{repo}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (with or without a port)."""
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# Retries are a small explicit loop rather than urllib3's Retry (mounted on the adapter): Retry cannot bound the
+# total time spent, has no per-retry hook for our log line, would resend a file body from where the last attempt
+# stopped reading it, and would hide retried attempts from the request counters the reports rely on.
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    max_total_s: float = 180.0
+
+    def next_wait(self, attempt: int, elapsed_s: float, retry_after_s: float | None = None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None when the attempt or time budget is spent.
+
+        A server's Retry-After wins over the backoff (it knows its quota window); exponential backoff with
+        "equal jitter" otherwise, so clients that failed together do not retry together.
+        """
+        if attempt >= self.max_attempts:
+            return None
+        if retry_after_s is not None:
+            wait = max(retry_after_s, 0.0)
+        else:
+            ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+            wait = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if elapsed_s + wait > self.max_total_s:
+            return None
+        return wait
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After as delta-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+DOCKER_CERTS_D = Path("/etc/docker/certs.d")
+_bundles: dict[tuple[str, str, int], str] = {}
+
+
+def _remove_bundles() -> None:
+    for path in _bundles.values():
+        Path(path).unlink(missing_ok=True)
+
+
+atexit.register(_remove_bundles)
+
+
+def verify_bundle(host: str, ca_bundle: Path | None = None) -> str:
+    """The CA file to pass as ``verify=``: the base bundle plus docker's certs.d CA for ``host`` when present.
+
+    Base: ``ca_bundle``, else SSL_CERT_FILE, else certifi. The engine trusts certs.d for a registry, so the tool
+    trusts the same CA without extra settings.
+    """
+    env_bundle = os.environ.get("SSL_CERT_FILE")
+    base = (
+        str(ca_bundle)
+        if ca_bundle
+        else env_bundle
+        if env_bundle and Path(env_bundle).is_file()
+        else certifi.where()
+    )
+    extra = DOCKER_CERTS_D / host / "ca.crt"
+    if not extra.is_file():
+        return base
+    key = (base, str(extra), extra.stat().st_mtime_ns)
+    if key not in _bundles:
+        fd, path = tempfile.mkstemp(prefix="ci-images-ca-", suffix=".pem")
+        with os.fdopen(fd, "wb") as out:
+            out.write(Path(base).read_bytes().rstrip(b"\n") + b"\n" + extra.read_bytes())
+        _bundles[key] = path
+    return _bundles[key]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Docker Hub's pull quota from ``ratelimit-limit`` / ``ratelimit-remaining`` (``N;w=SECONDS``)."""
+
+    limit: int | None
+    remaining: int | None
+    window_s: int | None
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str]) -> RateLimit | None:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        if "ratelimit-limit" not in lowered and "ratelimit-remaining" not in lowered:
+            return None
+        limit, limit_window = _parse_quota(lowered.get("ratelimit-limit"))
+        remaining, remaining_window = _parse_quota(lowered.get("ratelimit-remaining"))
+        return cls(limit=limit, remaining=remaining, window_s=limit_window or remaining_window)
+
+
+def _parse_quota(value: str | None) -> tuple[int | None, int | None]:
+    if not value:
+        return None, None
+    count: int | None = None
+    window: int | None = None
+    first, *params = (part.strip() for part in value.split(";"))
+    if first.isdigit():
+        count = int(first)
+    for param in params:
+        key, _, val = param.partition("=")
+        if key.strip().lower() == "w" and val.strip().isdigit():
+            window = int(val.strip())
+    return count, window
+
+
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
+
+
+def parse_www_authenticate(value: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="...",scope="repo:x:pull,push"`` -> ("bearer", {realm, service, scope})."""
+    scheme, _, rest = value.strip().partition(" ")
+    params: dict[str, str] = {}
+    for key, raw in _CHALLENGE_PARAM.findall(rest):
+        params[key.lower()] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
+    return scheme.lower(), params
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        log.add_mask(self.password)
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    digest: str
+    media_type: str
+    size: int
+    ratelimit: RateLimit | None
+
+
+def _registry_message(response: requests.Response) -> str:
+    """The registry's own error text (``{"errors": [{"code", "message", "detail"}]}``), else the body's start."""
+    try:
+        errors = response.json().get("errors") or []
+        parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors]
+        if parts:
+            return "; ".join(parts)
+    except (ValueError, AttributeError):
+        pass
+    return response.text[:200].strip()
+
+
+def _redact_url(url: str) -> str:
+    # Upload locations carry signed state in the query and realms may carry user info: show neither.
+    parts = urlsplit(url)
+    return redact(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
+
+
+class RegistryClient:
+    """One registry host. Not thread-safe: give each thread its own client."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        credentials: Credentials | None = None,
+        plain_http: bool = False,
+        ca_bundle: Path | None = None,
+        retry: RetryPolicy | None = None,
+        role: Role = "target",
+    ) -> None:
+        if plain_http and not is_loopback(host):
+            raise UsageError(
+                f"plain HTTP to registry {host} refused: only loopback registries may skip TLS",
+                fix=f"serve {host} over TLS and trust its CA in /etc/docker/certs.d/{host}/ca.crt",
+            )
+        self.host = host
+        self.credentials = credentials
+        self.plain_http = plain_http
+        self.retry = retry or RetryPolicy()
+        self.role = role
+        self.base_url = f"{'http' if plain_http else 'https'}://{host}"
+        self.counters: Counter[tuple[str, RequestKind]] = Counter()
+        self._ca_bundle = ca_bundle
+        self._session = requests.Session()
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, monotonic expiry)
+        self._basic = False  # set once the registry asked for basic auth
+        self._bearer: dict[str, str] | None = None  # realm/service once the registry asked for a token
+
+    @property
+    def request_count(self) -> int:
+        return sum(self.counters.values())
+
+    def count(self, method: str | None = None, kind: RequestKind | None = None) -> int:
+        return sum(
+            n
+            for (m, k), n in self.counters.items()
+            if (method is None or m == method) and (kind is None or k == kind)
+        )
+
+    def close(self) -> None:
+        self._session.close()
+
+    # ---- API ---------------------------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """GET /v2/: proves the registry answers and, with credentials, that they are accepted."""
+        self._call("GET", "/v2/", kind="ping", scope=None, expect={200})
+
+    def head_manifest(self, repo: str, ref: str) -> ManifestInfo | None:
+        resp = self._call(
+            "HEAD",
+            f"/v2/{repo}/manifests/{ref}",
+            kind="manifest",
+            scope=_scope(repo, "pull"),
+            expect={200},
+            missing_ok=True,
+            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+        )
+        if resp is None:
+            return None
+        digest = resp.headers.get("Docker-Content-Digest") or (ref if ref.startswith("sha256:") else "")
+        if not digest:  # a registry that omits the header on HEAD costs a GET (a pull on Docker Hub)
+            got = self.get_manifest(repo, ref)
+            return got[0] if got else None
+        return ManifestInfo(
+            digest=digest,
+            media_type=_content_type(resp),
+            size=int(resp.headers.get("Content-Length") or 0),
+            ratelimit=RateLimit.parse(resp.headers),
+        )
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[ManifestInfo, bytes] | None:
+        resp = self._call(
+            "GET",
+            f"/v2/{repo}/manifests/{ref}",
+            kind="manifest",
+            scope=_scope(repo, "pull"),
+            expect={200},
+            missing_ok=True,
+            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+        )
+        if resp is None:
+            return None
+        body = resp.content
+        digest = sha256_digest(body)
+        claimed = resp.headers.get("Docker-Content-Digest")
+        if (claimed and claimed != digest) or (ref.startswith("sha256:") and ref != digest):
+            raise RegistryError(
+                f"{self.host}/{repo}:{ref}: manifest body has digest {digest}, registry claims {claimed or ref}",
+                fix="the registry or a proxy altered the manifest; retry, or report it to the registry operator",
+            )
+        info = ManifestInfo(digest, _content_type(resp), len(body), RateLimit.parse(resp.headers))
+        return info, body
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        resp = self._call(
+            "HEAD",
+            f"/v2/{repo}/blobs/{digest}",
+            kind="blob",
+            scope=_scope(repo, "pull"),
+            expect={200},
+            missing_ok=True,
+        )
+        return resp is not None
+
+    def get_blob(self, repo: str, digest: str) -> bytes:
+        resp = self._call(
+            "GET", f"/v2/{repo}/blobs/{digest}", kind="blob", scope=_scope(repo, "pull"), expect={200}
+        )
+        assert resp is not None
+        if sha256_digest(resp.content) != digest:
+            raise RegistryError(f"{self.host}/{repo}: blob {digest} arrived with a different digest")
+        return resp.content
+
+    def upload_blob(
+        self, repo: str, digest: str, data: bytes | Path, *, mount_from: str | None = None
+    ) -> None:
+        """Monolithic upload (POST then PUT ?digest=); nothing is sent when the blob is already there.
+
+        ``mount_from`` names another repo on this host that holds the blob: the registry links it instead.
+        """
+        if self.blob_exists(repo, digest):
+            return
+        scope = _scope(repo, "pull,push")
+        query = {"mount": digest, "from": mount_from} if mount_from else {}
+        if mount_from:
+            scope = f"{scope} {_scope(mount_from, 'pull')}"
+        started = self._call(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/" + (f"?{urlencode(query)}" if query else ""),
+            kind="upload",
+            scope=scope,
+            expect={201, 202},
+        )
+        assert started is not None
+        if started.status_code == 201:  # mounted from the other repo
+            return
+        location = urljoin(self.base_url + "/", started.headers["Location"])
+        location += ("&" if "?" in location else "?") + urlencode({"digest": digest})
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        self._call("PUT", location, kind="upload", scope=scope, expect={201}, headers=headers, body=data)
+
+    def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
+        """PUT a manifest under a tag or its own digest; returns the digest, checked against the registry's."""
+        digest = sha256_digest(body)
+        if ref.startswith("sha256:") and ref != digest:
+            raise UsageError(f"manifest for {repo} has digest {digest}, cannot store it as {ref}")
+        resp = self._call(
+            "PUT",
+            f"/v2/{repo}/manifests/{ref}",
+            kind="manifest",
+            scope=_scope(repo, "pull,push"),
+            expect={201},
+            headers={"Content-Type": media_type},
+            body=body,
+        )
+        assert resp is not None
+        claimed = resp.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise RegistryError(
+                f"{self.host}/{repo}:{ref}: registry stored digest {claimed}, expected {digest}"
+            )
+        return digest
+
+    def list_tags(self, repo: str) -> list[str]:
+        """All tags, following ``Link: <...>; rel="next"`` pages. An unknown repo has none."""
+        tags: list[str] = []
+        url: str | None = f"/v2/{repo}/tags/list?n=1000"
+        while url:
+            resp = self._call(
+                "GET", url, kind="tags", scope=_scope(repo, "pull"), expect={200}, missing_ok=True
+            )
+            if resp is None:
+                return tags
+            tags.extend(resp.json().get("tags") or [])
+            link = resp.links.get("next", {}).get("url")
+            url = urljoin(resp.url, link) if link else None
+        return tags
+
+    # ---- transport ---------------------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        kind: RequestKind,
+        scope: str | None,
+        expect: set[int],
+        missing_ok: bool = False,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | Path | None = None,
+    ) -> requests.Response | None:
+        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
+        if self._bearer and not self._auth_header(scope):
+            self._fetch_token(self._bearer, scope)  # known token registry: skip the anonymous round trip
+        resp = self._send(
+            method, url, kind=kind, headers={**(headers or {}), **self._auth_header(scope)}, body=body
+        )
+        if resp.status_code == 401 and self._authenticate(resp, scope):
+            resp = self._send(
+                method, url, kind=kind, headers={**(headers or {}), **self._auth_header(scope)}, body=body
+            )
+        if resp.status_code in expect:
+            return resp
+        if resp.status_code == 404 and missing_ok:
+            return None
+        where = f"{method} {_redact_url(url)}"
+        detail = redact(_registry_message(resp))
+        if resp.status_code in (401, 403):
+            raise RegistryError(f"{where}: {resp.status_code} {detail}", fix=self._credentials_fix())
+        raise RegistryError(f"{where}: unexpected {resp.status_code} {detail}")
+
+    def _credentials_fix(self) -> str:
+        how = _CREDENTIAL_FIX[self.role].format(host=self.host)
+        if self.credentials is None:
+            return f"no credentials were given for {self.host}: {how}"
+        return f"the credentials for {self.host} (user {self.credentials.username!r}) were refused or lack access: {how}"
+
+    def _auth_header(self, scope: str | None) -> dict[str, str]:
+        if self._basic and self.credentials:
+            return {"Authorization": _basic_header(self.credentials)}
+        token = self._tokens.get(scope or "")
+        if token and token[1] > time.monotonic():
+            return {"Authorization": f"Bearer {token[0]}"}
+        return {}
+
+    def _authenticate(self, challenge_resp: requests.Response, scope: str | None) -> bool:
+        """Act on a 401 challenge; True when sending the request again can help."""
+        scheme, params = parse_www_authenticate(challenge_resp.headers.get("WWW-Authenticate", ""))
+        if scheme == "basic":
+            already = self._basic
+            self._basic = True
+            return self.credentials is not None and not already
+        if scheme != "bearer" or "realm" not in params:
+            return False
+        realm = params["realm"]
+        if urlsplit(realm).scheme != "https" and not is_loopback(urlsplit(realm).netloc):
+            raise RegistryError(
+                f"{self.host} asks for credentials at a plain-HTTP token realm {_redact_url(realm)}",
+                fix="use the registry's HTTPS endpoint",
+            )
+        self._bearer = {"realm": realm, **({"service": params["service"]} if "service" in params else {})}
+        self._fetch_token(self._bearer, scope or params.get("scope"), cache_as=scope)
+        return True
+
+    def _fetch_token(
+        self, challenge: Mapping[str, str], scope: str | None, *, cache_as: str | None = None
+    ) -> None:
+        realm = challenge["realm"]
+        query = [("service", challenge["service"])] if "service" in challenge else []
+        query += [("scope", s) for s in (scope or "").split()]
+        url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
+        headers = {"Authorization": _basic_header(self.credentials)} if self.credentials else {}
+        resp = self._send("GET", url, kind="token", headers=headers, body=None)
+        if resp.status_code != 200:
+            raise RegistryError(
+                f"token request to {_redact_url(realm)} for {scope or 'login'}: {resp.status_code} "
+                f"{redact(_registry_message(resp))}",
+                fix=self._credentials_fix(),
+            )
+        answer = resp.json()
+        token = answer.get("token") or answer.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"token endpoint {_redact_url(realm)} answered without a token")
+        log.add_mask(token)
+        # Refresh a little early so a long push never sends an expired token.
+        lifetime = float(answer.get("expires_in") or 60)
+        key = cache_as if cache_as is not None else scope
+        self._tokens[key or ""] = (token, time.monotonic() + max(lifetime - 10, 5))
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        kind: RequestKind,
+        headers: Mapping[str, str],
+        body: bytes | Path | None,
+    ) -> requests.Response:
+        """One request with retries; the answer may be any status but 429/5xx (those are retried, then raised)."""
+        target = urlsplit(url).netloc
+        verify = verify_bundle(target, self._ca_bundle)
+        # Loopback traffic never goes through a proxy from the environment.
+        proxies = {"http": None, "https": None} if is_loopback(target) else None
+        what = f"{method} {_redact_url(url)}"
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.counters[(method, kind)] += 1
+            try:
+                with _opened(body) as data:
+                    resp = self._session.request(
+                        method,
+                        url,
+                        headers=dict(headers),
+                        data=data,
+                        verify=verify,
+                        timeout=_TIMEOUT,
+                        proxies=proxies,  # type: ignore[arg-type]  # None values disable env proxies
+                        allow_redirects=method in ("GET", "HEAD"),
+                    )
+            except requests.exceptions.SSLError as exc:
+                raise RegistryError(
+                    f"TLS verification failed for {target}: {redact(str(exc))}",
+                    fix=f"trust the registry's CA: /etc/docker/certs.d/{target}/ca.crt or SSL_CERT_FILE",
+                ) from exc
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                wait = self.retry.next_wait(attempt, time.monotonic() - started)
+                if wait is None:
+                    raise UpstreamUnreachableError(
+                        f"registry {target} cannot be reached ({what}, {attempt} attempts): {redact(str(exc))}",
+                        fix=f"check that {target} is the right host and that it is up and reachable from here",
+                    ) from exc
+                log.warning(
+                    f"{what}: {type(exc).__name__}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
+                )
+                time.sleep(wait)
+                continue
+            if resp.status_code != 429 and resp.status_code < 500:
+                return resp
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            wait = self.retry.next_wait(attempt, time.monotonic() - started, retry_after)
+            if wait is not None:
+                log.warning(
+                    f"{what}: {resp.status_code}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
+                )
+                resp.close()
+                time.sleep(wait)
+                continue
+            message = f"{what}: {resp.status_code} {redact(_registry_message(resp))} (gave up after {attempt} attempts)"
+            if resp.status_code == 429:
+                raise RateLimitError(
+                    message, fix="wait for the quota window to pass, or authenticate to get a larger quota"
+                )
+            raise RegistryError(message, fix=f"{target} is failing; retry later")
+
+
+def _scope(repo: str, actions: str) -> str:
+    return f"repository:{repo}:{actions}"
+
+
+def _content_type(resp: requests.Response) -> str:
+    return resp.headers.get("Content-Type", "").split(";")[0].strip()
+
+
+def _basic_header(credentials: Credentials) -> str:
+    header = requests.auth._basic_auth_str(credentials.username, credentials.password)
+    log.add_mask(header.removeprefix("Basic "))
+    return header
+
+
+@contextmanager
+def _opened(body: bytes | Path | None) -> Iterator[bytes | IO[bytes] | None]:
+    # A file body is reopened for every attempt so a retry sends it from the start.
+    if isinstance(body, Path):
+        with body.open("rb") as fh:
+            yield fh
+    else:
+        yield body
+
+
+__all__ = [
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "INDEX_MEDIA_TYPES",
+    "MANIFEST_MEDIA_TYPES",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "Credentials",
+    "ManifestInfo",
+    "RateLimit",
+    "RegistryClient",
+    "RetryPolicy",
+    "docker_hub_location",
+    "is_loopback",
+    "parse_retry_after",
+    "parse_www_authenticate",
+    "verify_bundle",
+]
