@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import CatalogFiles
+from tests.unit.conftest import CatalogFiles
 
 from ci_images import catalog
 from ci_images.catalog import check_dockerfile, load_catalog

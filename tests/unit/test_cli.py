@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import CatalogFiles
+from tests.unit.conftest import CatalogFiles
 
 from ci_images import cli
 

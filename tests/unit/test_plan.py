@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CatalogFiles, EntryFactory
+from tests.unit.conftest import CatalogFiles, EntryFactory
 
 from ci_images.catalog import Catalog, load_catalog
 from ci_images.errors import UsageError

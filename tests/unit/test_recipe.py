@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import EntryFactory
+from tests.unit.conftest import EntryFactory
 
 from ci_images import recipe
 from ci_images.plan import RECIPE_LABEL, SOURCE_DIGEST_LABEL

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import EntryFactory
+from tests.unit.conftest import EntryFactory
 
 from ci_images import report
 from ci_images.log import Logger, add_secret
