@@ -1,0 +1,483 @@
+"""The one engine client: a thin adapter over the docker SDK.
+
+Works unchanged on an ordinary engine (bridge network: default networking, ports published on 127.0.0.1) and on an
+engine started with ``--bridge=none`` (no bridge network: builds and containers use the host's network, and a
+service is told which loopback port to listen on instead of having its port published).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import socket
+import tarfile
+import threading
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.utils
+import requests
+
+from ci_images.errors import BuildError, CiImagesError, EngineError, RateLimitError, RegistryError
+from ci_images.log import log
+
+LOOPBACK = "127.0.0.1"
+CONTAINER_PREFIX = "ci-images-smoke-"
+# Lets anyone sharing the engine find (and clean up) what a crashed run left behind.
+CONTAINER_LABEL = "io.github.getsops.ci-images.smoke"
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+BUILD_LOG_TAIL = 30
+# A build has no natural upper bound on quiet periods (a RUN step under QEMU can print nothing for minutes), so the
+# HTTP read timeout is long but still finite.
+BUILD_TIMEOUT_S = 3600
+
+# docker/OCI architecture names <-> kernel (uname -m / QEMU binfmt) names.
+_KERNEL_ARCH = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "arm": "arm",
+    "386": "i386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+_OCI_ARCH = {kernel: oci for oci, kernel in _KERNEL_ARCH.items()} | {"armv7l": "arm", "i686": "386"}
+
+
+def oci_arch(kernel_arch: str) -> str:
+    """``x86_64`` -> ``amd64``: the engine reports the kernel's name, images and platforms use the OCI name."""
+    return _OCI_ARCH.get(kernel_arch, kernel_arch)
+
+
+def kernel_arch(platform: str) -> str:
+    """``linux/arm64`` -> ``aarch64``: the name QEMU's binfmt handler is registered under."""
+    parts = platform.split("/")
+    if len(parts) < 2 or parts[0] != "linux" or not parts[1]:
+        raise EngineError(f"unsupported platform {platform!r}", fix="use the form linux/<arch>[/<variant>]")
+    return _KERNEL_ARCH.get(parts[1], parts[1])
+
+
+def binfmt_enabled(arch: str, binfmt_dir: Path = BINFMT_DIR) -> bool:
+    """True when a QEMU handler for ``arch`` (kernel name) is registered and enabled, globally and by itself."""
+    handler = binfmt_dir / f"qemu-{arch}"
+    status = binfmt_dir / "status"
+    try:
+        handler_text = handler.read_text(encoding="ascii")
+        # The global switch is absent when binfmt_misc is mounted without it (some containers): treat as on.
+        global_on = not status.exists() or status.read_text(encoding="ascii").strip() == "enabled"
+    except OSError:
+        return False
+    first_line = handler_text.splitlines()[0].strip() if handler_text else ""
+    return global_on and first_line == "enabled"
+
+
+def free_loopback_port() -> int:
+    """A port nothing listens on right now (the kernel picks it, so concurrent users do not collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _missing_engine_socket(env: Mapping[str, str]) -> str | None:
+    """The engine's unix socket path when DOCKER_HOST (or the default) names one that does not exist."""
+    host = env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://"):
+        path = Path(host.removeprefix("unix://"))
+        if not path.exists():
+            return str(path)
+    return None
+
+
+def _release_failed_connection(exc: BaseException) -> None:
+    """Free the socket a failed SDK connect leaves in its traceback now, quietly, instead of at some later GC."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        seen: BaseException | None = exc
+        while seen is not None:
+            if seen.__traceback__ is not None:
+                traceback.clear_frames(seen.__traceback__)
+            seen = seen.__cause__ or seen.__context__
+
+
+def _same_os_arch(a: str, b: str) -> bool:
+    """``linux/arm64/v8`` and ``linux/arm64`` name the same platform for our purposes."""
+    return a.split("/")[:2] == b.split("/")[:2]
+
+
+def _pull_error(ref: str, platform: str, failure: str) -> CiImagesError:
+    text = f"pull of {ref} ({platform}) failed: {failure}"
+    lowered = failure.lower()
+    if "toomanyrequests" in lowered or "rate limit" in lowered:
+        return RateLimitError(
+            text, fix="wait for the pull quota to refill, or authenticate (CI_IMAGES_UPSTREAM_USER)"
+        )
+    if any(word in lowered for word in ("unauthorized", "denied", "not found", "manifest unknown")):
+        return RegistryError(text, fix="check the reference, the platform and the upstream credentials")
+    return EngineError(text, fix="check that the engine reaches the registry (and trusts its certificate)")
+
+
+def _engine_fix() -> str:
+    return (
+        "start a Docker engine (e.g. `dockerd --bridge=none --iptables=false &` as root) "
+        "or point DOCKER_HOST at one that answers `docker info`"
+    )
+
+
+@dataclass
+class RunningService:
+    """A started service container; ``host:port`` is where it answers on this machine's loopback."""
+
+    container: Any  # docker.models.containers.Container (the SDK is untyped)
+    host: str
+    port: int
+
+    def logs(self, tail: int = 200) -> str:
+        """The container's combined stdout/stderr (last ``tail`` lines); never raises (used in error paths)."""
+        try:
+            raw: bytes = self.container.logs(stdout=True, stderr=True, tail=tail)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            return f"<logs unavailable: {exc}>"
+        return raw.decode("utf-8", errors="replace")
+
+    def status(self) -> str:
+        """``running``, ``exited``, ... as the engine sees it now."""
+        try:
+            self.container.reload()
+        except (docker.errors.DockerException, requests.RequestException):
+            return "unknown"
+        return str(self.container.status)
+
+    def exit_code(self) -> int | None:
+        """Exit code of a stopped container (from the last status())."""
+        code = (self.container.attrs.get("State") or {}).get("ExitCode")
+        return int(code) if code is not None else None
+
+    def exec(self, argv: Sequence[str], *, timeout_s: float) -> tuple[int | None, str]:
+        """Run ``argv`` inside the container; (exit code, output), exit code None when it ran past ``timeout_s``.
+
+        The SDK's exec has no timeout of its own: it runs in a daemon thread and is abandoned on timeout (removing
+        the container ends it).
+        """
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["result"] = self.container.exec_run(list(argv), stdout=True, stderr=True)
+            except (docker.errors.DockerException, requests.RequestException) as exc:
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"exec-{self.container.name}", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            return None, f"no result after {timeout_s:.0f} s"
+        if "error" in outcome:
+            raise EngineError(
+                f"could not exec {list(argv)!r} in {self.container.name}: {outcome['error']}",
+                fix="check that the container is still running and the command exists in the image",
+            )
+        exit_code, output = outcome["result"]
+        return exit_code, (output or b"").decode("utf-8", errors="replace")
+
+    def read_file(self, path: str) -> bytes:
+        """Contents of one regular file inside the container."""
+        try:
+            chunks, _stat = self.container.get_archive(path)
+            data = b"".join(chunks)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(
+                f"could not read {path} from container {self.container.name}: {exc}",
+                fix="check the path exists in the image",
+            ) from exc
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            member = next((m for m in archive.getmembers() if m.isfile()), None)
+            extracted = archive.extractfile(member) if member is not None else None
+            if extracted is None:
+                raise EngineError(f"{path} in container {self.container.name} is not a regular file")
+            return extracted.read()
+
+
+class Engine:
+    """Builds, inspects, saves and runs images on one Docker engine."""
+
+    def __init__(self, client: Any, *, network_mode: str | None) -> None:
+        self.client = client
+        self.network_mode = network_mode
+
+    @classmethod
+    def connect(cls) -> Engine:
+        """Connect to the engine from the environment (DOCKER_HOST or the default socket)."""
+        missing = _missing_engine_socket(os.environ)
+        if missing:
+            # Checked up front: the SDK leaks its socket when connecting to nothing (a ResourceWarning later).
+            raise EngineError(f"no Docker engine: {missing} does not exist", fix=_engine_fix())
+        try:
+            client = docker.from_env()
+            client.ping()
+            has_bridge = bool(client.networks.list(names=["bridge"]))
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            _release_failed_connection(exc)
+            raise EngineError(f"no Docker engine answers: {exc}", fix=_engine_fix()) from exc
+        # Without a bridge network containers cannot get their own network namespace with connectivity:
+        # share the host's instead (traffic stays on loopback).
+        return cls(client, network_mode=None if has_bridge else "host")
+
+    def close(self) -> None:
+        """Close the SDK's connection pool."""
+        self.client.close()
+
+    # -- platforms ---------------------------------------------------------------------------------------------
+
+    def host_platform(self) -> str:
+        info = self._call("read engine info", self.client.info)
+        return f"{info.get('OSType', 'linux')}/{oci_arch(str(info.get('Architecture', '')))}"
+
+    def can_run(self, platform: str) -> bool:
+        """Native platform, or one this host emulates with a registered and enabled QEMU binfmt handler.
+
+        The binfmt check reads this machine's /proc: it assumes the engine runs here, as it does in CI.
+        """
+        wanted = kernel_arch(platform)
+        if wanted == kernel_arch(self.host_platform()):
+            return True
+        return binfmt_enabled(wanted)
+
+    # -- images ------------------------------------------------------------------------------------------------
+
+    def build(
+        self,
+        context: Path,
+        *,
+        tag: str,
+        platform: str,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        dockerfile: str | None = None,
+    ) -> str:
+        """Build ``context`` with the classic builder and return the image id (``sha256:...``).
+
+        ``dockerfile`` is relative to ``context`` (default ``Dockerfile``).
+        """
+        lines: list[str] = []
+        image_id: str | None = None
+        failed = False
+        try:
+            stream = self.client.api.build(
+                path=str(context),
+                dockerfile=dockerfile,
+                tag=tag,
+                platform=platform,
+                buildargs=dict(buildargs),
+                labels=dict(labels),
+                network_mode=self.network_mode,
+                pull=False,  # bases are resolved and pulled by digest beforehand; never fetch implicitly
+                rm=True,
+                forcerm=True,
+                decode=True,
+                timeout=BUILD_TIMEOUT_S,
+            )
+            # Read to the end even after an error message: a half-read stream leaves the engine socket open.
+            for chunk in stream:
+                if "stream" in chunk:
+                    text = str(chunk["stream"]).rstrip("\n")
+                    if text.strip():
+                        lines.extend(text.splitlines())
+                        log.debug(f"build {tag}: {text}")
+                if isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
+                    image_id = str(chunk["aux"]["ID"])
+                if "error" in chunk:
+                    failed = True
+                    lines.append(
+                        f"ERROR: {(chunk.get('errorDetail') or {}).get('message') or chunk['error']}"
+                    )
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            lines.append(f"ERROR: {exc}")
+            raise BuildError(
+                self._build_failure(context, tag, platform, lines),
+                fix="check that the base image exists locally for this platform and the engine is healthy",
+            ) from exc
+        if failed:
+            dockerfile_path = context / (dockerfile or "Dockerfile")
+            raise BuildError(
+                self._build_failure(context, tag, platform, lines),
+                fix=f"fix {dockerfile_path} or its build arguments (the log tail above shows the failing step)",
+            )
+        if image_id is None:
+            # Engines that do not send the aux ID still tagged the result.
+            image_id = str(self._call(f"inspect {tag}", self.client.images.get, tag).id)
+        return image_id
+
+    @staticmethod
+    def _build_failure(context: Path, tag: str, platform: str, lines: list[str]) -> str:
+        tail = "\n".join(f"  | {line}" for line in lines[-BUILD_LOG_TAIL:])
+        return f"build of {tag} ({platform}) from {context} failed; last build log lines:\n{tail}"
+
+    def has_image(self, ref: str) -> bool:
+        try:
+            self.client.api.inspect_image(ref)
+        except docker.errors.ImageNotFound:
+            return False
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(f"engine could not inspect {ref}: {exc}", fix=_engine_fix()) from exc
+        return True
+
+    def pull(self, ref: str, *, platform: str, auth: Mapping[str, str] | None = None) -> None:
+        """Pull ``ref`` for ``platform`` unless the engine already holds it.
+
+        A digest reference already present for this platform is not pulled again: its content cannot have changed,
+        and every upstream pull counts against the registry's rate limit.
+        """
+        if "@sha256:" in ref and self.has_image(ref) and _same_os_arch(self.image_platform(ref), platform):
+            log.debug(f"pull {ref} ({platform}): already present")
+            return
+        repository, tag_or_digest = docker.utils.parse_repository_tag(ref)
+        failure: str | None = None
+        try:
+            stream = self.client.api.pull(
+                repository,
+                tag=tag_or_digest or "latest",
+                stream=True,
+                decode=True,
+                platform=platform,
+                auth_config=dict(auth) if auth else None,
+            )
+            for chunk in stream:  # read to the end: progress lines, then maybe an error
+                if "error" in chunk:
+                    failure = str((chunk.get("errorDetail") or {}).get("message") or chunk["error"])
+        except docker.errors.APIError as exc:
+            failure = str(exc.explanation or exc)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(f"engine could not pull {ref}: {exc}", fix=_engine_fix()) from exc
+        if failure is not None:
+            raise _pull_error(ref, platform, failure)
+
+    def tag(self, image: str, ref: str) -> None:
+        repo, _, tag = ref.rpartition(":")
+        if not repo or "/" in tag:  # "host:5000/repo" has a colon but no tag
+            repo, tag = ref, "latest"
+        ok = self._call(f"tag {image} as {ref}", self.client.api.tag, image, repo, tag, force=True)
+        if not ok:
+            raise EngineError(f"the engine refused to tag {image} as {ref}", fix="check the reference syntax")
+
+    def image_attrs(self, image: str) -> dict[str, Any]:
+        """The full ``docker image inspect`` document."""
+        attrs: dict[str, Any] = self._call(f"inspect {image}", self.client.api.inspect_image, image)
+        return attrs
+
+    def image_config(self, image: str) -> dict[str, Any]:
+        """The image's runtime config (Env, Entrypoint, Cmd, Healthcheck, Labels, ...)."""
+        config: dict[str, Any] = self.image_attrs(image).get("Config") or {}
+        return config
+
+    def image_labels(self, image: str) -> dict[str, str]:
+        return dict(self.image_config(image).get("Labels") or {})
+
+    def image_platform(self, image: str) -> str:
+        attrs = self.image_attrs(image)
+        platform = f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', '')}"
+        if attrs.get("Variant"):
+            platform += f"/{attrs['Variant']}"
+        return platform
+
+    def save(self, image: str) -> Iterator[bytes]:
+        """The ``docker save`` tar stream of one image (request errors are raised here, not mid-stream)."""
+        stream: Iterator[bytes] = self._call(f"save {image}", self.client.api.get_image, image)
+        return stream
+
+    def remove_image(self, image: str) -> None:
+        """Remove an image (all its tags when given an id); a missing image is not an error."""
+        try:
+            self.client.images.remove(image, force=True)
+        except docker.errors.ImageNotFound:
+            return
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(f"engine could not remove image {image}: {exc}", fix=_engine_fix()) from exc
+
+    # -- containers --------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def run_service(
+        self,
+        image: str,
+        *,
+        platform: str,
+        env: Mapping[str, str],
+        container_port: int,
+        port_env: Callable[[int], Mapping[str, str]],
+    ) -> Iterator[RunningService]:
+        """Run ``image`` detached and yield where it answers; the container is always removed afterwards."""
+        name = f"{CONTAINER_PREFIX}{secrets.token_hex(6)}"
+        options: dict[str, Any] = {"name": name, "platform": platform, "labels": {CONTAINER_LABEL: "1"}}
+        if self.network_mode == "host":
+            port = free_loopback_port()
+            options["environment"] = {**env, **port_env(port)}
+            options["network_mode"] = "host"
+        else:
+            port = 0
+            options["environment"] = dict(env)
+            options["ports"] = {f"{container_port}/tcp": (LOOPBACK, None)}
+        container: Any = None
+        try:
+            container = self._call(
+                f"create a container from {image}", self.client.containers.create, image, **options
+            )
+            self._call(f"start {name}", container.start)
+            if not port:
+                port = self._published_port(container, container_port)
+            log.debug(f"started {name} from {image} ({platform}) on {LOOPBACK}:{port}")
+            yield RunningService(container=container, host=LOOPBACK, port=port)
+        finally:
+            # finally (not except Exception) so Ctrl-C also cleans up; by name, in case create failed half-way.
+            self._remove_container(container if container is not None else name)
+
+    def _published_port(self, container: Any, container_port: int) -> int:
+        self._call(f"inspect {container.name}", container.reload)
+        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
+            f"{container_port}/tcp"
+        )
+        if not bindings:
+            raise EngineError(
+                f"container {container.name} has no published port for {container_port}/tcp "
+                f"(status {container.status})",
+                fix="check that the image starts and the engine can publish ports on 127.0.0.1",
+            )
+        return int(bindings[0]["HostPort"])
+
+    def _remove_container(self, container: Any) -> None:
+        try:
+            if isinstance(container, str):
+                container = self.client.containers.get(container)
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            log.warning(f"could not remove container {getattr(container, 'name', container)}: {exc}")
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _call(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the SDK and turn its errors into EngineError."""
+        try:
+            return func(*args, **kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise EngineError(
+                f"could not {what}: no such image ({exc.explanation or exc})",
+                fix="build, pull or load the image first (`docker image ls` lists what the engine has)",
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise EngineError(
+                f"the engine refused to {what}: {exc.explanation or exc}",
+                fix="check the image reference and platform against what the engine holds (`docker image ls`)",
+            ) from exc
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(f"engine could not {what}: {exc}", fix=_engine_fix()) from exc
