@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent / "src"))  # a checkout works witho
 
 try:
     from ci_images import app
+    from ci_images.cli import stop_on_sigterm
     from ci_images.errors import CiImagesError
     from ci_images.log import log
 except ImportError as exc:  # pragma: no cover - only without the dependencies
@@ -42,6 +43,7 @@ PUBLISH_HELP = {
 def _door(debug: bool = False) -> Iterator[None]:
     """Turn the tool's errors into invoke's Exit with the error's exit code."""
     log.debug_enabled = debug
+    stop_on_sigterm()
     try:
         yield
     except CiImagesError as exc:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 from ci_images import app
 from ci_images.errors import CiImagesError
@@ -100,8 +103,19 @@ def options_from(args: argparse.Namespace) -> app.Options:
     )
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """CI cancels a job with SIGTERM: turn it into KeyboardInterrupt so containers are removed on the way out."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def run_guarded(action: Callable[[], object], *, debug: bool) -> int:
     """Run ``action``; a CiImagesError becomes its message and exit code (traceback only with --debug)."""
+    stop_on_sigterm()
     try:
         action()
     except CiImagesError as exc:

@@ -138,10 +138,8 @@ def smoke_test(
     config = engine.image_config(image)
     health = healthcheck_argv((config.get("Healthcheck") or {}).get("Test"))
     if health is None:
-        raise SmokeError(
-            f"{kind} smoke test of {image} ({platform}): the image has no HEALTHCHECK",
-            fix=f"add a HEALTHCHECK to images/{'local-kms' if kind == 'kms' else 'vault'}/Dockerfile",
-        )
+        # Mirrored upstream images (local-kms has none) are tested as they are; the client probe still runs.
+        log.info(f"{kind} smoke test of {image} ({platform}): the image has no HEALTHCHECK; only the client probe runs")
     env: dict[str, str] = {}
     token = ""
     if kind == "vault":
@@ -157,7 +155,8 @@ def smoke_test(
                 _probe_kms(service, deadline, seed_path=env_value(config.get("Env"), "KMS_SEED_PATH"))
             else:
                 _probe_vault(service, deadline, token=token)
-            _run_healthcheck(service, health, deadline)
+            if health is not None:
+                _run_healthcheck(service, health, deadline)
         except _ProbeFailed as exc:
             raise SmokeError(
                 _failure_text(kind, image, platform, exc.what, service.logs(tail=LOG_TAIL_LINES)),
