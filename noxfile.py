@@ -76,6 +76,15 @@ def lock(session: nox.Session) -> None:
     """Regenerate constraints.txt from pyproject.toml (needs uv on PATH)."""
     groups = [arg for group in ("test", "lint") for arg in ("--group", f"pyproject.toml:{group}")]
     session.run(
-        "uv", "pip", "compile", "pyproject.toml", *groups, "--python-version", PYTHON, "--universal",
-        "-o", "constraints.txt", env={"UV_CUSTOM_COMPILE_COMMAND": "nox -s lock", **os.environ},
+        "uv",
+        "pip",
+        "compile",
+        "pyproject.toml",
+        *groups,
+        "--python-version",
+        PYTHON,
+        "--universal",
+        "-o",
+        "constraints.txt",
+        env={"UV_CUSTOM_COMPILE_COMMAND": "nox -s lock", **os.environ},
     )

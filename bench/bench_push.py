@@ -19,9 +19,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from ci_images import app, lab  # noqa: E402
-from ci_images.engine import Engine  # noqa: E402
-from ci_images.pipeline import local_ref  # noqa: E402
+from ci_images import app, lab
+from ci_images.engine import Engine
+from ci_images.pipeline import local_ref
 
 GOAL = 0.1
 
@@ -39,7 +39,10 @@ def naive_loop(the_lab: Any, options: app.Options) -> None:
     `FROM source:version`, and push under the target tag; no plan, no digests, no skipping."""
     engine = Engine.connect()
     engine.client.login(
-        username=the_lab.target.username, password=the_lab.target.password, registry=the_lab.target.host, reauth=True
+        username=the_lab.target.username,
+        password=the_lab.target.password,
+        registry=the_lab.target.host,
+        reauth=True,
     )
     catalog = app.load_catalog(app.catalog_path(options.catalog, options.env))
     registry, _ = app.target_prefix(options, catalog, start_local=False)
@@ -62,7 +65,9 @@ def naive_loop(the_lab: Any, options: app.Options) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--catalog", default=str(REPO_ROOT / "images.yaml"))
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
@@ -74,7 +79,9 @@ def main() -> int:
     the_lab = lab.lab_up(workdir, standins=standins, platforms=platforms)
     try:
         env = {**the_lab.env(), "CI": "true"}
-        options = app.Options(catalog=args.catalog, env=env, lock_path=str(workdir / "images.lock.json"), jobs=2)
+        options = app.Options(
+            catalog=args.catalog, env=env, lock_path=str(workdir / "images.lock.json"), jobs=2
+        )
         print("warm-up: first push publishes everything ...", flush=True)
         app.push_images(options)
 
@@ -94,8 +101,18 @@ def main() -> int:
         naive_gets = manifest_gets(the_lab.upstream.requests()[up1:up2])
         rows = [
             ("run", "seconds", "upstream manifest GETs", "target writes"),
-            ("no-change push-images", f"{no_change_s:.1f}", str(no_change_gets), str(writes(the_lab.target.requests()[tg0:tg1]))),
-            ("naive pull-build-push", f"{naive_s:.1f}", str(naive_gets), str(writes(the_lab.target.requests()[tg1:tg2]))),
+            (
+                "no-change push-images",
+                f"{no_change_s:.1f}",
+                str(no_change_gets),
+                str(writes(the_lab.target.requests()[tg0:tg1])),
+            ),
+            (
+                "naive pull-build-push",
+                f"{naive_s:.1f}",
+                str(naive_gets),
+                str(writes(the_lab.target.requests()[tg1:tg2])),
+            ),
         ]
         for row in rows:
             print(f"{row[0]:<24} {row[1]:>8} {row[2]:>24} {row[3]:>14}")

@@ -139,7 +139,9 @@ def smoke_test(
     health = healthcheck_argv((config.get("Healthcheck") or {}).get("Test"))
     if health is None:
         # Mirrored upstream images (local-kms has none) are tested as they are; the client probe still runs.
-        log.info(f"{kind} smoke test of {image} ({platform}): the image has no HEALTHCHECK; only the client probe runs")
+        log.info(
+            f"{kind} smoke test of {image} ({platform}): the image has no HEALTHCHECK; only the client probe runs"
+        )
     env: dict[str, str] = {}
     token = ""
     if kind == "vault":

@@ -13,7 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+}
 
 
 @contextmanager
@@ -64,7 +72,8 @@ def throttling_proxy(
                 if key.lower() in _HOP_BY_HOP | {"content-length", "content-encoding"}:
                     continue
                 if key.lower() == "location":
-                    value = value.replace(f"https://{upstream_host}", f"http://{proxy_host}")
+                    self.send_header(key, value.replace(f"https://{upstream_host}", f"http://{proxy_host}"))
+                    continue
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(content)))
             self.end_headers()

@@ -25,7 +25,6 @@ from ci_images.registry_server import RegistryServer, start_registry
 pytestmark = [
     pytest.mark.integration,
     # start_registry drops its Popen handle while the registry runs on (the lab owner knows); ignore only that.
-    pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning"),
 ]
 
 PLATFORMS = ("linux/amd64", "linux/arm64")

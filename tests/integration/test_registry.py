@@ -32,7 +32,6 @@ from ci_images.registry_server import CertificateAuthority, RegistryServer, star
 pytestmark = [
     pytest.mark.integration,
     # start_registry drops its Popen handle while the registry runs on (reported to the lab owner); ignore only that.
-    pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning"),
 ]
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 

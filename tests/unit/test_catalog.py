@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.unit.conftest import CatalogFiles
 
 from ci_images import catalog
 from ci_images.catalog import check_dockerfile, load_catalog
 from ci_images.errors import CatalogError, UsageError
 from ci_images.refs import Repository
 from ci_images.yamlmarks import load_marked
+from tests.unit.conftest import CatalogFiles
 
 MAIN = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from tests.unit.conftest import CatalogFiles
 
 from ci_images import cli
+from tests.unit.conftest import CatalogFiles
 
 MAIN = Path(__file__).resolve().parents[2]
 ROW_KEYS = {"image", "variant", "version", "mode", "source", "tags", "platforms"}

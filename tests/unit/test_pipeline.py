@@ -21,7 +21,7 @@ def _context(budget: RateBudget | None = None) -> Context:
         raise AssertionError("a skip must not touch the engine")
 
     return Context(
-        upstream=ClientPool(lambda host: RegistryClient(host)),
+        upstream=ClientPool(RegistryClient),
         target=None,
         engine_factory=no_engine,  # type: ignore[arg-type]
         env={},
@@ -33,7 +33,9 @@ def _context(budget: RateBudget | None = None) -> Context:
 def _decisions(action: str) -> list[Decision]:
     entries = expand(load_catalog(REPO_ROOT / "images.yaml"), registry="registry.example/ci")
     state = TargetState(digest="sha256:" + "a" * 64)
-    return [Decision(e, action, "up to date", "sha256:" + "b" * 64, "sha256:" + "c" * 64, state) for e in entries]
+    return [
+        Decision(e, action, "up to date", "sha256:" + "b" * 64, "sha256:" + "c" * 64, state) for e in entries
+    ]
 
 
 def test_skips_touch_nothing_and_keep_catalog_order() -> None:

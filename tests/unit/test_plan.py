@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.conftest import CatalogFiles, EntryFactory
 
 from ci_images.catalog import Catalog, load_catalog
 from ci_images.errors import UsageError
@@ -21,6 +20,7 @@ from ci_images.plan import (
     expand,
     split_patterns,
 )
+from tests.unit.conftest import CatalogFiles, EntryFactory
 
 MAIN = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "shipped_catalog.json"

@@ -9,11 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tests.unit.conftest import EntryFactory
 
 from ci_images import recipe
 from ci_images.plan import RECIPE_LABEL, SOURCE_DIGEST_LABEL
 from ci_images.recipe import created_timestamp, image_labels, mirror_recipe, recipe_hash
+from tests.unit.conftest import EntryFactory
 
 BASE = "sha256:" + "1" * 64
 OTHER_BASE = "sha256:" + "2" * 64

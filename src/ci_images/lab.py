@@ -1,0 +1,378 @@
+"""The hermetic image lab: a CA, an "upstream" registry (Docker Hub's stand-in) and a "target" registry (GHCR's),
+both TLS on loopback, and offline-built stand-ins pushed to upstream under the real names as multi-arch indexes.
+
+Stand-ins are built from ``lab_files/`` and cached in the engine under a content hash of their inputs; the slow
+ingredients (Debian rootfs, wheels, busybox, the OpenBao binary) are cached under ``$XDG_CACHE_HOME/ci-images/lab``
+keyed the same way, and so is a filled upstream registry store, so a warm ``lab_up`` builds and pushes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import certifi
+import docker.errors
+
+from ci_images import lab_assets, oci
+from ci_images.dockerd import cache_home
+from ci_images.engine import Engine
+from ci_images.errors import LabError
+from ci_images.log import log
+from ci_images.oci import make_index, push_engine_image, put_tags
+from ci_images.registry import Credentials, RegistryClient
+from ci_images.registry_server import CertificateAuthority, RegistryServer, start_registry
+
+LAB_FILES = Path(__file__).parent / "lab_files"
+STATE_FILE = "lab.json"
+TARGET_NAMESPACE = "getsops/ci-container-images"
+VERSION_LABEL = "org.opencontainers.image.version"
+INPUTS_LABEL = "io.github.getsops.ci-images.lab.inputs"
+IMAGE_PREFIX = "ci-images-lab"
+DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+# Real upstream repository -> stand-in recipe folder in lab_files/.
+STANDIN_KINDS: dict[str, str] = {"nsmithuk/local-kms": "local-kms", "hashicorp/vault": "vault"}
+SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
+
+
+def lab_cache_dir() -> Path:
+    return cache_home() / "lab"
+
+
+# -- stand-in images ------------------------------------------------------------------------------------------------
+
+
+def _arch(platform: str) -> str:
+    parts = platform.split("/")
+    if len(parts) != 2 or parts[0] != "linux" or parts[1] not in lab_assets.DEBIAN_ARCH:
+        raise LabError(f"no stand-ins for platform {platform!r}", fix="use linux/amd64 or linux/arm64")
+    return parts[1]
+
+
+def recipe_hash(kind: str, platform: str) -> str:
+    """Content hash of everything a stand-in base is made from (files, pins, package lists, architecture)."""
+    sha = hashlib.sha256(f"{kind}\0{platform}\0{lab_assets.RECIPE_VERSION}\n".encode())
+    for path in sorted((LAB_FILES / kind).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            sha.update(path.relative_to(LAB_FILES).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    sha.update(lab_assets.recipe_inputs(kind, _arch(platform)).encode())
+    return sha.hexdigest()[:16]
+
+
+def _version_hash(kind: str, platform: str, version: str) -> str:
+    sha = hashlib.sha256(f"{recipe_hash(kind, platform)}\0{version}\0".encode())
+    sha.update((LAB_FILES / "version.Dockerfile").read_bytes())
+    return sha.hexdigest()[:16]
+
+
+def base_ref(kind: str, platform: str) -> str:
+    return f"{IMAGE_PREFIX}/{kind}-base:{_arch(platform)}-{recipe_hash(kind, platform)}"
+
+
+def standin_ref(repo: str, version: str, platform: str) -> str:
+    """The local engine reference of one stand-in version for one platform (unique per content hash)."""
+    kind = _kind(repo)
+    return f"{IMAGE_PREFIX}/{kind}:{version}-{_arch(platform)}-{_version_hash(kind, platform, version)}"
+
+
+def _kind(repo: str) -> str:
+    try:
+        return STANDIN_KINDS[repo]
+    except KeyError:
+        raise LabError(f"no stand-in for {repo!r}", fix=f"use one of {sorted(STANDIN_KINDS)}") from None
+
+
+def _image_exists(engine: Engine, ref: str) -> bool:
+    try:
+        engine.client.api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def ensure_standin(engine: Engine, repo: str, version: str, platform: str) -> str:
+    """Build (or reuse) the stand-in for ``repo:version`` on ``platform``; returns its local reference."""
+    kind = _kind(repo)
+    ref = standin_ref(repo, version, platform)
+    if _image_exists(engine, ref):
+        return ref
+    base = base_ref(kind, platform)
+    if not _image_exists(engine, base):
+        with log.group(f"lab: build {kind} stand-in base for {platform}"), _context_dir() as context:
+            lab_assets.make_context(kind, _arch(platform), LAB_FILES / kind, context)
+            engine.build(
+                context,
+                tag=base,
+                platform=platform,
+                buildargs={},
+                labels={INPUTS_LABEL: recipe_hash(kind, platform)},
+            )
+    with _context_dir() as context:
+        shutil.copyfile(LAB_FILES / "version.Dockerfile", context / "Dockerfile")
+        engine.build(
+            context,
+            tag=ref,
+            platform=platform,
+            buildargs={"BASE": base, "VERSION": version},
+            labels={INPUTS_LABEL: _version_hash(kind, platform, version)},
+        )
+    log.info(f"lab: built {ref}")
+    return ref
+
+
+@contextlib.contextmanager
+def _context_dir() -> Iterator[Path]:
+    # Under the cache folder (not /tmp): the kms context hard-links the cached rootfs, which needs one filesystem.
+    tmp = lab_cache_dir() / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="context-", dir=tmp) as context:
+        yield Path(context)
+
+
+# -- the lab --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Lab:
+    workdir: Path
+    ca: CertificateAuthority
+    upstream: RegistryServer
+    target: RegistryServer
+    ca_bundle: Path
+    platforms: list[str]
+    # repo -> version -> index digest in upstream
+    standins: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def target_repository(self) -> str:
+        return f"{self.target.host}/{TARGET_NAMESPACE}"
+
+    def env(self) -> dict[str, str]:
+        """What the tool needs to use this lab instead of Docker Hub and GHCR."""
+        bundle = str(self.ca_bundle)
+        return {
+            "CI_IMAGES_UPSTREAM_MIRROR": self.upstream.host,
+            "CI_IMAGES_REGISTRY": self.target_repository,
+            "CI_IMAGES_REGISTRY_USER": self.target.username or "",
+            "CI_IMAGES_REGISTRY_PASSWORD": self.target.password or "",
+            "SSL_CERT_FILE": bundle,
+            "REQUESTS_CA_BUNDLE": bundle,
+            "CURL_CA_BUNDLE": bundle,
+            "AWS_CA_BUNDLE": bundle,
+        }
+
+    def upstream_client(self) -> RegistryClient:
+        return RegistryClient(self.upstream.host, ca_bundle=self.ca_bundle, role="upstream")
+
+    def target_client(self) -> RegistryClient:
+        creds = Credentials(self.target.username or "", self.target.password or "")
+        return RegistryClient(self.target.host, credentials=creds, ca_bundle=self.ca_bundle)
+
+    def save(self) -> None:
+        state = {
+            "workdir": str(self.workdir),
+            "ca": {"cert_path": str(self.ca.cert_path), "key_path": str(self.ca.key_path)},
+            "upstream": self.upstream.to_json(),
+            "target": self.target.to_json(),
+            "ca_bundle": str(self.ca_bundle),
+            "platforms": self.platforms,
+            "standins": self.standins,
+        }
+        path = self.workdir / STATE_FILE
+        path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        path.chmod(0o600)  # holds the target registry's password
+
+    @classmethod
+    def load(cls, workdir: Path) -> Lab | None:
+        path = workdir / STATE_FILE
+        if not path.exists():
+            return None
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            workdir=Path(state["workdir"]),
+            ca=CertificateAuthority(Path(state["ca"]["cert_path"]), Path(state["ca"]["key_path"])),
+            upstream=RegistryServer.from_json(state["upstream"]),
+            target=RegistryServer.from_json(state["target"]),
+            ca_bundle=Path(state["ca_bundle"]),
+            platforms=list(state["platforms"]),
+            standins={k: dict(v) for k, v in state["standins"].items()},
+        )
+
+
+def lab_up(
+    workdir: Path,
+    *,
+    standins: Mapping[str, Sequence[str]],
+    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    engine: Engine | None = None,
+    reuse_store: bool = True,
+) -> Lab:
+    """Start (or reuse) the lab in ``workdir`` and make sure upstream holds every requested stand-in version.
+
+    ``reuse_store=False`` ignores a cached upstream store: stand-ins are then pushed from the engine's images.
+    """
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for repo in standins:
+        _kind(repo)
+    for platform in platforms:
+        _arch(platform)
+    existing = Lab.load(workdir)
+    if existing is not None and existing.upstream.alive() and existing.target.alive():
+        lab = existing
+        log.info(f"lab: reusing registries {lab.upstream.host} (upstream) and {lab.target.host} (target)")
+    else:
+        if existing is not None:
+            _stop(existing)
+        lab = _start(workdir, standins, list(platforms), reuse_store=reuse_store)
+    missing = {
+        repo: [v for v in versions if v not in lab.standins.get(repo, {})]
+        for repo, versions in standins.items()
+    }
+    if any(missing.values()):
+        engine = engine or Engine.connect()
+        _push_standins(lab, engine, missing, list(platforms))
+        lab.save()
+    lab.upstream.reset_requests()  # tests count the tool's upstream traffic, not the lab's own pushes
+    lab.save()
+    return lab
+
+
+def lab_down(workdir: Path) -> bool:
+    """Stop the lab's registries and drop their data; False when no lab state was found in ``workdir``."""
+    lab = Lab.load(workdir.resolve())
+    if lab is None:
+        return False
+    _stop(lab)
+    (lab.workdir / STATE_FILE).unlink(missing_ok=True)
+    return True
+
+
+def _stop(lab: Lab) -> None:
+    for server in (lab.upstream, lab.target):
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def _start(
+    workdir: Path, standins: Mapping[str, Sequence[str]], platforms: list[str], *, reuse_store: bool
+) -> Lab:
+    ca = CertificateAuthority.create(workdir / "ca")
+    bundle = workdir / "ca-bundle.pem"
+    bundle.write_bytes(_system_cas().rstrip(b"\n") + b"\n" + ca.cert_path.read_bytes())
+    user, password = f"lab-{secrets.token_hex(3)}", secrets.token_urlsafe(18)
+    log.add_mask(password)
+    # A previously filled upstream store with exactly these stand-ins skips building and pushing entirely.
+    store_key = _store_key(standins, platforms)
+    cached_store = lab_cache_dir() / "upstream-store" / store_key
+    upstream_dir = workdir / "upstream"
+    seeded = reuse_store and lab_assets.clone_store(cached_store, upstream_dir / "data")
+    upstream = start_registry(upstream_dir, ca=ca)
+    try:
+        target = start_registry(workdir / "target", ca=ca, htpasswd=(user, password))
+    except LabError:
+        upstream.stop()
+        raise
+    lab = Lab(workdir=workdir, ca=ca, upstream=upstream, target=target, ca_bundle=bundle, platforms=platforms)
+    if seeded:
+        state = json.loads((cached_store / "standins.json").read_text(encoding="utf-8"))
+        lab.standins = _present(lab, {k: dict(v) for k, v in state.items()})
+        log.info(f"lab: upstream seeded from the cached store {store_key}")
+    lab.save()
+    log.info(f"lab: upstream https://{upstream.host}, target https://{target.host} (CA {ca.cert_path})")
+    return lab
+
+
+def _present(lab: Lab, standins: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The stand-ins upstream really holds (a cached store could be damaged: what is missing gets pushed again)."""
+    client = lab.upstream_client()
+    try:
+        return {
+            repo: {
+                version: digest
+                for version, digest in versions.items()
+                if (info := client.head_manifest(repo, version)) is not None and info.digest == digest
+            }
+            for repo, versions in standins.items()
+        }
+    finally:
+        client.close()
+
+
+def _store_key(standins: Mapping[str, Sequence[str]], platforms: Sequence[str]) -> str:
+    parts = [
+        f"{repo}:{version}:{platform}:{_version_hash(_kind(repo), platform, version)}"
+        for repo in sorted(standins)
+        for version in sorted(standins[repo])
+        for platform in sorted(platforms)
+    ]
+    # The pushed bytes also depend on how ci_images.oci writes layers and manifests.
+    parts.append(hashlib.sha256(Path(oci.__file__).read_bytes()).hexdigest())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _push_standins(
+    lab: Lab, engine: Engine, standins: Mapping[str, Sequence[str]], platforms: list[str]
+) -> None:
+    jobs = [
+        (repo, version, platform)
+        for repo, versions in standins.items()
+        for version in versions
+        for platform in platforms
+    ]
+    # Ingredients are network/subprocess bound: fetch them side by side (the arm64 rootfs under QEMU is the slowest).
+    kinds_arches = sorted({(_kind(repo), _arch(platform)) for repo, _, platform in jobs})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for prepared in [
+            pool.submit(lab_assets.prepare, kind, arch, LAB_FILES / kind) for kind, arch in kinds_arches
+        ]:
+            prepared.result()
+    refs = {job: ensure_standin(engine, *job) for job in jobs}
+
+    def push(repo: str, version: str) -> tuple[str, str, str]:
+        client = lab.upstream_client()  # one client per thread: RegistryClient is not thread-safe
+        try:
+            manifests = [
+                push_engine_image(engine, client, repo, refs[(repo, version, p)], platform=p)
+                for p in platforms
+            ]
+            body, media_type = make_index(manifests, {VERSION_LABEL: version})
+            return repo, version, put_tags(client, repo, body, media_type, [version])
+        finally:
+            client.close()
+
+    def push_repo(repo: str, versions: Sequence[str]) -> list[tuple[str, str, str]]:
+        return [push(repo, version) for version in versions]
+
+    # One thread per repository: versions of one repository share layers, each uploaded once.
+    with (
+        log.group(f"lab: push {len(jobs)} stand-in images to {lab.upstream.host}"),
+        ThreadPoolExecutor(max_workers=len(standins) or 1) as pool,
+    ):
+        futures = [pool.submit(push_repo, repo, versions) for repo, versions in standins.items()]
+        for future in futures:
+            for repo, version, digest in future.result():
+                lab.standins.setdefault(repo, {})[version] = digest
+                log.info(f"lab: {lab.upstream.host}/{repo}:{version} -> {digest}")
+    all_standins: dict[str, list[str]] = {repo: sorted(v) for repo, v in lab.standins.items()}
+    lab_assets.save_store(
+        lab.upstream.data_dir,
+        lab_cache_dir() / "upstream-store" / _store_key(all_standins, platforms),
+        lab.standins,
+    )
+
+
+def _system_cas() -> bytes:
+    for path in SYSTEM_CA_BUNDLES:
+        if path.is_file():
+            return path.read_bytes()
+    return Path(certifi.where()).read_bytes()

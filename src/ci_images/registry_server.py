@@ -1,0 +1,568 @@
+"""Throwaway OCI registries on loopback: Debian's ``docker-registry`` (distribution 2.8), optionally TLS and htpasswd.
+
+Used by the image lab (an "upstream" registry standing in for Docker Hub, a "target" registry standing in for GHCR)
+and by the embedded ``local`` registry on 127.0.0.1:5000. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ci_images import proc
+from ci_images.errors import LabError
+from ci_images.log import log
+
+LOOPBACK = "127.0.0.1"
+LOCAL_REGISTRY_PORT = 5000
+DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_LINES = 25
+LOCAL_CONTAINER_NAME = "ci-images-local-registry"
+# Popen handles of the registries this process started: kept so they are reaped on stop (and no ResourceWarning
+# "subprocess is still running" fires when a handle is collected while its registry runs on).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+# One access-log line per request, Apache combined format: `IP - USER [DATE] "METHOD URI HTTP/1.1" STATUS ...`.
+_ACCESS_LINE = re.compile(r'^\S+ - \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+"')
+
+
+# -- certificates ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A CA made for one lab; its certificate is what clients and the engine are told to trust."""
+
+    cert_path: Path
+    key_path: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> CertificateAuthority:
+        directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, f"ci-images lab CA {secrets.token_hex(4)}")]
+        )
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        ca = cls(cert_path=directory / "ca.crt", key_path=directory / "ca.key")
+        _write_private(ca.key_path, _key_pem(key))
+        ca.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return ca
+
+    def issue_server_cert(self, directory: Path) -> tuple[Path, Path]:
+        """A server certificate for localhost and 127.0.0.1; returns (cert, key) paths."""
+        ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise LabError(
+                f"{self.key_path} is not the lab CA's key", fix="recreate the lab (lab-down, lab-up)"
+            )
+        ca_cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / "server.crt", directory / "server.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(key_path, _key_pem(key))
+        return cert_path, key_path
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+# -- registry processes ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RegistryServer:
+    """A running registry; serialisable (to_json/from_json) so a later process can find and stop it."""
+
+    host: str
+    plain_http: bool
+    ca_cert: Path | None
+    username: str | None
+    password: str | None = field(repr=False)
+    data_dir: Path
+    log_path: Path
+    pid: int
+    config_path: Path | None = None
+    installed_ca: Path | None = None  # /etc/docker/certs.d/HOST/ca.crt written by start_registry
+    # Set when the registry runs as a `registry:2` container instead of a process.
+    container: str | None = None
+    log_offset: int = 0  # requests() ignores the log before this byte (see reset_requests)
+
+    @property
+    def port(self) -> int:
+        return int(self.host.rpartition(":")[2])
+
+    @property
+    def url(self) -> str:
+        return f"{'http' if self.plain_http else 'https'}://{self.host}"
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(METHOD, URI) of every request the registry has answered so far, in order."""
+        if self.container is not None:
+            text = _container_logs(self.container)
+        else:
+            try:
+                with self.log_path.open("rb") as fh:
+                    fh.seek(self.log_offset)
+                    text = fh.read().decode("utf-8", errors="replace")
+            except FileNotFoundError:
+                return []
+        return [(m["method"], m["uri"]) for m in map(_ACCESS_LINE.match, text.splitlines()) if m]
+
+    def reset_requests(self) -> None:
+        """Make requests() forget what was logged so far (e.g. the lab's own pushes before a test runs)."""
+        if self.container is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.log_offset = self.log_path.stat().st_size
+
+    def alive(self) -> bool:
+        if self.container is not None:
+            return _container_running(self.container)
+        return _is_registry_process(self.pid, self.config_path)
+
+    def stop(self) -> None:
+        """Stop the registry (idempotent) and remove the CA file it installed for the engine."""
+        child = _CHILDREN.pop(self.pid, None)
+        if self.container is not None:
+            _remove_container(self.container)
+        elif child is not None:
+            child.terminate()
+            try:
+                child.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        elif _is_registry_process(self.pid, self.config_path):
+            _terminate(self.pid)
+        if self.installed_ca is not None:
+            self.installed_ca.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty (someone else's files) or already gone
+                self.installed_ca.parent.rmdir()
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RegistryServer:
+        paths = {"ca_cert", "data_dir", "log_path", "config_path", "installed_ca"}
+        values: dict[str, Any] = {
+            k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()
+        }
+        server = cls(**values)
+        if server.password:
+            log.add_mask(server.password)
+        return server
+
+
+def start_registry(
+    workdir: Path,
+    *,
+    port: int | None = None,
+    ca: CertificateAuthority | None = None,
+    htpasswd: tuple[str, str] | None = None,
+) -> RegistryServer:
+    """Start ``docker-registry serve`` on 127.0.0.1 (a free port unless given) and wait until /v2/ answers."""
+    if shutil.which("docker-registry") is None:
+        raise LabError(
+            "Debian's docker-registry is not installed",
+            fix="apt-get install docker-registry (distribution 2.8)",
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    tls: tuple[Path, Path] | None = ca.issue_server_cert(workdir / "tls") if ca is not None else None
+    auth_file: Path | None = None
+    if htpasswd is not None:
+        user, password = htpasswd
+        log.add_mask(password)
+        auth_file = workdir / "htpasswd"
+        _write_private(auth_file, _htpasswd_line(user, password).encode())
+    # A port picked by the kernel can be taken by someone else before the registry binds it: try a few.
+    attempts = 1 if port is not None else 3
+    last_error: LabError | None = None
+    for _ in range(attempts):
+        chosen = port if port is not None else _free_port()
+        try:
+            return _start_once(workdir, chosen, ca, tls, auth_file, htpasswd)
+        except LabError as exc:
+            last_error = exc
+            if "address already in use" not in exc.message:
+                raise
+    assert last_error is not None
+    raise last_error
+
+
+def _start_once(
+    workdir: Path,
+    port: int,
+    ca: CertificateAuthority | None,
+    tls: tuple[Path, Path] | None,
+    auth_file: Path | None,
+    htpasswd: tuple[str, str] | None,
+) -> RegistryServer:
+    host = f"{LOOPBACK}:{port}"
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    http: dict[str, Any] = {
+        "addr": host,
+        "secret": secrets.token_hex(16),
+        "headers": {"X-Content-Type-Options": ["nosniff"]},
+    }
+    if tls is not None:
+        http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": False}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(data_dir)},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": http,
+    }
+    if auth_file is not None:
+        config["auth"] = {"htpasswd": {"realm": "ci-images-lab", "path": str(auth_file)}}
+    config_path = workdir / "config.yml"
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")  # JSON is YAML
+    log_path = workdir / "registry.log"
+    log_path.unlink(missing_ok=True)  # requests() must only see this run's traffic
+    installed_ca = _install_engine_ca(host, ca) if ca is not None else None
+    process = proc.spawn(["docker-registry", "serve", str(config_path)], log_path=log_path)
+    _CHILDREN[process.pid] = process
+    server = RegistryServer(
+        host=host,
+        plain_http=tls is None,
+        ca_cert=ca.cert_path if ca is not None else None,
+        username=htpasswd[0] if htpasswd else None,
+        password=htpasswd[1] if htpasswd else None,
+        data_dir=data_dir,
+        log_path=log_path,
+        pid=process.pid,
+        config_path=config_path,
+        installed_ca=installed_ca,
+    )
+    try:
+        _wait_ready(server, lambda: process.poll() is None)
+    except LabError:
+        server.stop()
+        raise
+    log.debug(f"registry {server.url} up (pid {server.pid}, data {data_dir})")
+    return server
+
+
+def _htpasswd_line(user: str, password: str) -> str:
+    # apache2-utils' htpasswd (bcrypt, -B): the registry only accepts bcrypt entries.
+    result = proc.run(["htpasswd", "-Bbn", user, password])
+    return result.stdout.strip() + "\n"
+
+
+def _install_engine_ca(host: str, ca: CertificateAuthority) -> Path | None:
+    """Make the engine trust the lab CA for ``host`` (the engine reads certs.d per pull/push: no restart)."""
+    target = DOCKER_CERTS_DIR / host / "ca.crt"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca.cert_path, target)
+    except OSError as exc:
+        log.warning(
+            f"cannot install the lab CA as {target} ({exc}): the engine will not trust {host}; "
+            "run as root or copy the CA there yourself"
+        )
+        return None
+    return target
+
+
+def _wait_ready(server: RegistryServer, running: Any) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    verify: str | bool = str(server.ca_cert) if server.ca_cert else True
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not running():
+            raise LabError(
+                f"registry on {server.host} exited during start-up; log tail:\n{_tail(server.log_path)}",
+                fix=f"read {server.log_path}; `address already in use` means the port is taken",
+            )
+        try:
+            # 401 (auth required) also means it is serving.
+            resp = requests.get(f"{server.url}/v2/", verify=verify, timeout=2)
+            if resp.status_code in (200, 401):
+                return
+            last = f"HTTP {resp.status_code}"
+        except requests.RequestException as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise LabError(
+        f"registry on {server.host} did not answer /v2/ within {START_TIMEOUT_S:.0f} s ({last}); "
+        f"log tail:\n{_tail(server.log_path)}",
+        fix=f"read {server.log_path}",
+    )
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return "  (no log)"
+    return "\n".join(f"  | {line}" for line in text.splitlines()[-lines:])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _is_registry_process(pid: int, config_path: Path | None) -> bool:
+    """True when ``pid`` is still the registry we started (pids get reused after a reboot or a crash)."""
+    if pid <= 0:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if not argv or not argv[0].endswith(b"docker-registry"):
+        return False
+    return config_path is None or str(config_path).encode() in argv
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            # Reap it when it is our child; otherwise just poll for its disappearance.
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return " Z " in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]
+    except (OSError, IndexError):
+        return True
+
+
+# -- the embedded `local` registry ----------------------------------------------------------------------------------
+
+
+def ensure_local_registry(cache_dir: Path) -> RegistryServer:
+    """The ``local`` registry on 127.0.0.1:5000 (plain HTTP, data in ``cache_dir``); reused when already running."""
+    home = cache_dir / "local-registry"
+    state = home / "registry.json"
+    host = f"{LOOPBACK}:{LOCAL_REGISTRY_PORT}"
+    if state.exists():
+        server = RegistryServer.from_json(json.loads(state.read_text(encoding="utf-8")))
+        if server.alive() and _answers(f"http://{host}/v2/"):
+            log.debug(f"local registry already running on {host}")
+            return server
+        server.stop()
+        state.unlink()
+    if _answers(f"http://{host}/v2/"):
+        raise LabError(
+            f"something not started by ci-images already answers on {host}",
+            fix="stop it, or push to it directly by naming that registry instead of `local`",
+        )
+    if shutil.which("docker-registry") is not None:
+        server = start_registry(home, port=LOCAL_REGISTRY_PORT)
+    else:
+        server = _start_registry_container(home, host)
+    (home / "registry.pid").write_text(f"{server.pid}\n", encoding="utf-8")
+    state.write_text(json.dumps(server.to_json(), indent=2) + "\n", encoding="utf-8")
+    log.info(f"local registry running on {host} (data in {server.data_dir})")
+    return server
+
+
+def stop_local_registry(cache_dir: Path) -> bool:
+    """Stop the ``local`` registry started by ensure_local_registry; False when none was running."""
+    home = cache_dir / "local-registry"
+    state = home / "registry.json"
+    if not state.exists():
+        return False
+    server = RegistryServer.from_json(json.loads(state.read_text(encoding="utf-8")))
+    was_alive = server.alive()
+    server.stop()
+    state.unlink()
+    (home / "registry.pid").unlink(missing_ok=True)
+    return was_alive
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code in (200, 401)
+    except requests.RequestException:
+        return False
+
+
+def _docker() -> Any:
+    import docker  # only needed without Debian's docker-registry
+
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise LabError(
+            f"neither docker-registry nor a Docker engine is available for the local registry: {exc}",
+            fix="apt-get install docker-registry, or start a Docker engine",
+        ) from exc
+
+
+def _start_registry_container(home: Path, host: str) -> RegistryServer:
+    client = _docker()
+    data_dir = home / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {
+        "name": LOCAL_CONTAINER_NAME,
+        "detach": True,
+        "restart_policy": {"Name": "unless-stopped"},
+        "volumes": {str(data_dir): {"bind": "/var/lib/registry", "mode": "rw"}},
+        "environment": {
+            "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+            "REGISTRY_HTTP_ADDR": f"0.0.0.0:{LOCAL_REGISTRY_PORT}",
+        },
+    }
+    if client.networks.list(names=["bridge"]):
+        options["ports"] = {f"{LOCAL_REGISTRY_PORT}/tcp": (LOOPBACK, LOCAL_REGISTRY_PORT)}
+    else:
+        # No bridge network: share the host's, and bind loopback only.
+        options["network_mode"] = "host"
+        options["environment"]["REGISTRY_HTTP_ADDR"] = host
+    _remove_container(LOCAL_CONTAINER_NAME)
+    container = client.containers.run("registry:2", **options)
+    server = RegistryServer(
+        host=host,
+        plain_http=True,
+        ca_cert=None,
+        username=None,
+        password=None,
+        data_dir=data_dir,
+        log_path=home / "registry.log",
+        pid=0,
+        container=container.id,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if _answers(f"http://{host}/v2/"):
+            return server
+        time.sleep(0.2)
+    logs = _container_logs(container.id)[-3000:]
+    _remove_container(container.id)
+    raise LabError(f"registry:2 container did not answer on {host}; logs:\n{logs}", fix="check `docker logs`")
+
+
+def _container_logs(container: str) -> str:
+    try:
+        logs: bytes = _docker().containers.get(container).logs()
+    except Exception:  # noqa: BLE001  (a vanished container simply has no log)
+        return ""
+    return logs.decode("utf-8", "replace")
+
+
+def _container_running(container: str) -> bool:
+    try:
+        return bool(_docker().containers.get(container).status == "running")
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _remove_container(container: str) -> None:
+    import docker
+
+    try:
+        _docker().containers.get(container).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.DockerException as exc:
+        log.warning(f"could not remove registry container {container}: {exc}")
+
+
+__all__ = [
+    "CertificateAuthority",
+    "RegistryServer",
+    "ensure_local_registry",
+    "start_registry",
+    "stop_local_registry",
+]

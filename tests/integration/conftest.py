@@ -1,0 +1,70 @@
+"""Shared fixtures of the integration tests: the engine guard, the image lab and the host-platform stand-ins.
+
+The lab is session-scoped: one CA, one upstream registry holding every stand-in the tests need (multi-arch, under
+the real names), one target registry with htpasswd auth. Stand-ins and a filled upstream store are cached (see
+ci_images.lab), so only the first run on a machine builds anything.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from ci_images.dockerd import engine_answers
+from ci_images.engine import Engine
+from ci_images.lab import Lab, ensure_standin, lab_down, lab_up
+
+# Every upstream version images.yaml names: the tests may publish any of them.
+LAB_STANDINS: dict[str, list[str]] = {
+    "nsmithuk/local-kms": ["3.11.7", "3.12.0"],
+    "hashicorp/vault": ["1.14.10", "1.21.4", "2.0.0"],
+}
+LAB_PLATFORMS = ["linux/amd64", "linux/arm64"]
+# The versions standin_images hands out: vault 2.x, so images/vault's SKIP_SETCAP fix is really exercised.
+STANDIN_VERSIONS = {"nsmithuk/local-kms": "3.11.7", "hashicorp/vault": "2.0.0"}
+
+
+def unavailable(reason: str) -> None:
+    """In CI a missing prerequisite is a failure, never a silent skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def engine_available() -> None:
+    if not engine_answers():
+        unavailable(
+            "no Docker engine answers (start one: `dockerd --bridge=none --iptables=false &` as root, "
+            "Docker Desktop, or DOCKER_HOST)"
+        )
+
+
+@pytest.fixture(scope="session")
+def lab_engine(engine_available: None) -> Engine:
+    return Engine.connect()
+
+
+@pytest.fixture(scope="session")
+def lab(lab_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    for tool in ("docker-registry", "htpasswd"):
+        if shutil.which(tool) is None:
+            unavailable(f"{tool} is not installed (apt-get install docker-registry apache2-utils)")
+    workdir = tmp_path_factory.mktemp("lab")
+    try:
+        yield lab_up(workdir, standins=LAB_STANDINS, platforms=LAB_PLATFORMS, engine=lab_engine)
+    finally:
+        lab_down(workdir)
+
+
+@pytest.fixture(scope="session")
+def standin_images(lab_engine: Engine) -> dict[str, str]:
+    """Local engine references of the stand-ins for the host platform: {"nsmithuk/local-kms": ref, ...}."""
+    platform = lab_engine.host_platform()
+    return {
+        repo: ensure_standin(lab_engine, repo, version, platform)
+        for repo, version in STANDIN_VERSIONS.items()
+    }

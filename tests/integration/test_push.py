@@ -1,0 +1,276 @@
+"""The main job against the lab: real engine, real TLS registries, stand-in upstream images, real smoke tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ci_images import app, oci
+from ci_images.errors import PublishError
+from ci_images.registry import Credentials, RegistryClient
+from ci_images.report import Result
+
+from .proxy import throttling_proxy
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PREFIX_PATH = "getsops/ci-container-images"
+
+
+def write_catalog(root: Path, lab: Any, *, extra_images: str = "") -> Path:
+    """A small catalog in ``root`` (with a copy of images/) pointing at the lab's upstream and target."""
+    shutil.copytree(REPO_ROOT / "images", root / "images", dirs_exist_ok=True)
+    catalog = root / "images.yaml"
+    catalog.write_text(
+        f"""
+registry: {lab.target.host}/{PREFIX_PATH}
+upstream_mirror: {lab.upstream.host}
+platforms: [linux/amd64, linux/arm64]
+images:
+  local-kms:
+    source: docker.io/nsmithuk/local-kms
+    versions: ["3.11.7"]
+    build: images/local-kms
+    smoke: kms
+    variants:
+      seeded:
+        build_args: {{KMS_SEED: sops-test}}
+  vault:
+    source: docker.io/hashicorp/vault
+    versions: ["2.0.0"]
+    build: images/vault
+    smoke: vault
+{extra_images}""",
+        encoding="utf-8",
+    )
+    return catalog
+
+
+def options(catalog: Path, lab: Any, **kwargs: Any) -> app.Options:
+    env = {**lab.env(), "CI": "true"}
+    env.pop("CI_IMAGES_REGISTRY", None)  # the catalog names the target
+    return app.Options(
+        catalog=str(catalog), env=env, lock_path=str(catalog.parent / "images.lock.json"), **kwargs
+    )
+
+
+def target_client(lab: Any) -> RegistryClient:
+    return RegistryClient(lab.target.host, credentials=Credentials(lab.target.username, lab.target.password))
+
+
+def counts(requests: list[tuple[str, str]]) -> dict[str, int]:
+    return {
+        "manifest_get": sum(1 for m, u in requests if m == "GET" and "/manifests/" in u),
+        "writes": sum(1 for m, _ in requests if m in {"PUT", "POST", "PATCH", "DELETE"}),
+    }
+
+
+@pytest.fixture(scope="module")
+def published(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Result]]:
+    root = tmp_path_factory.mktemp("push")
+    catalog = write_catalog(root, lab)
+    results = app.push_images(options(catalog, lab, json_path=str(root / "report.json")))
+    return catalog, results
+
+
+def test_first_push_publishes_multi_arch_indexes_under_every_tag(
+    published: tuple[Path, list[Result]], lab: Any
+) -> None:
+    catalog, results = published
+    assert [r.action for r in results] == ["built", "built", "built"]
+    client = target_client(lab)
+    lock = json.loads((catalog.parent / "images.lock.json").read_text())["images"]
+    for result in results:
+        assert result.digest is not None
+        for ref in result.tags:
+            repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+            info = client.head_manifest(repo, tag)
+            assert info is not None, ref
+            assert info.digest == result.digest, ref
+            assert info.media_type == "application/vnd.oci.image.index.v1+json"
+            assert lock[ref]["digest"] == result.digest
+            assert set(oci.platform_digests(client, repo, tag)) == {"linux/amd64", "linux/arm64"}
+            held = oci.read_labels(client, repo, tag)
+            assert held is not None
+            labels = held[1]
+            assert labels["org.opencontainers.image.version"] == result.version
+            assert labels["org.opencontainers.image.base.digest"] == result.source_digest
+            assert labels["io.github.ci-images.recipe"].startswith("sha256:")
+    report = json.loads((catalog.parent / "report.json").read_text())
+    assert {r["action"] for r in report} == {"built"}
+    assert set(report[0]) >= {
+        "image",
+        "variant",
+        "version",
+        "action",
+        "reason",
+        "tags",
+        "digest",
+        "previous_digest",
+        "source_digest",
+        "platforms",
+        "duration_s",
+        "ratelimit_remaining",
+    }
+
+
+def test_second_run_with_nothing_changed_pulls_and_pushes_nothing(
+    published: tuple[Path, list[Result]], lab: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    catalog, first = published
+    upstream_before, target_before = len(lab.upstream.requests()), len(lab.target.requests())
+    results = app.push_images(options(catalog, lab))
+    assert [r.action for r in results] == ["skipped"] * len(first)
+    assert [r.digest for r in results] == [r.digest for r in first]
+    upstream = counts(lab.upstream.requests()[upstream_before:])
+    target = counts(lab.target.requests()[target_before:])
+    assert upstream["manifest_get"] == 0
+    assert target["writes"] == 0
+    out, err = capfd.readouterr()
+    assert lab.target.password not in out + err
+
+
+def test_changed_dockerfile_rebuilds_only_that_image(lab: Any, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path, lab)
+    first = app.push_images(options(catalog, lab, images=["vault"]))
+    assert [r.action for r in first] in (["built"], ["skipped"])
+    dockerfile = tmp_path / "images" / "vault" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "\nLABEL org.example.touched=yes\n")
+    results = {r.key: r for r in app.push_images(options(catalog, lab))}
+    assert results["vault/plain/2.0.0"].action == "built"
+    assert (
+        "recipe changed" in results["vault/plain/2.0.0"].reason
+        or "new" in results["vault/plain/2.0.0"].reason
+    )
+    assert results["vault/plain/2.0.0"].previous_digest == first[0].digest
+    assert results["local-kms/plain/3.11.7"].action in {"skipped", "built"}
+
+
+def test_smoke_failure_keeps_previous_tags_and_others_publish(
+    lab: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "images" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG MODE=good\nENV MODE=${MODE}\n"
+    )
+    extra = """  broken-kms:
+    source: docker.io/nsmithuk/local-kms
+    versions: ["3.11.7"]
+    build: images/broken
+    smoke: kms
+"""
+    catalog = write_catalog(tmp_path, lab, extra_images=extra)
+    first = {r.key: r for r in app.push_images(options(catalog, lab, images=["broken-kms"]))}
+    good_digest = first["broken-kms/plain/3.11.7"].digest
+    assert good_digest
+    # Now the server never starts: the entrypoint is replaced by a command that prints and exits.
+    (broken / "Dockerfile").write_text(
+        'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nENTRYPOINT ["/bin/sh", "-c", "echo broken-on-purpose; exit 3"]\n'
+    )
+    vault_dockerfile = tmp_path / "images" / "vault" / "Dockerfile"
+    vault_dockerfile.write_text(vault_dockerfile.read_text() + "\nLABEL org.example.round=2\n")
+    with pytest.raises(PublishError) as raised:
+        app.push_images(
+            options(catalog, lab, images=["broken-kms", "vault"], json_path=str(tmp_path / "r.json"))
+        )
+    assert raised.value.exit_code != 0
+    report = {
+        f"{r['image']}/{r['variant']}/{r['version']}": r
+        for r in json.loads((tmp_path / "r.json").read_text())
+    }
+    assert report["broken-kms/plain/3.11.7"]["action"] == "failed"
+    assert report["vault/plain/2.0.0"]["action"] == "built"
+    client = target_client(lab)
+    info = client.head_manifest(f"{PREFIX_PATH}/broken-kms", "3.11.7")
+    assert info is not None and info.digest == good_digest
+    _, err = capfd.readouterr()
+    assert "broken-on-purpose" in err
+
+
+def test_target_answering_429_is_retried(lab: Any, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path, lab)
+    state = {"manifest_puts": 0, "heads": 0}
+
+    def throttle(method: str, path: str) -> bool:
+        if method == "HEAD" and "/manifests/" in path:
+            state["heads"] += 1
+            return state["heads"] == 1
+        if method == "PUT" and "/manifests/" in path:
+            state["manifest_puts"] += 1
+            return state["manifest_puts"] in (1, 2)
+        return False
+
+    with throttling_proxy(lab.target.host, lab.env()["SSL_CERT_FILE"], throttle=throttle) as (proxy, seen):
+        opts = options(
+            catalog, lab, images=["vault"], force=True, plain_http=True, registry=f"{proxy}/{PREFIX_PATH}"
+        )
+        opts.env = {
+            **opts.env,
+            "CI_IMAGES_REGISTRY_USER": lab.target.username,
+            "CI_IMAGES_REGISTRY_PASSWORD": lab.target.password,
+        }
+        results = app.push_images(opts)
+    assert [r.action for r in results] == ["built"]
+    assert sum(1 for _, _, status in seen if status == 429) == 3
+
+
+def _repush_standin(lab: Any, repo: str, version: str, marker: str) -> str:
+    """Publish new content under an existing upstream tag, as an upstream re-release would; returns the new digest."""
+    from ci_images.engine import Engine
+
+    engine = Engine.connect()
+    upstream = RegistryClient(lab.upstream.host)
+    old = oci.platform_digests(upstream, repo, version)
+    descriptors = []
+    for platform, digest in sorted(old.items()):
+        base = f"{lab.upstream.host}/{repo}@{digest}"
+        engine.pull(base, platform=platform)
+        context = Path(lab.workdir) / f"repush-{marker}-{platform.replace('/', '-')}"
+        context.mkdir(parents=True, exist_ok=True)
+        (context / "Dockerfile").write_text(f"FROM {base}\nLABEL org.example.rerelease={marker}\n")
+        image = engine.build(
+            context,
+            tag=f"ci-images-test/repush:{marker}-{platform.split('/')[1]}",
+            platform=platform,
+            buildargs={},
+            labels={},
+        )
+        descriptors.append(oci.push_engine_image(engine, upstream, repo, image, platform=platform))
+    body, media_type = oci.make_index(descriptors, {"org.opencontainers.image.version": version})
+    return oci.put_tags(upstream, repo, body, media_type, [version])
+
+
+def test_upstream_rerelease_rebuilds_only_the_entries_built_from_it(lab: Any, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path, lab)
+    app.push_images(options(catalog, lab))
+    new_digest = _repush_standin(lab, "hashicorp/vault", "2.0.0", marker=tmp_path.name[-12:])
+    results = {r.key: r for r in app.push_images(options(catalog, lab))}
+    assert results["vault/plain/2.0.0"].action == "built"
+    assert "upstream changed" in results["vault/plain/2.0.0"].reason
+    assert results["vault/plain/2.0.0"].source_digest == new_digest
+    assert results["local-kms/plain/3.11.7"].action == "skipped"
+    assert results["local-kms/seeded/3.11.7"].action == "skipped"
+
+
+def test_mirror_mode_copies_smoke_tested_upstream_images(lab: Any, tmp_path: Path) -> None:
+    extra = """  kms-mirror:
+    source: docker.io/nsmithuk/local-kms
+    versions: ["3.12.0"]
+    smoke: kms
+"""
+    catalog = write_catalog(tmp_path, lab, extra_images=extra)
+    first = app.push_images(options(catalog, lab, images=["kms-mirror"]))
+    assert [r.action for r in first] == ["built"]
+    client = target_client(lab)
+    assert set(oci.platform_digests(client, f"{PREFIX_PATH}/kms-mirror", "3.12.0")) == {
+        "linux/amd64",
+        "linux/arm64",
+    }
+    again = app.push_images(options(catalog, lab, images=["kms-mirror"]))
+    assert [r.action for r in again] == ["skipped"]
