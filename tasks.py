@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -153,9 +154,17 @@ def push_images(
         )
 
 
-def _print_env(env: dict[str, str]) -> None:
+def _print_env(env: dict[str, str], secret_dir: Path) -> None:
+    """Print `export` lines for eval; the password is read from a 0600 file rather than printed."""
     for key, value in env.items():
-        print(f"export {key}={value}")
+        if key.endswith("_PASSWORD"):
+            secret_dir.mkdir(parents=True, exist_ok=True)
+            path = secret_dir / key.lower()
+            path.touch(mode=0o600)
+            path.write_text(value, encoding="utf-8")
+            print(f'export {key}="$(cat {shlex.quote(str(path))})"')
+        else:
+            print(f"export {key}={shlex.quote(value)}")
 
 
 @task(
@@ -167,13 +176,14 @@ def _print_env(env: dict[str, str]) -> None:
 def lab_up(c: Context, workdir: str | None = None, catalog: str | None = None, debug: bool = False) -> None:
     """Start the hermetic image lab (TLS registries, stand-in upstream images) and print the environment to export."""
     from ci_images import lab
+    from ci_images.dockerd import ensure_engine
 
     with _door(debug):
+        ensure_engine()
         standins, platforms = app.lab_standins(_options(catalog=catalog))
-        started = lab.lab_up(
-            Path(workdir) if workdir else app.lab_workdir(), standins=standins, platforms=platforms
-        )
-        _print_env(started.env())
+        folder = Path(workdir) if workdir else app.lab_workdir()
+        started = lab.lab_up(folder, standins=standins, platforms=platforms)
+        _print_env(started.env(), folder)
 
 
 @task(

@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from ci_images import app, lab
+from ci_images.catalog import catalog_path, load_catalog
 from ci_images.engine import Engine
 from ci_images.pipeline import local_ref
 
@@ -44,7 +45,7 @@ def naive_loop(the_lab: Any, options: app.Options) -> None:
         registry=the_lab.target.host,
         reauth=True,
     )
-    catalog = app.load_catalog(app.catalog_path(options.catalog, options.env))
+    catalog = load_catalog(catalog_path(options.catalog, options.env))
     registry, _ = app.target_prefix(options, catalog, start_local=False)
     for entry in app.entries_for(options, catalog, registry=registry):
         assert entry.context is not None

@@ -294,14 +294,25 @@ def push_images(options: Options) -> list[report.Result]:
     )
     results = execute(ctx, decisions, _settings(options, catalog, publish=True), publisher)
     if not options.dry_run:
-        lock = Path(options.lock_path) if options.lock_path else catalog.lock_file
+        lock = lock_file(options, catalog)
         report.update_lock(lock, results)
+        log.info(f"lock file: {lock}")
     try:
         _finish(results, ctx, options, title="ci-images: push")
     finally:
         ctx.upstream.close()
         ctx.target.close()
     return results
+
+
+def lock_file(options: Options, catalog: Catalog) -> Path:
+    """--lock, else the catalog's lock_file; pushes to the embedded `local` registry keep theirs in the cache folder,
+    so trying the tool never rewrites the repository's lock file with 127.0.0.1 references."""
+    if options.lock_path:
+        return Path(options.lock_path)
+    if (options.registry or options.env.get(REGISTRY_ENV)) == LOCAL:
+        return cache_dir(options.env) / "local-registry" / catalog.lock_file.name
+    return catalog.lock_file
 
 
 def describe_error(exc: CiImagesError) -> str:

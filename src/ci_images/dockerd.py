@@ -142,3 +142,18 @@ def _tail(path: Path) -> str:
     except FileNotFoundError:
         return "  (no log)"
     return "\n".join(f"  | {line}" for line in lines[-LOG_TAIL_LINES:])
+
+
+def main() -> int:
+    """``python -m ci_images.dockerd``: what the nox sessions run first; exit 5 with the fix when no engine can be had."""
+    try:
+        ensure_engine()
+        ensure_binfmt()
+    except EngineError as exc:
+        log.error(exc.render())
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -316,6 +316,7 @@ def _run_one(
             revision=settings.revision,
             created=settings.created,
             source_url=settings.source_url,
+            smoke=settings.smoke,
         )
     if not settings.publish or publisher is None:
         return replace(base, action="built", smoked=built.smoked)
