@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import email.utils
 import hashlib
-import ipaddress
 import os
 import random
 import re
@@ -29,6 +28,7 @@ import requests
 
 from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError, UsageError
 from ci_images.log import log, redact
+from ci_images.refs import is_loopback_host as is_loopback
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -53,17 +53,6 @@ def docker_hub_location(host: str, repo: str) -> tuple[str, str]:
     if host not in DOCKER_HUB_ALIASES:
         return host, repo
     return "registry-1.docker.io", repo if "/" in repo else f"library/{repo}"
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8 and ::1 (with or without a port)."""
-    name = urlsplit(f"//{host}").hostname or ""
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def sha256_digest(data: bytes) -> str:

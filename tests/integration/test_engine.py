@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
 import shutil
 import tarfile
@@ -21,6 +20,7 @@ from ci_images import lab_assets
 from ci_images.engine import CONTAINER_PREFIX, Engine, binfmt_enabled
 from ci_images.errors import BuildError, CiImagesError, EngineError, RegistryError
 from ci_images.registry_server import RegistryServer, start_registry
+from tests.integration.conftest import unavailable
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,24 +37,6 @@ RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir /www &
 EXPOSE 8000
 CMD ["sh", "-c", "echo serving; exec httpd -f -v -p 0.0.0.0:${HTTP_PORT:-8000} -h /www"]
 """
-
-
-def unavailable(reason: str) -> None:
-    """In CI a missing prerequisite is a failure, never a silent skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    try:
-        connected = Engine.connect()
-    except CiImagesError as exc:
-        unavailable(f"no Docker engine: {exc}")
-        raise
-    yield connected
-    connected.close()
 
 
 def _context(directory: Path, platform: str, dockerfile: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -18,28 +17,13 @@ from ci_images.errors import BuildError
 from ci_images.oci import make_index, platform_digests, push_engine_image, put_tags, read_labels
 from ci_images.registry import OCI_INDEX, Credentials, RegistryClient
 from ci_images.registry_server import CertificateAuthority, RegistryServer, start_registry
+from tests.integration.conftest import unavailable
 
 pytestmark = [
     pytest.mark.integration,
     # start_registry drops its Popen handle while the registry runs on (reported to the lab owner); ignore only that.
 ]
 BUSYBOX = Path("/bin/busybox")
-
-
-def unavailable(reason: str) -> None:
-    """In CI a missing prerequisite is a failure, never a silent skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    try:
-        return Engine.connect()
-    except Exception as exc:  # any failure means: no engine to test with
-        unavailable(f"no Docker engine: {exc}")
-        raise
 
 
 @pytest.fixture(scope="module")

@@ -28,19 +28,13 @@ from ci_images.oci import (
 )
 from ci_images.registry import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient, verify_bundle
 from ci_images.registry_server import CertificateAuthority, RegistryServer, start_registry
+from tests.integration.conftest import unavailable
 
 pytestmark = [
     pytest.mark.integration,
     # start_registry drops its Popen handle while the registry runs on (reported to the lab owner); ignore only that.
 ]
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-
-
-def unavailable(reason: str) -> None:
-    """In CI a missing prerequisite is a failure, never a silent skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import time
@@ -16,29 +15,12 @@ from ci_images import lab_assets
 from ci_images.engine import CONTAINER_LABEL, Engine
 from ci_images.errors import CiImagesError, SmokeError
 from ci_images.smoke import smoke_test
+from tests.integration.conftest import unavailable
 
 pytestmark = pytest.mark.integration
 
 IMAGES = Path(__file__).resolve().parents[2] / "images"
 SEEDED_BUILD_ARGS = {"KMS_SEED": "sops-test"}
-
-
-def unavailable(reason: str) -> None:
-    """In CI a missing prerequisite is a failure, never a silent skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    try:
-        connected = Engine.connect()
-    except CiImagesError as exc:
-        unavailable(f"no Docker engine: {exc}")
-        raise
-    yield connected
-    connected.close()
 
 
 @pytest.fixture(scope="module")
