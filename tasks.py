@@ -37,6 +37,7 @@ PUBLISH_HELP = {
     "fail_fast": "stop starting entries after the first failure",
     "lock": "lock file path (default: the catalog's lock_file, images.lock.json)",
     "plain_http": "talk plain HTTP to a loopback target registry",
+    "ratelimit_min_remaining": "stop starting upstream pulls when fewer remain (default: catalog, else 10)",
 }
 
 
@@ -134,6 +135,7 @@ def push_images(
     catalog: str | None = None,
     lock: str | None = None,
     plain_http: bool = False,
+    ratelimit_min_remaining: int | None = None,
     debug: bool = False,
 ) -> None:
     """Build, smoke-test and push what changed as multi-arch indexes; tags move only after full success."""
@@ -150,6 +152,7 @@ def push_images(
                 fail_fast=fail_fast,
                 lock_path=lock,
                 plain_http=plain_http,
+                ratelimit_min_remaining=ratelimit_min_remaining,
             )
         )
 

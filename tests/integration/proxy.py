@@ -6,10 +6,12 @@ only the rate-limit answers are injected.
 
 from __future__ import annotations
 
+import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import requests
 
@@ -26,9 +28,18 @@ _HOP_BY_HOP = {
 
 @contextmanager
 def throttling_proxy(
-    upstream_host: str, ca_bundle: str, *, throttle: Callable[[str, str], bool]
+    upstream_host: str,
+    ca_bundle: str,
+    *,
+    throttle: Callable[[str, str], bool] = lambda method, path: False,
+    extra_headers: Mapping[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[tuple[str, list[tuple[str, str, int]]]]:
-    """Yield (proxy host, request log of (method, path, status)); ``throttle(method, path)`` picks the 429s."""
+    """Yield (proxy host, request log of (method, path, status)); ``throttle(method, path)`` picks the 429s.
+
+    ``extra_headers`` are added to every forwarded answer (e.g. Docker Hub's ratelimit headers); ``tls`` is a
+    (certificate, key) pair to serve HTTPS, as a real upstream does.
+    """
     seen: list[tuple[str, str, int]] = []
     lock = threading.Lock()
 
@@ -72,8 +83,12 @@ def throttling_proxy(
                 if key.lower() in _HOP_BY_HOP | {"content-length", "content-encoding"}:
                     continue
                 if key.lower() == "location":
-                    self.send_header(key, value.replace(f"https://{upstream_host}", f"http://{proxy_host}"))
+                    self.send_header(
+                        key, value.replace(f"https://{upstream_host}", f"{scheme}://{proxy_host}")
+                    )
                     continue
+                self.send_header(key, value)
+            for key, value in (extra_headers or {}).items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(content)))
             self.end_headers()
@@ -84,6 +99,12 @@ def throttling_proxy(
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     proxy_host = f"127.0.0.1:{server.server_address[1]}"
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

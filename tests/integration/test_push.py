@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ci_images import app, oci
-from ci_images.errors import PublishError
+from ci_images.errors import PublishError, RateLimitError
 from ci_images.registry import Credentials, RegistryClient
 from ci_images.report import Result
 
@@ -274,3 +274,31 @@ def test_mirror_mode_copies_smoke_tested_upstream_images(lab: Any, tmp_path: Pat
     }
     again = app.push_images(options(catalog, lab, images=["kms-mirror"]))
     assert [r.action for r in again] == ["skipped"]
+
+
+def test_low_upstream_pull_quota_stops_before_any_pull(lab: Any, tmp_path: Path) -> None:
+    """Docker Hub's ratelimit headers below the threshold: nothing is pulled, built or pushed; exit code 4."""
+    cert, key = lab.ca.issue_server_cert(tmp_path / "proxy-tls")
+    headers = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "3;w=21600"}
+    with throttling_proxy(lab.upstream.host, str(lab.ca_bundle), extra_headers=headers, tls=(cert, key)) as (
+        mirror,
+        seen,
+    ):
+        certs_d = Path("/etc/docker/certs.d") / mirror
+        certs_d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lab.ca.cert_path, certs_d / "ca.crt")
+        try:
+            catalog = write_catalog(tmp_path, lab)
+            opts = options(catalog, lab, force=True, json_path=str(tmp_path / "r.json"))
+            opts.env = {**opts.env, "CI_IMAGES_UPSTREAM_MIRROR": mirror}
+            target_before = len(lab.target.requests())
+            with pytest.raises(RateLimitError) as raised:
+                app.push_images(opts)
+        finally:
+            shutil.rmtree(certs_d, ignore_errors=True)
+    assert raised.value.exit_code == 4
+    records = json.loads((tmp_path / "r.json").read_text())
+    assert {r["action"] for r in records} == {"failed"}
+    assert all(r["ratelimit_remaining"] == 3 for r in records)
+    assert not [p for m, p, _ in seen if m == "GET" and "/manifests/" in p]
+    assert not [m for m, _ in lab.target.requests()[target_before:] if m in {"PUT", "POST", "PATCH"}]
