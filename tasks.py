@@ -135,10 +135,15 @@ def push_images(
     catalog: str | None = None,
     lock: str | None = None,
     plain_http: bool = False,
-    ratelimit_min_remaining: int | None = None,
+    ratelimit_min_remaining: str | None = None,
     debug: bool = False,
 ) -> None:
     """Build, smoke-test and push what changed as multi-arch indexes; tags move only after full success."""
+    if ratelimit_min_remaining is not None and not ratelimit_min_remaining.isdigit():
+        raise Exit(
+            f"error: --ratelimit-min-remaining must be a whole number, not {ratelimit_min_remaining!r}",
+            code=2,
+        )
     with _door(debug):
         app.push_images(
             _options(
@@ -152,7 +157,7 @@ def push_images(
                 fail_fast=fail_fast,
                 lock_path=lock,
                 plain_http=plain_http,
-                ratelimit_min_remaining=ratelimit_min_remaining,
+                ratelimit_min_remaining=int(ratelimit_min_remaining) if ratelimit_min_remaining else None,
             )
         )
 
