@@ -12,19 +12,23 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ci_images import plan as planning
 from ci_images import recipe, report
 from ci_images.auth import resolve_credentials, resolve_upstream_credentials
 from ci_images.catalog import Catalog, catalog_path, load_catalog
-from ci_images.errors import CiImagesError, PublishError, RateLimitError, UsageError
+from ci_images.errors import PublishError, RateLimitError, UsageError
 from ci_images.log import log
 from ci_images.pipeline import Context, RunSettings, execute, resolve
 from ci_images.plan import Decision, Entry
 from ci_images.publisher import DryRunPublisher, Publisher, RegistryPublisher
-from ci_images.refs import Repository, is_loopback_host, normalize_mirror, parse_repository
+from ci_images.refs import is_loopback_host, normalize_mirror, parse_repository
 from ci_images.registry import RegistryClient
 from ci_images.upstream import ClientPool, RateBudget
+
+if TYPE_CHECKING:
+    from ci_images.engine import Engine
 
 LOCAL = "local"
 LOCAL_HOST = "127.0.0.1:5000"
@@ -132,7 +136,7 @@ def _target_pool(env: Mapping[str, str], plain_http: bool) -> ClientPool:
     )
 
 
-def _engine_factory() -> object:
+def _engine_factory() -> Engine:
     from ci_images.dockerd import ensure_engine
     from ci_images.engine import Engine
 
@@ -145,7 +149,7 @@ def _context(options: Options, catalog: Catalog, *, target: ClientPool | None) -
     return Context(
         upstream=_upstream_pool(options.env),
         target=target,
-        engine_factory=_engine_factory,  # type: ignore[arg-type]
+        engine_factory=_engine_factory,
         env=options.env,
         root=catalog.root,
         budget=RateBudget(catalog.ratelimit_min_remaining if minimum is None else minimum),
@@ -313,16 +317,6 @@ def lock_file(options: Options, catalog: Catalog) -> Path:
     if (options.registry or options.env.get(REGISTRY_ENV)) == LOCAL:
         return cache_dir(options.env) / "local-registry" / catalog.lock_file.name
     return catalog.lock_file
-
-
-def describe_error(exc: CiImagesError) -> str:
-    return exc.render()
-
-
-def target_repository_for(options: Options, image: str) -> Repository:
-    catalog = _load(options)
-    registry, _ = target_prefix(options, catalog, start_local=False)
-    return parse_repository(f"{registry}/{image}")
 
 
 def lab_workdir() -> Path:

@@ -7,7 +7,6 @@ then write the index under the entry's tags. A failure anywhere before the last 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -335,7 +334,3 @@ def mirror_entry(ctx: Context, decision: Decision) -> Built:
         ctx.engine.pull(ref, platform=platform, auth=ctx.upstream.engine_auth(entry.pull.api_host))
         images[platform] = ref
     return smoke_entry(ctx, entry, images)
-
-
-def results_json(results: Sequence[Result]) -> str:
-    return json.dumps([r.as_record() for r in results], indent=2)
