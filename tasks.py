@@ -211,7 +211,7 @@ def lab_down(c: Context, workdir: str | None = None, debug: bool = False) -> Non
 @task(help={"debug": COMMON_HELP["debug"]})
 def registry_down(c: Context, debug: bool = False) -> None:
     """Stop the embedded 'local' registry (127.0.0.1:5000); its data stays in the cache folder."""
-    from ci_images.registry_server import stop_local_registry
+    from ci_images.local_registry import stop_local_registry
 
     with _door(debug):
         stopped = stop_local_registry(app.cache_dir())

@@ -88,7 +88,7 @@ def target_prefix(options: Options, catalog: Catalog, *, start_local: bool) -> t
     plain = options.plain_http or options.env.get(PLAIN_HTTP_ENV, "").lower() in {"1", "true", "yes"}
     if value == LOCAL:
         if start_local:
-            from ci_images.registry_server import ensure_local_registry
+            from ci_images.local_registry import ensure_local_registry
 
             ensure_local_registry(cache_dir())
         path = DEFAULT_LOCAL_PATH

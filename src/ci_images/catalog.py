@@ -6,20 +6,16 @@ cross-entry knowledge (build folders, Dockerfiles, tag collisions). Every error 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from ci_images import tags as tag_rules
-from ci_images.errors import CatalogError, UsageError
+from ci_images.catalog_errors import located_error, validate_schema
+from ci_images.errors import UsageError
 from ci_images.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
 from ci_images.yamlmarks import Marked, load_marked
 
@@ -79,13 +75,6 @@ class Catalog:
         return self.path.parent
 
 
-@cache
-def schema() -> dict[str, Any]:
-    text = resources.files("ci_images").joinpath("catalog.schema.json").read_text(encoding="utf-8")
-    loaded: dict[str, Any] = json.loads(text)
-    return loaded
-
-
 def catalog_path(
     explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Path:
@@ -109,123 +98,8 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
             f"cannot read catalog {name}: {exc}", fix="check the file's permissions and encoding"
         ) from exc
     marked = load_marked(text, name)
-    _validate_schema(marked, name)
+    validate_schema(marked, name)
     return _build(marked, file, name)
-
-
-def _fail(
-    marked: Marked, name: str, path: Sequence[str | int], message: str, fix: str, *, key: bool = False
-) -> CatalogError:
-    line, column = marked.where(path, key=key)
-    return CatalogError(message, path=name, line=line, column=column, fix=fix)
-
-
-def _dotted(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-_TYPE_WORDS = {
-    "string": "a string",
-    "array": "a list",
-    "object": "a mapping",
-    "integer": "an integer",
-    "number": "a number",
-    "boolean": "a boolean",
-    "null": "null",
-}
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _validate_schema(marked: Marked, name: str) -> None:
-    if not isinstance(marked.data, dict):
-        raise _fail(
-            marked,
-            name,
-            (),
-            "the catalog must be a mapping with an 'images' key",
-            "start from the README's example",
-        )
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(marked.data), key=lambda e: marked.where(tuple(e.absolute_path)))
-    if errors:
-        raise _schema_error(marked, name, errors[0])
-
-
-def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) -> CatalogError:
-    path = tuple(error.absolute_path)
-    where = _dotted(path)
-    instance = error.instance
-    if error.validator == "additionalProperties":
-        schema_node = error.schema if isinstance(error.schema, Mapping) else {}
-        allowed = sorted(schema_node.get("properties", {}))
-        unknown = sorted(set(instance) - set(allowed)) if isinstance(instance, dict) else []
-        key = unknown[0] if unknown else "?"
-        return _fail(
-            marked,
-            name,
-            (*path, key),
-            f"unknown key {key!r} in {where}",
-            f"allowed keys here: {', '.join(allowed)}; check the spelling",
-            key=True,
-        )
-    if error.validator == "required":
-        missing = str(error.message).split("'")[1] if "'" in str(error.message) else "?"
-        return _fail(
-            marked,
-            name,
-            path,
-            f"{where} is missing the required key {missing!r}",
-            f"add '{missing}:' to {where}",
-        )
-    if "propertyNames" in error.schema_path:
-        # jsonschema reports a bad key against the mapping that holds it; point at the key itself.
-        bad = str(instance)
-        if path and path[-1] == "build_args":
-            fix = "build arg names use letters, digits and '_' and do not start with a digit, like KMS_SEED"
-        else:
-            fix = (
-                "use lowercase letters and digits with single separators (. _ -) between them, like local-kms"
-            )
-        return _fail(marked, name, (*path, bad), f"invalid name {bad!r} in {where}", fix, key=True)
-    if error.validator == "type":
-        expected = error.validator_value
-        expected_types = [str(t) for t in (expected if isinstance(expected, list) else [expected])]
-        expected_text = " or ".join(_TYPE_WORDS.get(t, t) for t in expected_types)
-        raw = marked.raw.get(path)
-        fix = f"write {expected_text} here"
-        if expected == "string" and isinstance(instance, (int, float, bool)):
-            shown = raw if raw is not None else str(instance)
-            fix = f'quote it: "{shown}" (YAML reads {shown} unquoted as {instance!r})'
-        return _fail(
-            marked,
-            name,
-            path,
-            f"{where} must be {expected_text}, not {_TYPE_WORDS[_json_type(instance)]} {instance!r}",
-            fix,
-        )
-    if error.validator in {"minItems", "minProperties", "minLength"}:
-        return _fail(marked, name, path, f"{where} must not be empty", f"give {where} at least one value")
-    if error.validator == "uniqueItems":
-        return _fail(marked, name, path, f"{where} lists a value twice", "remove the duplicate")
-    return _fail(marked, name, path, f"{where}: {error.message}", "see the catalog reference in README.md")
 
 
 def _check_platform(marked: Marked, name: str, path: Sequence[str | int], value: str) -> str:
@@ -234,7 +108,7 @@ def _check_platform(marked: Marked, name: str, path: Sequence[str | int], value:
     if ok and len(parts) == 3:
         ok = bool(re.fullmatch(r"v[0-9]+", parts[2]))
     if not ok:
-        raise _fail(
+        raise located_error(
             marked,
             name,
             path,
@@ -249,7 +123,7 @@ def _check_templates(marked: Marked, name: str, path: Sequence[str | int], templ
         try:
             fields = tag_rules.template_fields(template)
         except ValueError as exc:
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 (*path, i),
@@ -258,7 +132,7 @@ def _check_templates(marked: Marked, name: str, path: Sequence[str | int], templ
             ) from exc
         unknown = fields - tag_rules.FIELDS
         if unknown:
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 (*path, i),
@@ -267,7 +141,7 @@ def _check_templates(marked: Marked, name: str, path: Sequence[str | int], templ
             )
         sample = tag_rules.render(template, "1.2.3")
         if not is_valid_tag(sample):
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 (*path, i),
@@ -306,7 +180,7 @@ def _build(marked: Marked, file: Path, name: str) -> Catalog:
         try:
             parse_repository(f"{registry.rstrip('/')}/probe")
         except ValueError as exc:
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 ("registry",),
@@ -318,7 +192,7 @@ def _build(marked: Marked, file: Path, name: str) -> Catalog:
         try:
             mirror = normalize_mirror(mirror)
         except ValueError as exc:
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 ("upstream_mirror",),
@@ -350,7 +224,7 @@ def _build(marked: Marked, file: Path, name: str) -> Catalog:
 
 def _check_smoke(marked: Marked, name: str, path: tuple[str | int, ...], kind: str | None) -> str | None:
     if kind is not None and kind not in SMOKE_KINDS:
-        raise _fail(
+        raise located_error(
             marked,
             name,
             path,
@@ -373,7 +247,7 @@ def _build_image(
     try:
         source = parse_repository(spec["source"])
     except ValueError as exc:
-        raise _fail(
+        raise located_error(
             marked,
             name,
             (*base, "source"),
@@ -388,7 +262,7 @@ def _build_image(
     for i, version in enumerate(spec["versions"]):
         vpath = (*base, "versions", i)
         if not is_valid_tag(version):
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 vpath,
@@ -396,7 +270,7 @@ def _build_image(
                 "versions are upstream tags: letters, digits, '.', '_' and '-', up to 128 characters",
             )
         if needs_semver and tag_rules.parse_version(version) is None:
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 vpath,
@@ -404,7 +278,9 @@ def _build_image(
                 "use a release version like 1.2.3, or drop {major}/{minor}/{patch} from this image's tags",
             )
         if version in versions:
-            raise _fail(marked, name, vpath, f"version {version!r} is listed twice", "remove the duplicate")
+            raise located_error(
+                marked, name, vpath, f"version {version!r} is listed twice", "remove the duplicate"
+            )
         versions.append(version)
     platforms = tuple(
         _check_platform(marked, name, (*base, "platforms", i), p)
@@ -415,7 +291,7 @@ def _build_image(
     if "build" in spec:
         build = (root / spec["build"]).resolve()
         if not build.is_dir():
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 (*base, "build"),
@@ -425,7 +301,7 @@ def _build_image(
         dockerfile = (build / spec.get("dockerfile", "Dockerfile")).resolve()
         if not dockerfile.is_relative_to(build):
             # The recipe hash and the build both name the Dockerfile relative to the build folder.
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 (*base, "dockerfile"),
@@ -433,7 +309,7 @@ def _build_image(
                 "move the Dockerfile into the build folder and name it relative to that folder",
             )
         if not dockerfile.is_file():
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 (*base, "dockerfile" if "dockerfile" in spec else "build"),
@@ -442,7 +318,7 @@ def _build_image(
             )
         problem = check_dockerfile(dockerfile)
         if problem:
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 (*base, "build"),
@@ -450,7 +326,7 @@ def _build_image(
                 "start it with 'ARG BASE_IMAGE' then 'FROM ${BASE_IMAGE}'; the tool passes BASE_IMAGE=<source>@sha256:<digest>",
             )
     elif "dockerfile" in spec:
-        raise _fail(
+        raise located_error(
             marked,
             name,
             (*base, "dockerfile"),
@@ -459,7 +335,7 @@ def _build_image(
             key=True,
         )
     elif "build_args" in spec:
-        raise _fail(
+        raise located_error(
             marked,
             name,
             (*base, "build_args"),
@@ -474,7 +350,7 @@ def _build_image(
         vspec: dict[str, Any] = declared or {}
         vpath = (*base, "variants", variant_name)
         if variant_name == DEFAULT_VARIANT:
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 vpath,
@@ -483,7 +359,7 @@ def _build_image(
                 key=True,
             )
         if build is None:
-            raise _fail(
+            raise located_error(
                 marked,
                 name,
                 vpath,
@@ -526,7 +402,7 @@ def _check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]
                 version_tags = tag_rules.tags_for(image.tag_templates, version, image.versions)
                 if not version_tags:
                     # Only alias templates, and this version owns none of them (a pre-release, or not the highest).
-                    raise _fail(
+                    raise located_error(
                         marked,
                         name,
                         ("images", image.name, "versions", i),
@@ -538,7 +414,7 @@ def _check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]
                     key = (image.name, full)
                     if key in owners:
                         other = owners[key]
-                        raise _fail(
+                        raise located_error(
                             marked,
                             name,
                             ("images", image.name, "versions", i),

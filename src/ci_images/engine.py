@@ -7,17 +7,12 @@ service is told which loopback port to listen on instead of having its port publ
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
-import socket
-import tarfile
-import threading
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +21,10 @@ import docker.errors
 import docker.utils
 import requests
 
+from ci_images.engine_run import LOOPBACK, RunningService, free_loopback_port
 from ci_images.errors import BuildError, CiImagesError, EngineError, RateLimitError, RegistryError
 from ci_images.log import log
 
-LOOPBACK = "127.0.0.1"
 CONTAINER_PREFIX = "ci-images-smoke-"
 # Lets anyone sharing the engine find (and clean up) what a crashed run left behind.
 CONTAINER_LABEL = "io.github.getsops.ci-images.smoke"
@@ -79,14 +74,6 @@ def binfmt_enabled(arch: str, binfmt_dir: Path = BINFMT_DIR) -> bool:
     return global_on and first_line == "enabled"
 
 
-def free_loopback_port() -> int:
-    """A port nothing listens on right now (the kernel picks it, so concurrent users do not collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _missing_engine_socket(env: Mapping[str, str]) -> str | None:
     """The engine's unix socket path when DOCKER_HOST (or the default) names one that does not exist."""
     host = env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -130,80 +117,6 @@ def _engine_fix() -> str:
         "start a Docker engine (e.g. `dockerd --bridge=none --iptables=false &` as root) "
         "or point DOCKER_HOST at one that answers `docker info`"
     )
-
-
-@dataclass
-class RunningService:
-    """A started service container; ``host:port`` is where it answers on this machine's loopback."""
-
-    container: Any  # docker.models.containers.Container (the SDK is untyped)
-    host: str
-    port: int
-
-    def logs(self, tail: int = 200) -> str:
-        """The container's combined stdout/stderr (last ``tail`` lines); never raises (used in error paths)."""
-        try:
-            raw: bytes = self.container.logs(stdout=True, stderr=True, tail=tail)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            return f"<logs unavailable: {exc}>"
-        return raw.decode("utf-8", errors="replace")
-
-    def status(self) -> str:
-        """``running``, ``exited``, ... as the engine sees it now."""
-        try:
-            self.container.reload()
-        except (docker.errors.DockerException, requests.RequestException):
-            return "unknown"
-        return str(self.container.status)
-
-    def exit_code(self) -> int | None:
-        """Exit code of a stopped container (from the last status())."""
-        code = (self.container.attrs.get("State") or {}).get("ExitCode")
-        return int(code) if code is not None else None
-
-    def exec(self, argv: Sequence[str], *, timeout_s: float) -> tuple[int | None, str]:
-        """Run ``argv`` inside the container; (exit code, output), exit code None when it ran past ``timeout_s``.
-
-        The SDK's exec has no timeout of its own: it runs in a daemon thread and is abandoned on timeout (removing
-        the container ends it).
-        """
-        outcome: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                outcome["result"] = self.container.exec_run(list(argv), stdout=True, stderr=True)
-            except (docker.errors.DockerException, requests.RequestException) as exc:
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=target, name=f"exec-{self.container.name}", daemon=True)
-        worker.start()
-        worker.join(timeout_s)
-        if worker.is_alive():
-            return None, f"no result after {timeout_s:.0f} s"
-        if "error" in outcome:
-            raise EngineError(
-                f"could not exec {list(argv)!r} in {self.container.name}: {outcome['error']}",
-                fix="check that the container is still running and the command exists in the image",
-            )
-        exit_code, output = outcome["result"]
-        return exit_code, (output or b"").decode("utf-8", errors="replace")
-
-    def read_file(self, path: str) -> bytes:
-        """Contents of one regular file inside the container."""
-        try:
-            chunks, _stat = self.container.get_archive(path)
-            data = b"".join(chunks)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(
-                f"could not read {path} from container {self.container.name}: {exc}",
-                fix="check the path exists in the image",
-            ) from exc
-        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            member = next((m for m in archive.getmembers() if m.isfile()), None)
-            extracted = archive.extractfile(member) if member is not None else None
-            if extracted is None:
-                raise EngineError(f"{path} in container {self.container.name} is not a regular file")
-            return extracted.read()
 
 
 class Engine:

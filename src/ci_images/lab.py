@@ -24,13 +24,14 @@ import certifi
 import docker.errors
 
 from ci_images import lab_assets, oci
+from ci_images.certs import CertificateAuthority
 from ci_images.dockerd import cache_home
 from ci_images.engine import Engine
 from ci_images.errors import LabError
 from ci_images.log import log
 from ci_images.oci import make_index, push_engine_image, put_tags
 from ci_images.registry import Credentials, RegistryClient
-from ci_images.registry_server import CertificateAuthority, RegistryServer, start_registry
+from ci_images.registry_server import RegistryServer, start_registry
 
 LAB_FILES = Path(__file__).parent / "lab_files"
 STATE_FILE = "lab.json"

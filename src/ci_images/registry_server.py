@@ -7,8 +7,6 @@ and by the embedded ``local`` registry on 127.0.0.1:5000. Everything listens on 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import re
@@ -23,126 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ci_images import proc
+from ci_images.certs import CertificateAuthority, write_private
 from ci_images.errors import LabError
 from ci_images.log import log
 
 LOOPBACK = "127.0.0.1"
-LOCAL_REGISTRY_PORT = 5000
 DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 25
-LOCAL_CONTAINER_NAME = "ci-images-local-registry"
 # Popen handles of the registries this process started: kept so they are reaped on stop (and no ResourceWarning
 # "subprocess is still running" fires when a handle is collected while its registry runs on).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 # One access-log line per request, Apache combined format: `IP - USER [DATE] "METHOD URI HTTP/1.1" STATUS ...`.
 _ACCESS_LINE = re.compile(r'^\S+ - \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+"')
-
-
-# -- certificates ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CertificateAuthority:
-    """A CA made for one lab; its certificate is what clients and the engine are told to trust."""
-
-    cert_path: Path
-    key_path: Path
-
-    @classmethod
-    def create(cls, directory: Path) -> CertificateAuthority:
-        directory.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, f"ci-images lab CA {secrets.token_hex(4)}")]
-        )
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        ca = cls(cert_path=directory / "ca.crt", key_path=directory / "ca.key")
-        _write_private(ca.key_path, _key_pem(key))
-        ca.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return ca
-
-    def issue_server_cert(self, directory: Path) -> tuple[Path, Path]:
-        """A server certificate for localhost and 127.0.0.1; returns (cert, key) paths."""
-        ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
-        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-            raise LabError(
-                f"{self.key_path} is not the lab CA's key", fix="recreate the lab (lab-down, lab-up)"
-            )
-        ca_cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / "server.crt", directory / "server.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(key_path, _key_pem(key))
-        return cert_path, key_path
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 # -- registry processes ---------------------------------------------------------------------------------------------
@@ -177,7 +71,7 @@ class RegistryServer:
     def requests(self) -> list[tuple[str, str]]:
         """(METHOD, URI) of every request the registry has answered so far, in order."""
         if self.container is not None:
-            text = _container_logs(self.container)
+            text = container_logs(self.container)
         else:
             try:
                 with self.log_path.open("rb") as fh:
@@ -202,7 +96,7 @@ class RegistryServer:
         """Stop the registry (idempotent) and remove the CA file it installed for the engine."""
         child = _CHILDREN.pop(self.pid, None)
         if self.container is not None:
-            _remove_container(self.container)
+            remove_container(self.container)
         elif child is not None:
             child.terminate()
             try:
@@ -252,7 +146,7 @@ def start_registry(
         user, password = htpasswd
         log.add_mask(password)
         auth_file = workdir / "htpasswd"
-        _write_private(auth_file, _htpasswd_line(user, password).encode())
+        write_private(auth_file, _htpasswd_line(user, password).encode())
     # A port picked by the kernel can be taken by someone else before the registry binds it: try a few.
     attempts = 1 if port is not None else 3
     last_error: LabError | None = None
@@ -427,58 +321,10 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-# -- the embedded `local` registry ----------------------------------------------------------------------------------
+# -- registries run as a `registry:2` container (the local registry when docker-registry is missing) ---------------
 
 
-def ensure_local_registry(cache_dir: Path) -> RegistryServer:
-    """The ``local`` registry on 127.0.0.1:5000 (plain HTTP, data in ``cache_dir``); reused when already running."""
-    home = cache_dir / "local-registry"
-    state = home / "registry.json"
-    host = f"{LOOPBACK}:{LOCAL_REGISTRY_PORT}"
-    if state.exists():
-        server = RegistryServer.from_json(json.loads(state.read_text(encoding="utf-8")))
-        if server.alive() and _answers(f"http://{host}/v2/"):
-            log.debug(f"local registry already running on {host}")
-            return server
-        server.stop()
-        state.unlink()
-    if _answers(f"http://{host}/v2/"):
-        raise LabError(
-            f"something not started by ci-images already answers on {host}",
-            fix="stop it, or push to it directly by naming that registry instead of `local`",
-        )
-    if shutil.which("docker-registry") is not None:
-        server = start_registry(home, port=LOCAL_REGISTRY_PORT)
-    else:
-        server = _start_registry_container(home, host)
-    (home / "registry.pid").write_text(f"{server.pid}\n", encoding="utf-8")
-    state.write_text(json.dumps(server.to_json(), indent=2) + "\n", encoding="utf-8")
-    log.info(f"local registry running on {host} (data in {server.data_dir})")
-    return server
-
-
-def stop_local_registry(cache_dir: Path) -> bool:
-    """Stop the ``local`` registry started by ensure_local_registry; False when none was running."""
-    home = cache_dir / "local-registry"
-    state = home / "registry.json"
-    if not state.exists():
-        return False
-    server = RegistryServer.from_json(json.loads(state.read_text(encoding="utf-8")))
-    was_alive = server.alive()
-    server.stop()
-    state.unlink()
-    (home / "registry.pid").unlink(missing_ok=True)
-    return was_alive
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code in (200, 401)
-    except requests.RequestException:
-        return False
-
-
-def _docker() -> Any:
+def docker_client() -> Any:
     import docker  # only needed without Debian's docker-registry
 
     try:
@@ -490,52 +336,9 @@ def _docker() -> Any:
         ) from exc
 
 
-def _start_registry_container(home: Path, host: str) -> RegistryServer:
-    client = _docker()
-    data_dir = home / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {
-        "name": LOCAL_CONTAINER_NAME,
-        "detach": True,
-        "restart_policy": {"Name": "unless-stopped"},
-        "volumes": {str(data_dir): {"bind": "/var/lib/registry", "mode": "rw"}},
-        "environment": {
-            "REGISTRY_STORAGE_DELETE_ENABLED": "true",
-            "REGISTRY_HTTP_ADDR": f"0.0.0.0:{LOCAL_REGISTRY_PORT}",
-        },
-    }
-    if client.networks.list(names=["bridge"]):
-        options["ports"] = {f"{LOCAL_REGISTRY_PORT}/tcp": (LOOPBACK, LOCAL_REGISTRY_PORT)}
-    else:
-        # No bridge network: share the host's, and bind loopback only.
-        options["network_mode"] = "host"
-        options["environment"]["REGISTRY_HTTP_ADDR"] = host
-    _remove_container(LOCAL_CONTAINER_NAME)
-    container = client.containers.run("registry:2", **options)
-    server = RegistryServer(
-        host=host,
-        plain_http=True,
-        ca_cert=None,
-        username=None,
-        password=None,
-        data_dir=data_dir,
-        log_path=home / "registry.log",
-        pid=0,
-        container=container.id,
-    )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if _answers(f"http://{host}/v2/"):
-            return server
-        time.sleep(0.2)
-    logs = _container_logs(container.id)[-3000:]
-    _remove_container(container.id)
-    raise LabError(f"registry:2 container did not answer on {host}; logs:\n{logs}", fix="check `docker logs`")
-
-
-def _container_logs(container: str) -> str:
+def container_logs(container: str) -> str:
     try:
-        logs: bytes = _docker().containers.get(container).logs()
+        logs: bytes = docker_client().containers.get(container).logs()
     except Exception:  # noqa: BLE001  (a vanished container simply has no log)
         return ""
     return logs.decode("utf-8", "replace")
@@ -543,16 +346,16 @@ def _container_logs(container: str) -> str:
 
 def _container_running(container: str) -> bool:
     try:
-        return bool(_docker().containers.get(container).status == "running")
+        return bool(docker_client().containers.get(container).status == "running")
     except Exception:  # noqa: BLE001
         return False
 
 
-def _remove_container(container: str) -> None:
+def remove_container(container: str) -> None:
     import docker
 
     try:
-        _docker().containers.get(container).remove(force=True)
+        docker_client().containers.get(container).remove(force=True)
     except docker.errors.NotFound:
         pass
     except docker.errors.DockerException as exc:
@@ -560,9 +363,6 @@ def _remove_container(container: str) -> None:
 
 
 __all__ = [
-    "CertificateAuthority",
     "RegistryServer",
-    "ensure_local_registry",
     "start_registry",
-    "stop_local_registry",
 ]

@@ -17,7 +17,8 @@ import hvac
 import pytest
 import requests
 
-from ci_images.engine import Engine, free_loopback_port
+from ci_images.engine import Engine
+from ci_images.engine_run import free_loopback_port
 from ci_images.lab import VERSION_LABEL, Lab, ensure_standin, lab_down, lab_up, standin_ref
 from ci_images.oci import platform_digests, read_labels
 from ci_images.registry import OCI_INDEX

@@ -14,9 +14,9 @@ import pytest
 from ci_images import app
 from ci_images.catalog import load_catalog
 from ci_images.engine import Engine
+from ci_images.local_registry import stop_local_registry
 from ci_images.oci import platform_digests
 from ci_images.registry import RegistryClient
-from ci_images.registry_server import stop_local_registry
 
 pytestmark = pytest.mark.integration
 

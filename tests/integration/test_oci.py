@@ -12,11 +12,12 @@ from typing import Any
 import docker
 import pytest
 
+from ci_images.certs import CertificateAuthority
 from ci_images.engine import Engine
 from ci_images.errors import BuildError
 from ci_images.oci import make_index, platform_digests, push_engine_image, put_tags, read_labels
 from ci_images.registry import OCI_INDEX, Credentials, RegistryClient
-from ci_images.registry_server import CertificateAuthority, RegistryServer, start_registry
+from ci_images.registry_server import RegistryServer, start_registry
 from tests.integration.conftest import unavailable
 
 pytestmark = [

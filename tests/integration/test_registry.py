@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ci_images.certs import CertificateAuthority
 from ci_images.errors import RegistryError
 from ci_images.oci import (
     OCI_CONFIG,
@@ -26,8 +27,9 @@ from ci_images.oci import (
     put_tags,
     read_labels,
 )
-from ci_images.registry import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient, verify_bundle
-from ci_images.registry_server import CertificateAuthority, RegistryServer, start_registry
+from ci_images.registry import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient
+from ci_images.registry_server import RegistryServer, start_registry
+from ci_images.transport import verify_bundle
 from tests.integration.conftest import unavailable
 
 pytestmark = [

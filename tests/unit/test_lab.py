@@ -11,10 +11,11 @@ import pytest
 from cryptography import x509
 
 from ci_images import lab_assets
+from ci_images.certs import CertificateAuthority
 from ci_images.dockerd import cache_home, ensure_engine
 from ci_images.errors import EngineError, LabError
 from ci_images.lab import Lab, recipe_hash, standin_ref
-from ci_images.registry_server import CertificateAuthority, RegistryServer
+from ci_images.registry_server import RegistryServer
 
 LAB_FILES = Path(__file__).resolve().parents[2] / "src" / "ci_images" / "lab_files"
 ACCESS_LOG = """\

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_images import registry
+from ci_images import transport
 from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError, UsageError
 from ci_images.log import redact
 from ci_images.registry import (
@@ -22,13 +22,11 @@ from ci_images.registry import (
     Credentials,
     RateLimit,
     RegistryClient,
-    RetryPolicy,
     docker_hub_location,
     is_loopback,
-    parse_retry_after,
     parse_www_authenticate,
-    verify_bundle,
 )
+from ci_images.transport import RetryPolicy, parse_retry_after, verify_bundle
 
 Answer = tuple[int, dict[str, str], bytes]
 App = Callable[[str, str, dict[str, str], bytes], Answer]
@@ -178,7 +176,7 @@ def test_plain_http_only_for_loopback() -> None:
 
 
 def test_certs_d_ca_is_merged_with_the_base_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "DOCKER_CERTS_D", tmp_path / "certs.d")
+    monkeypatch.setattr(transport, "DOCKER_CERTS_D", tmp_path / "certs.d")
     base = tmp_path / "system.pem"
     base.write_bytes(b"SYSTEM\n")
     assert verify_bundle("127.0.0.1:5443", base) == str(base)

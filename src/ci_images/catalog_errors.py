@@ -1,0 +1,151 @@
+"""Catalog errors that point into ``images.yaml``: the JSON Schema pass, and the file:line:column helper.
+
+``validate_schema`` turns the first JSON Schema violation into a CatalogError that says, in the catalog's own terms,
+what is wrong and how to fix it; ``located_error`` builds such an error for the semantic checks in catalog.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from ci_images.errors import CatalogError
+from ci_images.yamlmarks import Marked
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("ci_images").joinpath("catalog.schema.json").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def located_error(
+    marked: Marked, name: str, path: Sequence[str | int], message: str, fix: str, *, key: bool = False
+) -> CatalogError:
+    line, column = marked.where(path, key=key)
+    return CatalogError(message, path=name, line=line, column=column, fix=fix)
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "array": "a list",
+    "object": "a mapping",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "null": "null",
+}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def validate_schema(marked: Marked, name: str) -> None:
+    if not isinstance(marked.data, dict):
+        raise located_error(
+            marked,
+            name,
+            (),
+            "the catalog must be a mapping with an 'images' key",
+            "start from the README's example",
+        )
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(marked.data), key=lambda e: marked.where(tuple(e.absolute_path)))
+    if errors:
+        raise _schema_error(marked, name, errors[0])
+
+
+def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) -> CatalogError:
+    path = tuple(error.absolute_path)
+    where = _dotted(path)
+    instance = error.instance
+    if error.validator == "additionalProperties":
+        schema_node = error.schema if isinstance(error.schema, Mapping) else {}
+        allowed = sorted(schema_node.get("properties", {}))
+        unknown = sorted(set(instance) - set(allowed)) if isinstance(instance, dict) else []
+        key = unknown[0] if unknown else "?"
+        return located_error(
+            marked,
+            name,
+            (*path, key),
+            f"unknown key {key!r} in {where}",
+            f"allowed keys here: {', '.join(allowed)}; check the spelling",
+            key=True,
+        )
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1] if "'" in str(error.message) else "?"
+        return located_error(
+            marked,
+            name,
+            path,
+            f"{where} is missing the required key {missing!r}",
+            f"add '{missing}:' to {where}",
+        )
+    if "propertyNames" in error.schema_path:
+        # jsonschema reports a bad key against the mapping that holds it; point at the key itself.
+        bad = str(instance)
+        if path and path[-1] == "build_args":
+            fix = "build arg names use letters, digits and '_' and do not start with a digit, like KMS_SEED"
+        else:
+            fix = (
+                "use lowercase letters and digits with single separators (. _ -) between them, like local-kms"
+            )
+        return located_error(marked, name, (*path, bad), f"invalid name {bad!r} in {where}", fix, key=True)
+    if error.validator == "type":
+        expected = error.validator_value
+        expected_types = [str(t) for t in (expected if isinstance(expected, list) else [expected])]
+        expected_text = " or ".join(_TYPE_WORDS.get(t, t) for t in expected_types)
+        raw = marked.raw.get(path)
+        fix = f"write {expected_text} here"
+        if expected == "string" and isinstance(instance, (int, float, bool)):
+            shown = raw if raw is not None else str(instance)
+            fix = f'quote it: "{shown}" (YAML reads {shown} unquoted as {instance!r})'
+        return located_error(
+            marked,
+            name,
+            path,
+            f"{where} must be {expected_text}, not {_TYPE_WORDS[_json_type(instance)]} {instance!r}",
+            fix,
+        )
+    if error.validator in {"minItems", "minProperties", "minLength"}:
+        return located_error(
+            marked, name, path, f"{where} must not be empty", f"give {where} at least one value"
+        )
+    if error.validator == "uniqueItems":
+        return located_error(marked, name, path, f"{where} lists a value twice", "remove the duplicate")
+    return located_error(
+        marked, name, path, f"{where}: {error.message}", "see the catalog reference in README.md"
+    )
+
+
+__all__ = [
+    "located_error",
+    "schema",
+    "validate_schema",
+]
