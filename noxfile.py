@@ -40,7 +40,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests; integration tests start the image lab on a Docker engine (started if needed)."""
-    _install(session, "test")
+    _install(session, "test", "lab")
     session.run("python", "-m", "ci_images.dockerd", external=False)
     session.run("pytest", *(session.posargs or ["tests"]), env={"PYTHONUNBUFFERED": "1"})
 
@@ -48,7 +48,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(name="unit-tests", python=PYTHON)
 def unit_tests(session: nox.Session) -> None:
     """Only the fast unit tests: no engine, no registries."""
-    _install(session, "test")
+    _install(session, "test", "lab")
     session.run("pytest", "tests/unit", *session.posargs)
 
 
@@ -74,7 +74,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON, venv_backend="none")
 def lock(session: nox.Session) -> None:
     """Regenerate constraints.txt from pyproject.toml (needs uv on PATH)."""
-    groups = [arg for group in ("test", "lint") for arg in ("--group", f"pyproject.toml:{group}")]
+    groups = [arg for group in ("test", "lint", "lab") for arg in ("--group", f"pyproject.toml:{group}")]
     session.run(
         "uv",
         "pip",
