@@ -146,15 +146,12 @@ class Logger:
                 self._progress = None
 
     def add_mask(self, value: str) -> None:
-        """Register a secret; in GitHub Actions also ask the runner to mask it in its own logs."""
-        if not value or value in _secrets:
-            return
+        """Register a secret: every line this logger writes is redacted.
+
+        No ``::add-mask::`` is printed: that would put the value itself into the output stream, and the runner
+        already masks the secrets a workflow passes in.
+        """
         add_secret(value)
-        if self.github:
-            # Written directly: through _write it would be redacted, and the runner would learn nothing.
-            with _lock:
-                self.stream.write(f"::add-mask::{value}\n")
-                self.stream.flush()
 
     def step_summary(self, markdown: str) -> None:
         """Append Markdown to GITHUB_STEP_SUMMARY (never overwrite)."""
