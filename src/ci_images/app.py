@@ -125,9 +125,26 @@ def entries_for(options: Options, catalog: Catalog, *, registry: str) -> list[En
     )
 
 
+def _plain_http_mirror(env: Mapping[str, str]) -> str | None:
+    """A mirror written ``http://HOST:PORT`` is spoken to in plain HTTP: allowed for loopback only."""
+    value = env.get(MIRROR_ENV, "").strip()
+    if not value.startswith("http://"):
+        return None
+    host = normalize_mirror(value)
+    if not is_loopback_host(host):
+        raise UsageError(
+            f"{MIRROR_ENV}={value}: plain HTTP is only allowed for loopback registries",
+            fix=f"use https (trust its CA in /etc/docker/certs.d/{host}/ca.crt) or a loopback mirror",
+        )
+    return host
+
+
 def _upstream_pool(env: Mapping[str, str]) -> ClientPool:
     credentials = resolve_upstream_credentials(env)
-    return ClientPool(lambda host: RegistryClient(host, credentials=credentials, role="upstream"))
+    plain = _plain_http_mirror(env)
+    return ClientPool(
+        lambda host: RegistryClient(host, credentials=credentials, role="upstream", plain_http=host == plain)
+    )
 
 
 def _target_pool(env: Mapping[str, str], plain_http: bool) -> ClientPool:
