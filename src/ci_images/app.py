@@ -18,7 +18,7 @@ from ci_images import plan as planning
 from ci_images import recipe, report
 from ci_images.auth import resolve_credentials, resolve_upstream_credentials
 from ci_images.catalog import Catalog, catalog_path, load_catalog
-from ci_images.errors import PublishError, RateLimitError, UsageError
+from ci_images.errors import PublishError, RateLimitError, RegistryError, UsageError
 from ci_images.log import log
 from ci_images.pipeline import Context, RunSettings, execute, resolve
 from ci_images.plan import Decision, Entry
@@ -245,6 +245,13 @@ def show_plan(options: Options, *, as_json: bool) -> list[Decision]:
         if ctx.budget.remaining is not None:
             sys.stdout.write(f"upstream pull quota: {ctx.budget.remaining} of {ctx.budget.limit} left\n")
     ctx.upstream.close()
+    unresolved = [d for d in decisions if d.action == "error"]
+    if unresolved:
+        raise RegistryError(
+            f"{len(unresolved)} of {len(decisions)} entries could not be planned: "
+            + ", ".join(d.entry.key for d in unresolved),
+            fix="see each entry's reason above",
+        )
     return decisions
 
 

@@ -109,6 +109,15 @@ def resolve(
     """
 
     def one(entry: Entry) -> Decision:
+        try:
+            return decide_one(entry)
+        except UpstreamUnreachableError:
+            raise  # the whole run needs upstream: stop early with the mirror hint
+        except CiImagesError as exc:
+            # e.g. a version upstream does not have: that entry fails, the others go on.
+            return Decision(entry, "error", exc.render(), None, None, TargetState(digest=None))
+
+    def decide_one(entry: Entry) -> Decision:
         source_digest = _upstream_digest(ctx, entry)
         entry_hash = entry_recipe(entry, source_digest)
         if not check_target:
@@ -234,6 +243,12 @@ def local_images(ctx: Context, entry: Entry) -> dict[str, str]:
     return found
 
 
+class PlanError(CiImagesError):
+    """An entry the plan could not resolve (its message is the original error, fix included)."""
+
+    exit_code = 3
+
+
 @dataclass
 class RunSettings:
     jobs: int = 2
@@ -295,6 +310,8 @@ def _run_one(
     ctx: Context, decision: Decision, settings: RunSettings, publisher: Publisher | None, base: Result
 ) -> Result:
     entry = decision.entry
+    if decision.action == "error":
+        raise PlanError(decision.reason)
     if decision.action == "skip":
         log.info(f"{entry.key}: up to date ({base.digest})")
         return replace(base, action="skipped")

@@ -302,3 +302,21 @@ def test_low_upstream_pull_quota_stops_before_any_pull(lab: Any, tmp_path: Path)
     assert all(r["ratelimit_remaining"] == 3 for r in records)
     assert not [p for m, p, _ in seen if m == "GET" and "/manifests/" in p]
     assert not [m for m, _ in lab.target.requests()[target_before:] if m in {"PUT", "POST", "PATCH"}]
+
+
+def test_a_version_upstream_lacks_fails_alone(lab: Any, tmp_path: Path) -> None:
+    extra = """  vault-missing:
+    source: docker.io/hashicorp/vault
+    versions: ["9.9.9"]
+    build: images/vault
+    smoke: vault
+"""
+    catalog = write_catalog(tmp_path, lab, extra_images=extra)
+    with pytest.raises(PublishError):
+        app.push_images(
+            options(catalog, lab, images=["vault-missing", "vault"], json_path=str(tmp_path / "r.json"))
+        )
+    records = {r["image"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert records["vault-missing"]["action"] == "failed"
+    assert "hashicorp/vault:9.9.9 does not exist" in records["vault-missing"]["reason"]
+    assert records["vault"]["action"] in {"built", "skipped"}
