@@ -235,11 +235,13 @@ def local_images(ctx: Context, entry: Entry) -> dict[str, str]:
             found[platform] = ref
         else:
             missing.append(platform)
-    if missing:
+    if not found:
         raise UsageError(
-            f"{entry.key} is not built for {', '.join(missing)}",
+            f"{entry.key} is not built (looked for {', '.join(local_ref(entry, p) for p in missing)})",
             fix="run `invoke build-images` (with the same --images and --catalog) first",
         )
+    if missing:
+        log.warning(f"{entry.key}: not built for {', '.join(missing)}; testing {', '.join(found)}")
     return found
 
 
