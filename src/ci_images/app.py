@@ -333,6 +333,24 @@ def push_images(options: Options) -> list[report.Result]:
     return results
 
 
+def write_lock_only(options: Options) -> Path:
+    """Record what the target holds for every up-to-date entry (HEAD/GET only): for a job after parallel pushes."""
+    catalog, ctx, decisions = make_plan(options)
+    assert ctx.target is not None
+    results = [
+        replace(report.Result.from_decision(d), action="skipped") for d in decisions if d.action == "skip"
+    ]
+    lock = lock_file(options, catalog)
+    report.update_lock(lock, results)
+    ctx.upstream.close()
+    ctx.target.close()
+    pending = [d.entry.key for d in decisions if d.action != "skip"]
+    if pending:
+        log.warning(f"not up to date, left as recorded: {', '.join(pending)}")
+    log.info(f"lock file: {lock} ({len(results)} of {len(decisions)} entries up to date)")
+    return lock
+
+
 def lock_file(options: Options, catalog: Catalog) -> Path:
     """--lock, else the catalog's lock_file; pushes to the embedded `local` registry keep theirs in the cache folder,
     so trying the tool never rewrites the repository's lock file with 127.0.0.1 references."""

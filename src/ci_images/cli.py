@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ci.add_argument("--push", action="store_true", help="also push (without it nothing leaves this machine)")
     ci.add_argument("--matrix", action="store_true", help="print the plan as a GitHub Actions matrix (JSON)")
+    ci.add_argument(
+        "--lock-only",
+        action="store_true",
+        help="only write the lock file from what the target holds (no builds)",
+    )
     for p in (listing, planned, build, sub.choices["test"], push, ci):
         _common(p)
     for p in (push, ci):
@@ -148,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(json.dumps(result) + "\n")
             log.set_output("matrix", json.dumps(result))
             return result
+        if args.command == "ci" and args.lock_only:
+            return app.write_lock_only(options)
         if args.command == "push" or (args.command == "ci" and args.push):
             return app.push_images(options)
         return app.build_images(options, smoke=True)

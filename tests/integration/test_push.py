@@ -135,6 +135,22 @@ def test_second_run_with_nothing_changed_pulls_and_pushes_nothing(
     assert lab.target.password not in out + err
 
 
+def test_lock_only_records_every_tag_without_building(
+    published: tuple[Path, list[Result]], lab: Any, tmp_path: Path
+) -> None:
+    catalog, first = published
+    upstream_before, target_before = len(lab.upstream.requests()), len(lab.target.requests())
+    opts = options(catalog, lab)
+    opts.lock_path = str(tmp_path / "lock.json")
+    lock_path = app.write_lock_only(opts)
+    lock = json.loads(lock_path.read_text())["images"]
+    assert {ref: lock[ref]["digest"] for r in first for ref in r.tags} == {
+        ref: r.digest for r in first for ref in r.tags
+    }
+    assert counts(lab.upstream.requests()[upstream_before:])["manifest_get"] == 0
+    assert counts(lab.target.requests()[target_before:])["writes"] == 0
+
+
 def test_changed_dockerfile_rebuilds_only_that_image(lab: Any, tmp_path: Path) -> None:
     catalog = write_catalog(tmp_path, lab)
     first = app.push_images(options(catalog, lab, images=["vault"]))
