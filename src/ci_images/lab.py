@@ -234,7 +234,8 @@ def lab_up(
     else:
         if existing is not None:
             _stop(existing)
-        lab = _start(workdir, standins, list(platforms), reuse_store=reuse_store)
+        engine = engine or Engine.connect()
+        lab = _start(workdir, standins, list(platforms), reuse_store=reuse_store, engine=engine)
     missing = {
         repo: [v for v in versions if v not in lab.standins.get(repo, {})]
         for repo, versions in standins.items()
@@ -265,7 +266,12 @@ def _stop(lab: Lab) -> None:
 
 
 def _start(
-    workdir: Path, standins: Mapping[str, Sequence[str]], platforms: list[str], *, reuse_store: bool
+    workdir: Path,
+    standins: Mapping[str, Sequence[str]],
+    platforms: list[str],
+    *,
+    reuse_store: bool,
+    engine: Engine,
 ) -> Lab:
     ca = CertificateAuthority.create(workdir / "ca")
     bundle = workdir / "ca-bundle.pem"
@@ -273,10 +279,11 @@ def _start(
     user, password = f"lab-{secrets.token_hex(3)}", secrets.token_urlsafe(18)
     log.add_mask(password)
     # A previously filled upstream store with exactly these stand-ins skips building and pushing entirely.
-    store_key = _store_key(standins, platforms)
+    image_ids = _standin_image_ids(engine, standins, platforms)
+    store_key = _store_key(standins, platforms, image_ids or "")
     cached_store = lab_cache_dir() / "upstream-store" / store_key
     upstream_dir = workdir / "upstream"
-    seeded = reuse_store and lab_assets.clone_store(cached_store, upstream_dir / "data")
+    seeded = bool(reuse_store and image_ids and lab_assets.clone_store(cached_store, upstream_dir / "data"))
     upstream = start_registry(upstream_dir, ca=ca)
     try:
         target = start_registry(workdir / "target", ca=ca, htpasswd=(user, password))
@@ -309,13 +316,35 @@ def _present(lab: Lab, standins: dict[str, dict[str, str]]) -> dict[str, dict[st
         client.close()
 
 
-def _store_key(standins: Mapping[str, Sequence[str]], platforms: Sequence[str]) -> str:
+def _standin_image_ids(
+    engine: Engine, standins: Mapping[str, Sequence[str]], platforms: Sequence[str]
+) -> str | None:
+    """The engine's image ids of these stand-ins, or None when one is missing.
+
+    Stand-in builds are not bit-for-bit reproducible (rootfs and pip timestamps), so a stored upstream is only valid
+    for the exact images it was pushed from: their ids are part of the store key.
+    """
+    ids = []
+    for repo in sorted(standins):
+        for version in sorted(standins[repo]):
+            for platform in sorted(platforms):
+                try:
+                    ids.append(
+                        str(engine.client.api.inspect_image(standin_ref(repo, version, platform))["Id"])
+                    )
+                except docker.errors.ImageNotFound:
+                    return None
+    return ",".join(ids)
+
+
+def _store_key(standins: Mapping[str, Sequence[str]], platforms: Sequence[str], image_ids: str) -> str:
     parts = [
         f"{repo}:{version}:{platform}:{_version_hash(_kind(repo), platform, version)}"
         for repo in sorted(standins)
         for version in sorted(standins[repo])
         for platform in sorted(platforms)
     ]
+    parts.append(image_ids)
     # The pushed bytes also depend on how ci_images.oci writes layers and manifests.
     parts.append(hashlib.sha256(Path(oci.__file__).read_bytes()).hexdigest())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
@@ -367,7 +396,9 @@ def _push_standins(
     all_standins: dict[str, list[str]] = {repo: sorted(v) for repo, v in lab.standins.items()}
     lab_assets.save_store(
         lab.upstream.data_dir,
-        lab_cache_dir() / "upstream-store" / _store_key(all_standins, platforms),
+        lab_cache_dir()
+        / "upstream-store"
+        / _store_key(all_standins, platforms, _standin_image_ids(engine, all_standins, platforms) or ""),
         lab.standins,
     )
 
