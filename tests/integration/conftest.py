@@ -8,14 +8,17 @@ ci_images.lab), so only the first run on a machine builds anything.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 
 import pytest
 
+from ci_images.certs import CertificateAuthority
 from ci_images.dockerd import engine_answers
 from ci_images.engine import Engine
 from ci_images.lab import Lab, ensure_standin, lab_down, lab_up
+from ci_images.registry_server import RegistryServer, start_registry
 
 # Every upstream version images.yaml names: the tests may publish any of them.
 LAB_STANDINS: dict[str, list[str]] = {
@@ -64,6 +67,18 @@ def lab(lab_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield lab_up(workdir, standins=LAB_STANDINS, platforms=LAB_PLATFORMS, engine=lab_engine)
     finally:
         lab_down(workdir)
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A throwaway TLS registry with htpasswd auth (no stand-ins): for registry-client and OCI tests."""
+    if shutil.which("docker-registry") is None:
+        unavailable("Debian's docker-registry is not installed")
+    workdir = tmp_path_factory.mktemp("registry")
+    ca = CertificateAuthority.create(workdir / "ca")
+    server = start_registry(workdir / "server", ca=ca, htpasswd=("ci-user", "pw-" + secrets.token_hex(8)))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

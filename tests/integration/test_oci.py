@@ -12,30 +12,15 @@ from typing import Any
 import docker
 import pytest
 
-from ci_images.certs import CertificateAuthority
 from ci_images.engine import Engine
 from ci_images.errors import BuildError
 from ci_images.oci import make_index, platform_digests, push_engine_image, put_tags, read_labels
 from ci_images.registry import OCI_INDEX, Credentials, RegistryClient
-from ci_images.registry_server import RegistryServer, start_registry
+from ci_images.registry_server import RegistryServer
 from tests.integration.conftest import unavailable
 
-pytestmark = [
-    pytest.mark.integration,
-    # start_registry drops its Popen handle while the registry runs on (reported to the lab owner); ignore only that.
-]
+pytestmark = pytest.mark.integration
 BUSYBOX = Path("/bin/busybox")
-
-
-@pytest.fixture(scope="module")
-def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    if shutil.which("docker-registry") is None:
-        unavailable("Debian's docker-registry is not installed")
-    workdir = tmp_path_factory.mktemp("oci-registry")
-    ca = CertificateAuthority.create(workdir / "ca")
-    server = start_registry(workdir / "server", ca=ca, htpasswd=("oci-user", "pw-" + secrets.token_hex(8)))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +54,17 @@ def _client(server: RegistryServer) -> RegistryClient:
 
 
 def test_push_engine_image_by_digest_then_index_and_pull(
-    engine: Engine, oci_registry: RegistryServer, busybox_image: str
+    engine: Engine, auth_registry: RegistryServer, busybox_image: str
 ) -> None:
     repo = f"ci-images-test/oci-{secrets.token_hex(4)}"
-    client = _client(oci_registry)
+    client = _client(auth_registry)
     descriptor = push_engine_image(engine, client, repo, busybox_image, platform="linux/amd64")
     assert descriptor.platform == "linux/amd64"
     assert client.list_tags(repo) == []  # by digest only
     assert client.count("PUT", "manifest") == 1
 
     # A second push of the same image uploads no blob: identical gzip bytes, identical digests.
-    second = _client(oci_registry)
+    second = _client(auth_registry)
     assert push_engine_image(engine, second, repo, busybox_image, platform="linux/amd64") == descriptor
     assert second.count("POST", "upload") == second.count("PUT", "upload") == 0
 
@@ -96,25 +81,25 @@ def test_push_engine_image_by_digest_then_index_and_pull(
 
     # The engine itself accepts what we wrote: pulling by digest gives back the very same image config.
     docker_client: Any = engine.client
-    auth = {"username": oci_registry.username, "password": oci_registry.password}
-    pulled_ref = f"{oci_registry.host}/{repo}@{descriptor.digest}"
+    auth = {"username": auth_registry.username, "password": auth_registry.password}
+    pulled_ref = f"{auth_registry.host}/{repo}@{descriptor.digest}"
     try:
         pulled = docker_client.images.pull(
-            f"{oci_registry.host}/{repo}", tag=descriptor.digest, auth_config=auth
+            f"{auth_registry.host}/{repo}", tag=descriptor.digest, auth_config=auth
         )
         assert pulled.id == docker_client.images.get(busybox_image).id
-        index_pull = docker_client.images.pull(f"{oci_registry.host}/{repo}", tag="latest", auth_config=auth)
+        index_pull = docker_client.images.pull(f"{auth_registry.host}/{repo}", tag="latest", auth_config=auth)
         assert index_pull.id == pulled.id
     finally:
-        for ref in (pulled_ref, f"{oci_registry.host}/{repo}:latest"):
+        for ref in (pulled_ref, f"{auth_registry.host}/{repo}:latest"):
             with contextlib.suppress(docker.errors.ImageNotFound):
                 docker_client.images.remove(ref)
 
 
 def test_platform_mismatch_is_refused(
-    engine: Engine, oci_registry: RegistryServer, busybox_image: str
+    engine: Engine, auth_registry: RegistryServer, busybox_image: str
 ) -> None:
-    client = _client(oci_registry)
+    client = _client(auth_registry)
     with pytest.raises(BuildError, match="is linux/amd64, expected linux/arm64"):
         push_engine_image(engine, client, "ci-images-test/never", busybox_image, platform="linux/arm64")
     assert client.request_count == 0  # refused before anything was sent

@@ -7,15 +7,12 @@ import io
 import json
 import os
 import secrets
-import shutil
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from ci_images.certs import CertificateAuthority
 from ci_images.errors import RegistryError
 from ci_images.oci import (
     OCI_CONFIG,
@@ -28,26 +25,12 @@ from ci_images.oci import (
     read_labels,
 )
 from ci_images.registry import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient
-from ci_images.registry_server import RegistryServer, start_registry
+from ci_images.registry_server import RegistryServer
 from ci_images.transport import verify_bundle
 from tests.integration.conftest import unavailable
 
-pytestmark = [
-    pytest.mark.integration,
-    # start_registry drops its Popen handle while the registry runs on (reported to the lab owner); ignore only that.
-]
+pytestmark = pytest.mark.integration
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-
-
-@pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    if shutil.which("docker-registry") is None:
-        unavailable("Debian's docker-registry is not installed")
-    workdir = tmp_path_factory.mktemp("registry")
-    ca = CertificateAuthority.create(workdir / "ca")
-    server = start_registry(workdir / "server", ca=ca, htpasswd=("ci-user", "pw-" + secrets.token_hex(8)))
-    yield server
-    server.stop()
 
 
 def _client(server: RegistryServer) -> RegistryClient:
