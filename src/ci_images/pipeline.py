@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ci_images import oci, recipe
 from ci_images.errors import CiImagesError, RegistryError, UpstreamUnreachableError, UsageError
@@ -26,6 +26,7 @@ from ci_images.upstream import ClientPool, RateBudget
 if TYPE_CHECKING:
     from ci_images.engine import Engine
 
+T = TypeVar("T")
 DEFAULT_SOURCE_URL = "https://github.com/getsops/ci-container-images"
 
 
@@ -41,6 +42,8 @@ class Context:
     budget: RateBudget = field(default_factory=RateBudget)
     _engine: Engine | None = None
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
+    _memo: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    _memo_locks: dict[tuple[str, ...], threading.Lock] = field(default_factory=dict)
 
     @property
     def engine(self) -> Engine:
@@ -48,6 +51,17 @@ class Context:
             if self._engine is None:
                 self._engine = self.engine_factory()
             return self._engine
+
+    def once(self, key: tuple[str, ...], compute: Callable[[], T]) -> T:
+        """``compute()`` once per run for ``key``, also when threads ask at the same time: variants of one version
+        share their upstream tag, and a second GET of its index would cost another Docker Hub pull."""
+        with self._engine_lock:
+            lock = self._memo_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._memo:
+                self._memo[key] = compute()
+            result: T = self._memo[key]
+            return result
 
 
 def local_ref(entry: Entry, platform: str) -> str:
@@ -60,8 +74,9 @@ def local_ref(entry: Entry, platform: str) -> str:
 
 def _upstream_digest(ctx: Context, entry: Entry) -> str:
     client = ctx.upstream.get(entry.pull.api_host)
+    key = ("head", entry.pull.api_host, entry.pull.path, entry.version)
     try:
-        info = client.head_manifest(entry.pull.path, entry.version)
+        info = ctx.once(key, lambda: client.head_manifest(entry.pull.path, entry.version))
     except UpstreamUnreachableError as exc:
         raise UpstreamUnreachableError(
             f"cannot reach upstream {entry.pull.host} for {entry.pull_ref}: {exc.message}",
@@ -153,8 +168,12 @@ class Built:
 def _pull_base(ctx: Context, entry: Entry, source_digest: str) -> dict[str, str]:
     """Per-platform upstream manifest digests: one GET of the upstream index."""
     client = ctx.upstream.get(entry.pull.api_host)
-    ctx.budget.spend(1 + len(entry.platforms), what=entry.key)
-    digests = oci.platform_digests(client, entry.pull.path, source_digest)
+
+    def fetch() -> dict[str, str]:
+        ctx.budget.spend(1 + len(entry.platforms), what=entry.key)
+        return oci.platform_digests(client, entry.pull.path, source_digest)
+
+    digests = ctx.once(("index", entry.pull.api_host, entry.pull.path, source_digest), fetch)
     missing = [p for p in entry.platforms if p not in digests]
     if missing:
         raise RegistryError(

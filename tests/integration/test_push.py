@@ -336,3 +336,15 @@ def test_a_version_upstream_lacks_fails_alone(lab: Any, tmp_path: Path) -> None:
     assert records["vault-missing"]["action"] == "failed"
     assert "hashicorp/vault:9.9.9 does not exist" in records["vault-missing"]["reason"]
     assert records["vault"]["action"] in {"built", "skipped"}
+
+
+def test_variants_of_one_version_share_one_upstream_head_and_index_get(lab: Any, tmp_path: Path) -> None:
+    """plain and seeded local-kms 3.11.7 come from one upstream tag: it costs one HEAD and one index GET."""
+    catalog = write_catalog(tmp_path, lab)
+    before = len(lab.upstream.requests())
+    built = app.build_images(options(catalog, lab, images=["local-kms"]))
+    assert [r.key for r in built] == ["local-kms/plain/3.11.7", "local-kms/seeded/3.11.7"]
+    index = built[0].source_digest
+    seen = lab.upstream.requests()[before:]
+    assert [m for m, u in seen if u.endswith("/nsmithuk/local-kms/manifests/3.11.7")] == ["HEAD"]
+    assert [m for m, u in seen if u.endswith(f"/nsmithuk/local-kms/manifests/{index}")] == ["GET"]
