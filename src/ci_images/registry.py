@@ -185,9 +185,9 @@ class RegistryClient:
         """GET /v2/: proves the registry answers and, with credentials, that they are accepted."""
         self._call("GET", "/v2/", kind="ping", scope=None, expect={200})
 
-    def head_manifest(self, repo: str, ref: str) -> ManifestInfo | None:
-        resp = self._call(
-            "HEAD",
+    def _manifest_request(self, method: str, repo: str, ref: str) -> requests.Response | None:
+        return self._call(
+            method,
             f"/v2/{repo}/manifests/{ref}",
             kind="manifest",
             scope=_scope(repo, "pull"),
@@ -195,6 +195,9 @@ class RegistryClient:
             missing_ok=True,
             headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
         )
+
+    def head_manifest(self, repo: str, ref: str) -> ManifestInfo | None:
+        resp = self._manifest_request("HEAD", repo, ref)
         if resp is None:
             return None
         digest = resp.headers.get("Docker-Content-Digest") or (ref if ref.startswith("sha256:") else "")
@@ -209,15 +212,7 @@ class RegistryClient:
         )
 
     def get_manifest(self, repo: str, ref: str) -> tuple[ManifestInfo, bytes] | None:
-        resp = self._call(
-            "GET",
-            f"/v2/{repo}/manifests/{ref}",
-            kind="manifest",
-            scope=_scope(repo, "pull"),
-            expect={200},
-            missing_ok=True,
-            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
-        )
+        resp = self._manifest_request("GET", repo, ref)
         if resp is None:
             return None
         body = resp.content
