@@ -41,7 +41,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit and integration tests; integration tests start the image lab on a Docker engine (started if needed)."""
     _install(session, "test", "lab")
-    session.run("python", "-m", "ci_images.dockerd", external=False)
+    session.run("python", "-m", "ci_images.engine.dockerd", external=False)
     session.run("pytest", *(session.posargs or ["tests"]), env={"PYTHONUNBUFFERED": "1"})
 
 
@@ -67,7 +67,7 @@ def ci_images(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark in the lab: a no-change push run against the naive pull-build-push loop; prints the ratios."""
     _install(session, "test")
-    session.run("python", "-m", "ci_images.dockerd")
+    session.run("python", "-m", "ci_images.engine.dockerd")
     session.run("python", str(ROOT / "bench" / "bench_push.py"), *session.posargs)
 
 

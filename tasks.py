@@ -183,8 +183,8 @@ def _print_env(env: dict[str, str], secret_dir: Path) -> None:
 )
 def lab_up(c: Context, workdir: str | None = None, catalog: str | None = None, debug: bool = False) -> None:
     """Start the hermetic image lab (TLS registries, stand-in upstream images) and print the environment to export."""
-    from ci_images import lab
-    from ci_images.dockerd import ensure_engine
+    from ci_images.engine.dockerd import ensure_engine
+    from ci_images.lab import lab
 
     with _door(debug):
         ensure_engine()
@@ -202,7 +202,7 @@ def lab_up(c: Context, workdir: str | None = None, catalog: str | None = None, d
 )
 def lab_down(c: Context, workdir: str | None = None, debug: bool = False) -> None:
     """Stop the lab started by lab-up and remove its registries' data."""
-    from ci_images import lab
+    from ci_images.lab import lab
 
     with _door(debug):
         lab.lab_down(Path(workdir) if workdir else app.lab_workdir())
@@ -211,7 +211,7 @@ def lab_down(c: Context, workdir: str | None = None, debug: bool = False) -> Non
 @task(help={"debug": COMMON_HELP["debug"]})
 def registry_down(c: Context, debug: bool = False) -> None:
     """Stop the embedded 'local' registry (127.0.0.1:5000); its data stays in the cache folder."""
-    from ci_images.local_registry import stop_local_registry
+    from ci_images.loopback.local import stop_local_registry
 
     with _door(debug):
         stopped = stop_local_registry(app.cache_dir())

@@ -19,10 +19,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from ci_images import app, lab
-from ci_images.catalog import catalog_path, load_catalog
-from ci_images.engine import Engine
-from ci_images.pipeline import local_ref
+from ci_images import app
+from ci_images.catalog.load import catalog_path, load_catalog
+from ci_images.engine.client import Engine
+from ci_images.lab import lab
+from ci_images.run.execute import local_ref
 
 GOAL = 0.1
 

@@ -14,21 +14,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ci_images import plan as planning
-from ci_images import recipe, report
-from ci_images.auth import resolve_credentials, resolve_upstream_credentials
-from ci_images.catalog import Catalog, catalog_path, load_catalog
+from ci_images.catalog.load import Catalog, catalog_path, load_catalog
+from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
 from ci_images.errors import PublishError, RateLimitError, RegistryError, UsageError
 from ci_images.log import log
-from ci_images.pipeline import Context, RunSettings, execute, resolve
-from ci_images.plan import Decision, Entry
-from ci_images.publisher import DryRunPublisher, Publisher, RegistryPublisher
-from ci_images.refs import is_loopback_host, normalize_mirror, parse_repository
-from ci_images.registry import RegistryClient
-from ci_images.upstream import ClientPool, RateBudget
+from ci_images.plan import entries as planning
+from ci_images.plan import recipe
+from ci_images.plan.entries import Decision, Entry
+from ci_images.registry.auth import resolve_credentials, resolve_upstream_credentials
+from ci_images.registry.client import RegistryClient
+from ci_images.registry.pool import ClientPool, RateBudget
+from ci_images.run import report
+from ci_images.run.execute import Context, RunSettings, execute, resolve
+from ci_images.run.publish import DryRunPublisher, Publisher, RegistryPublisher
 
 if TYPE_CHECKING:
-    from ci_images.engine import Engine
+    from ci_images.engine.client import Engine
 
 LOCAL = "local"
 LOCAL_HOST = "127.0.0.1:5000"
@@ -88,7 +89,7 @@ def target_prefix(options: Options, catalog: Catalog, *, start_local: bool) -> t
     plain = options.plain_http or options.env.get(PLAIN_HTTP_ENV, "").lower() in {"1", "true", "yes"}
     if value == LOCAL:
         if start_local:
-            from ci_images.local_registry import ensure_local_registry
+            from ci_images.loopback.local import ensure_local_registry
 
             ensure_local_registry(cache_dir())
         path = DEFAULT_LOCAL_PATH
@@ -154,8 +155,8 @@ def _target_pool(env: Mapping[str, str], plain_http: bool) -> ClientPool:
 
 
 def _engine_factory() -> Engine:
-    from ci_images.dockerd import ensure_engine
-    from ci_images.engine import Engine
+    from ci_images.engine.client import Engine
+    from ci_images.engine.dockerd import ensure_engine
 
     ensure_engine()
     return Engine.connect()

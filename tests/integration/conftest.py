@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from ci_images.certs import CertificateAuthority
-from ci_images.dockerd import engine_answers
-from ci_images.engine import Engine
-from ci_images.lab import Lab, ensure_standin, lab_down, lab_up
-from ci_images.registry_server import RegistryServer, start_registry
+from ci_images.engine.client import Engine
+from ci_images.engine.dockerd import engine_answers
+from ci_images.lab.lab import Lab, ensure_standin, lab_down, lab_up
+from ci_images.loopback.certs import CertificateAuthority
+from ci_images.loopback.server import RegistryServer, start_registry
 
 # Every upstream version images.yaml names: the tests may publish any of them.
 LAB_STANDINS: dict[str, list[str]] = {

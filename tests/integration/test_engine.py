@@ -16,10 +16,10 @@ import docker.errors
 import pytest
 import requests
 
-from ci_images import lab_assets
-from ci_images.engine import CONTAINER_PREFIX, Engine, binfmt_enabled
+from ci_images.engine.client import CONTAINER_PREFIX, Engine, binfmt_enabled
 from ci_images.errors import BuildError, CiImagesError, EngineError, RegistryError
-from ci_images.registry_server import RegistryServer, start_registry
+from ci_images.lab import assets as lab_assets
+from ci_images.loopback.server import RegistryServer, start_registry
 from tests.integration.conftest import unavailable
 
 pytestmark = [

@@ -17,11 +17,11 @@ import hvac
 import pytest
 import requests
 
-from ci_images.engine import Engine
-from ci_images.engine_run import free_loopback_port
-from ci_images.lab import VERSION_LABEL, Lab, ensure_standin, lab_down, lab_up, standin_ref
-from ci_images.oci import platform_digests, read_labels
-from ci_images.registry import OCI_INDEX
+from ci_images.engine.client import Engine
+from ci_images.engine.service import free_loopback_port
+from ci_images.lab.lab import VERSION_LABEL, Lab, ensure_standin, lab_down, lab_up, standin_ref
+from ci_images.registry.client import OCI_INDEX
+from ci_images.registry.oci import platform_digests, read_labels
 
 from .conftest import LAB_PLATFORMS, LAB_STANDINS, unavailable
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from ci_images import app
-from ci_images.catalog import load_catalog
-from ci_images.engine import Engine
-from ci_images.local_registry import stop_local_registry
-from ci_images.oci import platform_digests
-from ci_images.registry import RegistryClient
+from ci_images.catalog.load import load_catalog
+from ci_images.engine.client import Engine
+from ci_images.loopback.local import stop_local_registry
+from ci_images.registry.client import RegistryClient
+from ci_images.registry.oci import platform_digests
 
 pytestmark = pytest.mark.integration
 

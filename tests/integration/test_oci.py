@@ -12,11 +12,11 @@ from typing import Any
 import docker
 import pytest
 
-from ci_images.engine import Engine
+from ci_images.engine.client import Engine
 from ci_images.errors import BuildError
-from ci_images.oci import make_index, platform_digests, push_engine_image, put_tags, read_labels
-from ci_images.registry import OCI_INDEX, Credentials, RegistryClient
-from ci_images.registry_server import RegistryServer
+from ci_images.loopback.server import RegistryServer
+from ci_images.registry.client import OCI_INDEX, Credentials, RegistryClient
+from ci_images.registry.oci import make_index, platform_digests, push_engine_image, put_tags, read_labels
 from tests.integration.conftest import unavailable
 
 pytestmark = pytest.mark.integration

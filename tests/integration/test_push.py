@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from ci_images import app, oci
+from ci_images import app
 from ci_images.errors import PublishError, RateLimitError
-from ci_images.registry import Credentials, RegistryClient
-from ci_images.report import Result
+from ci_images.registry import oci
+from ci_images.registry.client import Credentials, RegistryClient
+from ci_images.run.report import Result
 
 from .proxy import throttling_proxy
 
@@ -238,7 +239,7 @@ def test_target_answering_429_is_retried(lab: Any, tmp_path: Path) -> None:
 
 def _repush_standin(lab: Any, repo: str, version: str, marker: str) -> str:
     """Publish new content under an existing upstream tag, as an upstream re-release would; returns the new digest."""
-    from ci_images.engine import Engine
+    from ci_images.engine.client import Engine
 
     engine = Engine.connect()
     upstream = RegistryClient(lab.upstream.host)

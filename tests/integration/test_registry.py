@@ -14,7 +14,9 @@ import pytest
 import requests
 
 from ci_images.errors import RegistryError
-from ci_images.oci import (
+from ci_images.loopback.server import RegistryServer
+from ci_images.registry.client import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient
+from ci_images.registry.oci import (
     OCI_CONFIG,
     OCI_LAYER_GZIP,
     Descriptor,
@@ -24,9 +26,7 @@ from ci_images.oci import (
     put_tags,
     read_labels,
 )
-from ci_images.registry import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient
-from ci_images.registry_server import RegistryServer
-from ci_images.transport import verify_bundle
+from ci_images.registry.transport import verify_bundle
 from tests.integration.conftest import unavailable
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from ci_images import lab_assets
-from ci_images.engine import CONTAINER_LABEL, Engine
+from ci_images.engine.client import CONTAINER_LABEL, Engine
 from ci_images.errors import CiImagesError, SmokeError
-from ci_images.smoke import smoke_test
+from ci_images.lab import assets as lab_assets
+from ci_images.smoke.probe import smoke_test
 from tests.integration.conftest import unavailable
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ci_images import log as log_module
-from ci_images.plan import Entry
-from ci_images.refs import parse_repository
+from ci_images.catalog.refs import parse_repository
+from ci_images.plan.entries import Entry
 
 PINNABLE_DOCKERFILE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nHEALTHCHECK CMD true\n"
 

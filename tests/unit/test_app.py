@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ci_images import app
-from ci_images.catalog import load_catalog
+from ci_images.catalog.load import load_catalog
 from ci_images.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

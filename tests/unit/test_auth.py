@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ci_images.auth import resolve_credentials, resolve_upstream_credentials
 from ci_images.errors import UsageError
-from ci_images.registry import Credentials
+from ci_images.registry.auth import resolve_credentials, resolve_upstream_credentials
+from ci_images.registry.client import Credentials
 
 # Secrets registered here must not leak into (or redact) other tests' output.
 pytestmark = pytest.mark.usefixtures("secrets")

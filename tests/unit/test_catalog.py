@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ci_images import catalog
-from ci_images.catalog import check_dockerfile, load_catalog
+from ci_images.catalog import load as catalog
+from ci_images.catalog.load import check_dockerfile, load_catalog
+from ci_images.catalog.refs import Repository
+from ci_images.catalog.yamlmarks import load_marked
 from ci_images.errors import CatalogError, UsageError
-from ci_images.refs import Repository
-from ci_images.yamlmarks import load_marked
 from tests.unit.conftest import CatalogFiles
 
 MAIN = Path(__file__).resolve().parents[2]
@@ -131,7 +131,7 @@ def test_missing_catalog_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_smoke_kinds_agree_with_smoke_module() -> None:
     # smoke.py imports boto3/hvac; catalog.py keeps its own copy so loading a catalog stays light.
-    from ci_images import smoke
+    from ci_images.smoke import probe as smoke
 
     assert set(catalog.SMOKE_KINDS) == set(smoke.SMOKE_KINDS)
     assert len(catalog.SMOKE_KINDS) == len(set(catalog.SMOKE_KINDS))
@@ -139,7 +139,7 @@ def test_smoke_kinds_agree_with_smoke_module() -> None:
 
 def test_loading_a_catalog_does_not_import_the_smoke_clients() -> None:
     script = (
-        "import sys; from ci_images.catalog import load_catalog; load_catalog(sys.argv[1]); "
+        "import sys; from ci_images.catalog.load import load_catalog; load_catalog(sys.argv[1]); "
         "print(sorted(m for m in ('boto3', 'hvac', 'docker', 'ci_images.smoke') if m in sys.modules))"
     )
     done = subprocess.run(

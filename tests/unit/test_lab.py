@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from ci_images import lab_assets
-from ci_images.certs import CertificateAuthority
-from ci_images.dockerd import cache_home, ensure_engine
+from ci_images.engine.dockerd import cache_home, ensure_engine
 from ci_images.errors import EngineError, LabError
-from ci_images.lab import Lab, recipe_hash, standin_ref
-from ci_images.registry_server import RegistryServer
+from ci_images.lab import assets as lab_assets
+from ci_images.lab.lab import Lab, recipe_hash, standin_ref
+from ci_images.loopback.certs import CertificateAuthority
+from ci_images.loopback.server import RegistryServer
 
-LAB_FILES = Path(__file__).resolve().parents[2] / "src" / "ci_images" / "lab_files"
+LAB_FILES = Path(__file__).resolve().parents[2] / "src" / "ci_images" / "lab" / "files"
 ACCESS_LOG = """\
 time="2026-01-01T00:00:00Z" level=info msg="listening on 127.0.0.1:5999" go.version=go1.19.8
 time="2026-01-01T00:00:01Z" level=info msg="response completed" http.request.method=GET http.request.uri=/v2/

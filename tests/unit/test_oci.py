@@ -11,14 +11,14 @@ import os
 import pytest
 
 from ci_images.errors import UsageError
-from ci_images.oci import (
+from ci_images.registry.client import OCI_INDEX, OCI_MANIFEST
+from ci_images.registry.oci import (
     Descriptor,
     gzip_deterministic,
     join_platform,
     make_index,
     split_platform,
 )
-from ci_images.registry import OCI_INDEX, OCI_MANIFEST
 
 
 def _desc(platform: str | None, digest_char: str = "a") -> Descriptor:

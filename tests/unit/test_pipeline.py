@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ci_images.catalog import load_catalog
+from ci_images.catalog.load import load_catalog
 from ci_images.errors import RateLimitError
-from ci_images.pipeline import Context, RunSettings, execute
-from ci_images.plan import Decision, TargetState, expand
-from ci_images.registry import RegistryClient
-from ci_images.upstream import ClientPool, RateBudget
+from ci_images.plan.entries import Decision, TargetState, expand
+from ci_images.registry.client import RegistryClient
+from ci_images.registry.pool import ClientPool, RateBudget
+from ci_images.run.execute import Context, RunSettings, execute
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ci_images.catalog import Catalog, load_catalog
+from ci_images.catalog.load import Catalog, load_catalog
 from ci_images.errors import UsageError
-from ci_images.plan import (
+from ci_images.plan.entries import (
     RECIPE_LABEL,
     SOURCE_DIGEST_LABEL,
     Entry,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ci_images import recipe
-from ci_images.plan import RECIPE_LABEL, SOURCE_DIGEST_LABEL
-from ci_images.recipe import created_timestamp, image_labels, mirror_recipe, recipe_hash
+from ci_images.plan import recipe
+from ci_images.plan.entries import RECIPE_LABEL, SOURCE_DIGEST_LABEL
+from ci_images.plan.recipe import created_timestamp, image_labels, mirror_recipe, recipe_hash
 from tests.unit.conftest import EntryFactory
 
 BASE = "sha256:" + "1" * 64
@@ -31,8 +31,8 @@ def test_recipe_hash_is_stable_across_processes(make_entry: EntryFactory) -> Non
     entry = make_entry()
     assert entry.context is not None
     script = (
-        "import sys; from ci_images.recipe import recipe_hash; from ci_images.plan import Entry; "
-        "from ci_images.refs import parse_repository as p; from pathlib import Path; c = Path(sys.argv[1]); "
+        "import sys; from ci_images.plan.recipe import recipe_hash; from ci_images.plan.entries import Entry; "
+        "from ci_images.catalog.refs import parse_repository as p; from pathlib import Path; c = Path(sys.argv[1]); "
         "e = Entry('local-kms', 'plain', '3.11.7', 'build', p('nsmithuk/local-kms'), p('nsmithuk/local-kms'), "
         "p('registry.example.test/team/local-kms'), ('3.11.7', '3.11', 'latest'), ('linux/amd64', 'linux/arm64'), "
         "c, c / 'Dockerfile', {}, 'kms', 'local-kms', 'x'); print(recipe_hash(e, sys.argv[2]))"

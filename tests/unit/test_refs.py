@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ci_images.refs import (
+from ci_images.catalog.refs import (
     Repository,
     apply_mirror,
     is_loopback_host,

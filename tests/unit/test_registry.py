@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ci_images import transport
 from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError, UsageError
 from ci_images.log import redact
-from ci_images.registry import (
+from ci_images.registry import transport
+from ci_images.registry.client import (
     OCI_MANIFEST,
     Credentials,
     RateLimit,
@@ -26,7 +26,7 @@ from ci_images.registry import (
     is_loopback,
     parse_www_authenticate,
 )
-from ci_images.transport import RetryPolicy, parse_retry_after, verify_bundle
+from ci_images.registry.transport import RetryPolicy, parse_retry_after, verify_bundle
 
 Answer = tuple[int, dict[str, str], bytes]
 App = Callable[[str, str, dict[str, str], bytes], Answer]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ci_images import report
 from ci_images.log import Logger, add_secret
-from ci_images.plan import TargetState, decide
-from ci_images.report import Result, markdown_summary, publish_github, update_lock, write_json
+from ci_images.plan.entries import TargetState, decide
+from ci_images.run import report
+from ci_images.run.report import Result, markdown_summary, publish_github, update_lock, write_json
 from tests.unit.conftest import EntryFactory
 
 D1 = "sha256:" + "1" * 64

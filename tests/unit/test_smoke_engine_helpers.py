@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ci_images.engine import binfmt_enabled, kernel_arch, oci_arch
-from ci_images.engine_run import free_loopback_port
+from ci_images.engine.client import binfmt_enabled, kernel_arch, oci_arch
+from ci_images.engine.service import free_loopback_port
 from ci_images.errors import EngineError
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_images.smoke import (
+from ci_images.smoke.probe import (
     CONTAINER_PORTS,
     PORT_ENV,
     SMOKE_KINDS,

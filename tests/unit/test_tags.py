@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ci_images import tags
-from ci_images.tags import (
+from ci_images.catalog import tags
+from ci_images.catalog.tags import (
     DEFAULT_TEMPLATES,
     alias_owners,
     is_alias_template,

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ci_images import tags as tag_rules
-from ci_images.catalog import DEFAULT_VARIANT, Catalog, target_repository
+from ci_images.catalog import tags as tag_rules
+from ci_images.catalog.load import DEFAULT_VARIANT, Catalog, target_repository
+from ci_images.catalog.refs import Repository, apply_mirror
 from ci_images.errors import UsageError
-from ci_images.refs import Repository, apply_mirror
 
 RECIPE_LABEL = "io.github.ci-images.recipe"
 SOURCE_DIGEST_LABEL = "org.opencontainers.image.base.digest"

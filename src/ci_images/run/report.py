@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_images.log import Logger, redact
-from ci_images.plan import Decision
+from ci_images.plan.entries import Decision
 
 LOCK_VERSION = 1
 CHANGING_ACTIONS = frozenset({"built", "retagged"})

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from ci_images import oci
 from ci_images.errors import RegistryError
 from ci_images.log import log
-from ci_images.plan import RECIPE_LABEL, SOURCE_DIGEST_LABEL, Decision, Entry
-from ci_images.upstream import ClientPool
+from ci_images.plan.entries import RECIPE_LABEL, SOURCE_DIGEST_LABEL, Decision, Entry
+from ci_images.registry import oci
+from ci_images.registry.pool import ClientPool
 
 if TYPE_CHECKING:
-    from ci_images.engine import Engine
+    from ci_images.engine.client import Engine
 
 PreviousDigests = dict[str, str | None]
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import jsonschema
 
+from ci_images.catalog.yamlmarks import Marked
 from ci_images.errors import CatalogError
-from ci_images.yamlmarks import Marked
 
 
 @cache
 def schema() -> dict[str, Any]:
-    text = resources.files("ci_images").joinpath("catalog.schema.json").read_text(encoding="utf-8")
+    text = resources.files("ci_images.catalog").joinpath("catalog.schema.json").read_text(encoding="utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 

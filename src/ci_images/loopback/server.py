@@ -23,9 +23,9 @@ from typing import Any
 import requests
 
 from ci_images import proc
-from ci_images.certs import CertificateAuthority, write_private
 from ci_images.errors import LabError
 from ci_images.log import log
+from ci_images.loopback.certs import CertificateAuthority, write_private
 
 LOOPBACK = "127.0.0.1"
 DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")

@@ -20,10 +20,10 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
+from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError, UsageError
 from ci_images.log import log, redact
-from ci_images.refs import is_loopback_host as is_loopback
-from ci_images.transport import RetryPolicy, parse_retry_after, verify_bundle
+from ci_images.registry.transport import RetryPolicy, parse_retry_after, verify_bundle
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

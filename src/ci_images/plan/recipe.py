@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ci_images import proc
 from ci_images.errors import CommandError
-from ci_images.plan import RECIPE_LABEL, SOURCE_DIGEST_LABEL, Entry
+from ci_images.plan.entries import RECIPE_LABEL, SOURCE_DIGEST_LABEL, Entry
 
 RECIPE_VERSION = "ci-images-recipe/1"
 _IGNORED_DIRS = frozenset({".git", "__pycache__", ".mypy_cache", ".pytest_cache"})

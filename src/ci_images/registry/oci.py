@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ci_images.errors import BuildError, RegistryError, UsageError
-from ci_images.registry import INDEX_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from ci_images.registry.client import INDEX_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST, RegistryClient
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -16,7 +16,7 @@ import requests
 
 from ci_images.errors import LabError
 from ci_images.log import log
-from ci_images.registry_server import (
+from ci_images.loopback.server import (
     LOOPBACK,
     START_TIMEOUT_S,
     RegistryServer,

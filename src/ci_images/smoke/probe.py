@@ -33,8 +33,8 @@ from ci_images.log import log, redact
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
-    from ci_images.engine import Engine
-    from ci_images.engine_run import RunningService
+    from ci_images.engine.client import Engine
+    from ci_images.engine.service import RunningService
 
 SMOKE_KINDS: frozenset[str] = frozenset({"kms", "vault"})
 DEFAULT_TIMEOUT_S = 180.0

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ci_images import tags as tag_rules
-from ci_images.catalog_errors import located_error, validate_schema
+from ci_images.catalog import tags as tag_rules
+from ci_images.catalog.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
+from ci_images.catalog.schema import located_error, validate_schema
+from ci_images.catalog.yamlmarks import Marked, load_marked
 from ci_images.errors import UsageError
-from ci_images.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
-from ci_images.yamlmarks import Marked, load_marked
 
 CATALOG_ENV = "CI_IMAGES_CATALOG"
 DEFAULT_CATALOG = "images.yaml"

@@ -12,7 +12,7 @@ import docker.errors
 
 from ci_images.errors import UsageError
 from ci_images.log import log
-from ci_images.registry import DOCKER_HUB_ALIASES, Credentials
+from ci_images.registry.client import DOCKER_HUB_ALIASES, Credentials
 
 TARGET_USER, TARGET_PASSWORD = "CI_IMAGES_REGISTRY_USER", "CI_IMAGES_REGISTRY_PASSWORD"
 UPSTREAM_USER, UPSTREAM_PASSWORD = "CI_IMAGES_UPSTREAM_USER", "CI_IMAGES_UPSTREAM_PASSWORD"

@@ -1,7 +1,7 @@
 """The hermetic image lab: a CA, an "upstream" registry (Docker Hub's stand-in) and a "target" registry (GHCR's),
 both TLS on loopback, and offline-built stand-ins pushed to upstream under the real names as multi-arch indexes.
 
-Stand-ins are built from ``lab_files/`` and cached in the engine under a content hash of their inputs; the slow
+Stand-ins are built from ``lab/files/`` and cached in the engine under a content hash of their inputs; the slow
 ingredients (Debian rootfs, wheels, busybox, the OpenBao binary) are cached under ``$XDG_CACHE_HOME/ci-images/lab``
 keyed the same way, and so is a filled upstream registry store, so a warm ``lab_up`` builds and pushes nothing.
 """
@@ -23,24 +23,25 @@ from typing import Any
 import certifi
 import docker.errors
 
-from ci_images import lab_assets, oci
-from ci_images.certs import CertificateAuthority
-from ci_images.dockerd import cache_home
-from ci_images.engine import Engine
+from ci_images.engine.client import Engine
+from ci_images.engine.dockerd import cache_home
 from ci_images.errors import LabError
+from ci_images.lab import assets as lab_assets
 from ci_images.log import log
-from ci_images.oci import make_index, push_engine_image, put_tags
-from ci_images.registry import Credentials, RegistryClient
-from ci_images.registry_server import RegistryServer, start_registry
+from ci_images.loopback.certs import CertificateAuthority
+from ci_images.loopback.server import RegistryServer, start_registry
+from ci_images.registry import oci
+from ci_images.registry.client import Credentials, RegistryClient
+from ci_images.registry.oci import make_index, push_engine_image, put_tags
 
-LAB_FILES = Path(__file__).parent / "lab_files"
+LAB_FILES = Path(__file__).parent / "files"
 STATE_FILE = "lab.json"
 TARGET_NAMESPACE = "getsops/ci-container-images"
 VERSION_LABEL = "org.opencontainers.image.version"
 INPUTS_LABEL = "io.github.getsops.ci-images.lab.inputs"
 IMAGE_PREFIX = "ci-images-lab"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
-# Real upstream repository -> stand-in recipe folder in lab_files/.
+# Real upstream repository -> stand-in recipe folder in lab/files/.
 STANDIN_KINDS: dict[str, str] = {"nsmithuk/local-kms": "local-kms", "hashicorp/vault": "vault"}
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
 

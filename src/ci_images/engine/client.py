@@ -21,7 +21,7 @@ import docker.errors
 import docker.utils
 import requests
 
-from ci_images.engine_run import LOOPBACK, RunningService, free_loopback_port
+from ci_images.engine.service import LOOPBACK, RunningService, free_loopback_port
 from ci_images.errors import BuildError, CiImagesError, EngineError, RateLimitError, RegistryError
 from ci_images.log import log
 

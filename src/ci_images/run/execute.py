@@ -15,16 +15,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ci_images import oci, recipe
 from ci_images.errors import CiImagesError, RegistryError, UpstreamUnreachableError, UsageError
 from ci_images.log import log
-from ci_images.plan import Decision, Entry, TargetState, decide
-from ci_images.publisher import Publisher
-from ci_images.report import Result
-from ci_images.upstream import ClientPool, RateBudget
+from ci_images.plan import recipe
+from ci_images.plan.entries import Decision, Entry, TargetState, decide
+from ci_images.registry import oci
+from ci_images.registry.pool import ClientPool, RateBudget
+from ci_images.run.publish import Publisher
+from ci_images.run.report import Result
 
 if TYPE_CHECKING:
-    from ci_images.engine import Engine
+    from ci_images.engine.client import Engine
 
 T = TypeVar("T")
 DEFAULT_SOURCE_URL = "https://github.com/getsops/ci-container-images"
@@ -222,7 +223,7 @@ def build_entry(
 
 
 def smoke_entry(ctx: Context, entry: Entry, images: Mapping[str, str]) -> Built:
-    from ci_images.smoke import smoke_test  # imports boto3 and hvac: only when a smoke test runs
+    from ci_images.smoke.probe import smoke_test  # imports boto3 and hvac: only when a smoke test runs
 
     engine = ctx.engine
     smoked: list[str] = []

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ci_images import proc
-from ci_images.dockerd import cache_home
+from ci_images.engine.dockerd import cache_home
 from ci_images.errors import CommandError, LabError
 from ci_images.log import log
 
@@ -54,7 +54,7 @@ def pip_platforms(arch: str) -> list[str]:
 
 
 def recipe_inputs(kind: str, arch: str) -> str:
-    """The non-file inputs of a stand-in base (the files in lab_files/<kind> are hashed by the caller)."""
+    """The non-file inputs of a stand-in base (the files in lab/files/<kind> are hashed by the caller)."""
     common = f"{RECIPE_VERSION}\0{BUSYBOX_PACKAGE}:{DEBIAN_ARCH[arch]}\0"
     if kind == "vault":
         return common + "\0".join(pip_platforms(arch))

@@ -1,0 +1,1 @@
+"""The catalog (``images.yaml``): YAML with positions, the JSON Schema, the tag and reference rules, the model."""

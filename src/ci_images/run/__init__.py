@@ -1,0 +1,1 @@
+"""Running a plan: resolve it against the registries, build, smoke-test, publish, and report."""

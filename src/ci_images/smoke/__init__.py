@@ -1,0 +1,1 @@
+"""Smoke probes: run an image and use it with the client its consumers use."""
