@@ -24,6 +24,7 @@ from ci_images.catalog.load import catalog_path, load_catalog
 from ci_images.engine.client import Engine
 from ci_images.lab import lab
 from ci_images.run.execute import local_ref
+from ci_images.smoke import KINDS
 
 GOAL = 0.1
 
@@ -46,7 +47,7 @@ def naive_loop(the_lab: Any, options: app.Options) -> None:
         registry=the_lab.target.host,
         reauth=True,
     )
-    catalog = load_catalog(catalog_path(options.catalog, options.env))
+    catalog = load_catalog(catalog_path(options.catalog, options.env), smoke_kinds=KINDS)
     registry, _ = app.target_prefix(options, catalog, start_local=False)
     for entry in app.entries_for(options, catalog, registry=registry):
         assert entry.context is not None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ci_images import smoke
 from ci_images.catalog.load import Catalog, catalog_path, load_catalog
 from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
 from ci_images.errors import PublishError, RateLimitError, RegistryError, UsageError
@@ -59,7 +60,7 @@ class Options:
 
 
 def _load(options: Options) -> Catalog:
-    return load_catalog(catalog_path(options.catalog, options.env))
+    return load_catalog(catalog_path(options.catalog, options.env), smoke_kinds=smoke.KINDS)
 
 
 def _mirror(catalog: Catalog, env: Mapping[str, str]) -> str | None:

@@ -9,6 +9,7 @@ import pytest
 from ci_images import app
 from ci_images.catalog.load import load_catalog
 from ci_images.errors import UsageError
+from ci_images.smoke import KINDS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +24,7 @@ def test_plain_http_mirror_only_for_loopback() -> None:
 
 
 def test_target_prefix_precedence_and_local() -> None:
-    catalog = load_catalog(REPO_ROOT / "images.yaml")
+    catalog = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
     env = {"CI_IMAGES_REGISTRY": "registry.example.com/team"}
     assert app.target_prefix(app.Options(env={}), catalog, start_local=False) == (
         "ghcr.io/getsops/ci-container-images",
@@ -46,7 +47,7 @@ def test_target_prefix_precedence_and_local() -> None:
 
 
 def test_local_pushes_keep_their_lock_file_out_of_the_repository(tmp_path: Path) -> None:
-    catalog = load_catalog(REPO_ROOT / "images.yaml")
+    catalog = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
     env = {"XDG_CACHE_HOME": str(tmp_path)}
     assert app.lock_file(app.Options(env=env), catalog) == REPO_ROOT / "images.lock.json"
     assert app.lock_file(app.Options(registry="local", env=env), catalog) == (

@@ -14,6 +14,7 @@ from ci_images.catalog.load import check_dockerfile, load_catalog
 from ci_images.catalog.refs import Repository
 from ci_images.catalog.yamlmarks import load_marked
 from ci_images.errors import CatalogError, UsageError
+from ci_images.smoke import KINDS
 from tests.unit.conftest import CatalogFiles
 
 MAIN = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ images:
 
 def test_good_catalog_loads_into_frozen_dataclasses(catalog_files: CatalogFiles) -> None:
     path = catalog_files.write(GOOD, build_folders=["img"])
-    loaded = load_catalog(path)
+    loaded = load_catalog(path, smoke_kinds=KINDS)
     assert loaded.registry == "ghcr.io/acme/ci"
     assert loaded.platforms == ("linux/amd64", "linux/arm64")
     assert loaded.lock_file == path.parent / "images.lock.json"
@@ -70,7 +71,7 @@ def test_good_catalog_loads_into_frozen_dataclasses(catalog_files: CatalogFiles)
 
 
 def test_shipped_catalog_is_valid() -> None:
-    loaded = load_catalog(MAIN / "images.yaml")
+    loaded = load_catalog(MAIN / "images.yaml", smoke_kinds=KINDS)
     assert [spec.name for spec in loaded.images] == ["local-kms", "vault"]
     for spec in loaded.images:
         assert spec.dockerfile is not None
@@ -92,7 +93,7 @@ def test_variant_smoke_null_disables_the_smoke_test(catalog_files: CatalogFiles)
         """,
         build_folders=["img"],
     )
-    spec = load_catalog(path).images[0]
+    spec = load_catalog(path, smoke_kinds=KINDS).images[0]
     assert [(v.name, v.smoke) for v in spec.variants] == [("plain", "kms"), ("quiet", None), ("bare", "kms")]
 
 
@@ -108,7 +109,7 @@ def test_yaml_merge_keys_may_override_merged_values(catalog_files: CatalogFiles)
             versions: ["2.0.0"]
         """
     )
-    one, two = load_catalog(path).images
+    one, two = load_catalog(path, smoke_kinds=KINDS).images
     assert one.versions == ("1.0.0",)
     assert two.versions == ("2.0.0",)
     assert two.source == one.source
@@ -123,24 +124,29 @@ def test_catalog_path_precedence() -> None:
 
 def test_missing_catalog_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
-        load_catalog(tmp_path / "nope.yaml")
+        load_catalog(tmp_path / "nope.yaml", smoke_kinds=KINDS)
     assert info.value.exit_code == 2
     assert "not found" in info.value.message
     assert info.value.fix is not None and catalog.CATALOG_ENV in info.value.fix
 
 
-def test_smoke_kinds_agree_with_smoke_module() -> None:
-    # smoke.py imports boto3/hvac; catalog.py keeps its own copy so loading a catalog stays light.
-    from ci_images.smoke import probe as smoke
+def test_every_smoke_kind_has_one_probe_module() -> None:
+    from ci_images.smoke.probe import probe_module
 
-    assert set(catalog.SMOKE_KINDS) == set(smoke.SMOKE_KINDS)
-    assert len(catalog.SMOKE_KINDS) == len(set(catalog.SMOKE_KINDS))
+    for kind in KINDS:
+        module = probe_module(kind)
+        assert module.__name__ == f"ci_images.smoke.{kind}"
+        assert isinstance(module.CONTAINER_PORT, int)
+        assert callable(module.port_env) and callable(module.environment) and callable(module.probe)
+    with pytest.raises(UsageError, match="unknown smoke test kind"):
+        probe_module("redis")
 
 
 def test_loading_a_catalog_does_not_import_the_smoke_clients() -> None:
     script = (
-        "import sys; from ci_images.catalog.load import load_catalog; load_catalog(sys.argv[1]); "
-        "print(sorted(m for m in ('boto3', 'hvac', 'docker', 'ci_images.smoke') if m in sys.modules))"
+        "import sys; from ci_images.catalog.load import load_catalog; from ci_images.smoke import KINDS; "
+        "load_catalog(sys.argv[1], smoke_kinds=KINDS); "
+        "print(sorted(m for m in ('boto3', 'hvac', 'docker', 'requests', 'ci_images.smoke.probe') if m in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(MAIN / "images.yaml")],
@@ -154,7 +160,7 @@ def test_loading_a_catalog_does_not_import_the_smoke_clients() -> None:
 
 def test_registry_local_and_target_repository(catalog_files: CatalogFiles) -> None:
     path = catalog_files.write("registry: local\n" + ONE)
-    assert load_catalog(path).registry == "local"
+    assert load_catalog(path, smoke_kinds=KINDS).registry == "local"
     assert str(catalog.target_repository("ghcr.io/acme/ci/", "vault")) == "ghcr.io/acme/ci/vault"
     with pytest.raises(UsageError, match="bad target registry"):
         catalog.target_repository("ghcr.io/Acme", "vault")
@@ -482,7 +488,7 @@ def test_bad_catalog_reports_file_line_column_and_fix(case: Bad, catalog_files: 
         catalog_files.build_folder(folder, dockerfile)
     path = catalog_files.write(case.text)
     with pytest.raises(CatalogError) as info:
-        load_catalog(path)
+        load_catalog(path, smoke_kinds=KINDS)
     error = info.value
     assert error.exit_code == 2
     assert (error.path, error.line, error.column) == (str(path), case.line, case.column), error.render()
@@ -498,7 +504,7 @@ def test_first_error_in_file_order_is_reported(catalog_files: CatalogFiles) -> N
         'images:\n  a:\n    source: acme/a\n    versions: [1.0]\n  b:\n    source: 5\n    versions: ["1.0"]\n'
     )
     with pytest.raises(CatalogError) as info:
-        load_catalog(path)
+        load_catalog(path, smoke_kinds=KINDS)
     assert (info.value.line, info.value.column) == (4, 16)
 
 

@@ -12,6 +12,7 @@ from ci_images.plan.entries import Decision, TargetState, expand
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool, RateBudget
 from ci_images.run.execute import Context, RunSettings, execute
+from ci_images.smoke import KINDS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,9 @@ def _context(budget: RateBudget | None = None) -> Context:
 
 
 def _decisions(action: str) -> list[Decision]:
-    entries = expand(load_catalog(REPO_ROOT / "images.yaml"), registry="registry.example/ci")
+    entries = expand(
+        load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS), registry="registry.example/ci"
+    )
     state = TargetState(digest="sha256:" + "a" * 64)
     return [
         Decision(e, action, "up to date", "sha256:" + "b" * 64, "sha256:" + "c" * 64, state) for e in entries

@@ -20,6 +20,7 @@ from ci_images.plan.entries import (
     expand,
     split_patterns,
 )
+from ci_images.smoke import KINDS
 from tests.unit.conftest import CatalogFiles, EntryFactory
 
 MAIN = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ R_NEW = "sha256:" + "b" * 64
 
 
 def shipped() -> Catalog:
-    return load_catalog(MAIN / "images.yaml")
+    return load_catalog(MAIN / "images.yaml", smoke_kinds=KINDS)
 
 
 def golden_row(entry: Entry, root: Path) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def test_expand_mirror_entry(catalog_files: CatalogFiles) -> None:
             platforms: [linux/amd64]
         """
     )
-    (entry,) = expand(load_catalog(path), registry="ghcr.io/acme/ci", mirror="mirror.test")
+    (entry,) = expand(load_catalog(path, smoke_kinds=KINDS), registry="ghcr.io/acme/ci", mirror="mirror.test")
     assert entry.mode == "mirror"
     assert entry.context is None and entry.dockerfile is None
     assert entry.pull_ref == "quay.io/acme/tool:1.0.0"  # the Hub mirror does not stand in for quay.io

@@ -6,31 +6,31 @@ from pathlib import Path
 
 import pytest
 
-from ci_images.smoke.probe import (
-    CONTAINER_PORTS,
-    PORT_ENV,
-    SMOKE_KINDS,
-    env_value,
-    healthcheck_argv,
-    kms_port_env,
-    seed_aliases,
-    vault_port_env,
-)
+from ci_images.smoke import kms, vault
+from ci_images.smoke.common import env_value, healthcheck_argv
+from ci_images.smoke.kms import seed_aliases
 
 IMAGES = Path(__file__).resolve().parents[2] / "images"
 
 
-def test_every_kind_has_a_port_and_a_port_setting() -> None:
-    assert set(CONTAINER_PORTS) == set(PORT_ENV) == SMOKE_KINDS
-    assert CONTAINER_PORTS == {"kms": 8080, "vault": 8200}
+def test_container_ports_are_the_upstream_defaults() -> None:
+    assert (kms.CONTAINER_PORT, vault.CONTAINER_PORT) == (8080, 8200)
 
 
 def test_kms_listens_on_port_from_env() -> None:
-    assert kms_port_env(40123) == {"PORT": "40123"}
+    assert kms.port_env(40123) == {"PORT": "40123"}
+    assert kms.environment() == {}  # as SOPS starts it: no settings at all
 
 
 def test_vault_dev_server_listens_on_loopback_only() -> None:
-    assert vault_port_env(40123) == {"VAULT_DEV_LISTEN_ADDRESS": "127.0.0.1:40123"}
+    assert vault.port_env(40123) == {"VAULT_DEV_LISTEN_ADDRESS": "127.0.0.1:40123"}
+
+
+def test_vault_gets_only_a_fresh_root_token(secrets: set[str]) -> None:
+    first, second = vault.environment(), vault.environment()
+    assert set(first) == {"VAULT_DEV_ROOT_TOKEN_ID"}
+    assert first != second
+    assert first["VAULT_DEV_ROOT_TOKEN_ID"] in secrets  # never printed
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,6 @@ CATALOG_ENV = "CI_IMAGES_CATALOG"
 DEFAULT_CATALOG = "images.yaml"
 DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64", "linux/arm64")
 DEFAULT_VARIANT = "plain"
-# Kept here rather than imported from smoke.py so that loading a catalog never imports boto3 and hvac;
-# tests/unit/test_catalog.py checks that both lists agree.
-SMOKE_KINDS: tuple[str, ...] = ("kms", "vault")
 KNOWN_OS = frozenset({"linux"})
 KNOWN_ARCHES = frozenset({"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"})
 _ARG_BASE_RE = re.compile(r"^\s*ARG\s+BASE_IMAGE(?:=\S*)?\s*$", re.IGNORECASE)
@@ -83,7 +80,9 @@ def catalog_path(
     return Path(explicit or env.get(CATALOG_ENV) or DEFAULT_CATALOG)
 
 
-def load_catalog(path: str | os.PathLike[str]) -> Catalog:
+def load_catalog(path: str | os.PathLike[str], *, smoke_kinds: Collection[str]) -> Catalog:
+    """Load and validate the catalog at ``path``; ``smoke_kinds`` are the probe kinds ``smoke:`` may name (the
+    caller passes ``ci_images.smoke.KINDS``: the catalog layer knows no adapter)."""
     file = Path(path)
     name = str(path)
     try:
@@ -99,7 +98,7 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
         ) from exc
     marked = load_marked(text, name)
     validate_schema(marked, name)
-    return _build(marked, file, name)
+    return _build(marked, file, name, tuple(smoke_kinds))
 
 
 def _check_platform(marked: Marked, name: str, path: Sequence[str | int], value: str) -> str:
@@ -172,7 +171,7 @@ def check_dockerfile(dockerfile: Path) -> str | None:
     return f"{dockerfile}: no 'ARG BASE_IMAGE' followed by 'FROM ${{BASE_IMAGE}}'"
 
 
-def _build(marked: Marked, file: Path, name: str) -> Catalog:
+def _build(marked: Marked, file: Path, name: str, smoke_kinds: tuple[str, ...]) -> Catalog:
     data: dict[str, Any] = marked.data
     root = file.parent
     registry = data.get("registry")
@@ -207,7 +206,7 @@ def _build(marked: Marked, file: Path, name: str) -> Catalog:
     if "tags" in data:
         _check_templates(marked, name, ("tags",), default_templates)
     images = tuple(
-        _build_image(marked, name, root, image_name, spec, platforms, default_templates)
+        _build_image(marked, name, root, image_name, spec, platforms, default_templates, smoke_kinds)
         for image_name, spec in data["images"].items()
     )
     _check_unique_targets(marked, name, images)
@@ -222,14 +221,16 @@ def _build(marked: Marked, file: Path, name: str) -> Catalog:
     )
 
 
-def _check_smoke(marked: Marked, name: str, path: tuple[str | int, ...], kind: str | None) -> str | None:
-    if kind is not None and kind not in SMOKE_KINDS:
+def _check_smoke(
+    marked: Marked, name: str, path: tuple[str | int, ...], kind: str | None, kinds: tuple[str, ...]
+) -> str | None:
+    if kind is not None and kind not in kinds:
         raise located_error(
             marked,
             name,
             path,
             f"unknown smoke kind {kind!r}",
-            f"use one of: {', '.join(SMOKE_KINDS)} (or null for none)",
+            f"use one of: {', '.join(kinds)} (or null for none)",
         )
     return kind
 
@@ -242,6 +243,7 @@ def _build_image(
     spec: dict[str, Any],
     default_platforms: tuple[str, ...],
     default_templates: tuple[str, ...],
+    smoke_kinds: tuple[str, ...],
 ) -> ImageSpec:
     base: tuple[str | int, ...] = ("images", image_name)
     try:
@@ -343,7 +345,7 @@ def _build_image(
             "add 'build: FOLDER' or remove 'build_args'",
             key=True,
         )
-    smoke = _check_smoke(marked, name, (*base, "smoke"), spec.get("smoke"))
+    smoke = _check_smoke(marked, name, (*base, "smoke"), spec.get("smoke"), smoke_kinds)
     image_args = dict(spec.get("build_args", {}))
     variants = [Variant(DEFAULT_VARIANT, image_args, spec.get("description", ""), smoke)]
     for variant_name, declared in (spec.get("variants") or {}).items():
@@ -368,7 +370,9 @@ def _build_image(
                 key=True,
             )
         variant_smoke = (
-            _check_smoke(marked, name, (*vpath, "smoke"), vspec["smoke"]) if "smoke" in vspec else smoke
+            _check_smoke(marked, name, (*vpath, "smoke"), vspec["smoke"], smoke_kinds)
+            if "smoke" in vspec
+            else smoke
         )
         variants.append(
             Variant(
