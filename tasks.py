@@ -211,8 +211,9 @@ def lab_down(c: Context, workdir: str | None = None, debug: bool = False) -> Non
 @task(help={"debug": COMMON_HELP["debug"]})
 def registry_down(c: Context, debug: bool = False) -> None:
     """Stop the embedded 'local' registry (127.0.0.1:5000); its data stays in the cache folder."""
+    from ci_images.cache import cache_home
     from ci_images.loopback.local import stop_local_registry
 
     with _door(debug):
-        stopped = stop_local_registry(app.cache_dir())
+        stopped = stop_local_registry(cache_home())
         print("stopped the local registry" if stopped else "no local registry was running")

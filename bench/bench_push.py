@@ -23,7 +23,7 @@ from ci_images import app
 from ci_images.catalog.load import catalog_path, load_catalog
 from ci_images.engine.client import Engine
 from ci_images.lab import lab
-from ci_images.run.execute import local_ref
+from ci_images.run.build import local_ref
 from ci_images.smoke import KINDS
 
 GOAL = 0.1

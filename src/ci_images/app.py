@@ -15,19 +15,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ci_images import smoke
-from ci_images.catalog.load import Catalog, catalog_path, load_catalog
+from ci_images.cache import cache_home
+from ci_images.catalog.load import catalog_path, load_catalog
+from ci_images.catalog.model import Catalog
 from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
 from ci_images.errors import PublishError, RateLimitError, RegistryError, UsageError
 from ci_images.log import log
 from ci_images.plan import entries as planning
-from ci_images.plan import recipe
-from ci_images.plan.entries import Decision, Entry
+from ci_images.plan.decide import Decision, TargetState
+from ci_images.plan.entries import Entry
 from ci_images.registry.auth import resolve_credentials, resolve_upstream_credentials
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool, RateBudget
-from ci_images.run import report
-from ci_images.run.execute import Context, RunSettings, execute, resolve
+from ci_images.run import lockfile, report
+from ci_images.run import settings as run_settings
+from ci_images.run.context import Context
+from ci_images.run.execute import execute
 from ci_images.run.publish import DryRunPublisher, Publisher, RegistryPublisher
+from ci_images.run.resolve import resolve
+from ci_images.run.settings import RunSettings
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
@@ -92,7 +98,7 @@ def target_prefix(options: Options, catalog: Catalog, *, start_local: bool) -> t
         if start_local:
             from ci_images.loopback.local import ensure_local_registry
 
-            ensure_local_registry(cache_dir())
+            ensure_local_registry(cache_home())
         path = DEFAULT_LOCAL_PATH
         if catalog.registry and catalog.registry != LOCAL:
             path = parse_repository(catalog.registry).path
@@ -109,12 +115,6 @@ def target_prefix(options: Options, catalog: Catalog, *, start_local: bool) -> t
             fix=f"drop --plain-http / {PLAIN_HTTP_ENV}, and trust the registry's CA in /etc/docker/certs.d/{repo.host}/ca.crt",
         )
     return value.rstrip("/"), plain
-
-
-def cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ci-images"
 
 
 def entries_for(options: Options, catalog: Catalog, *, registry: str) -> list[Entry]:
@@ -220,9 +220,9 @@ def _settings(options: Options, catalog: Catalog, *, publish: bool, smoke: bool 
         fail_fast=options.fail_fast,
         publish=publish,
         smoke=smoke,
-        revision=recipe.repository_revision(catalog.root, options.env),
-        created=recipe.created_timestamp(options.env),
-        source_url=recipe.repository_url(options.env, "https://github.com/getsops/ci-container-images"),
+        revision=run_settings.repository_revision(catalog.root, options.env),
+        created=run_settings.created_timestamp(options.env),
+        source_url=run_settings.repository_url(options.env, "https://github.com/getsops/ci-container-images"),
     )
 
 
@@ -308,8 +308,7 @@ def test_images(options: Options) -> list[report.Result]:
     entries = entries_for(options, catalog, registry=registry)
     ctx = _context(options, catalog, target=None)
     decisions = [
-        Decision(e, "test", "smoke test of the local build", None, None, planning.TargetState(None))
-        for e in entries
+        Decision(e, "test", "smoke test of the local build", None, None, TargetState(None)) for e in entries
     ]
     results = execute(ctx, decisions, _settings(options, catalog, publish=False), None)
     _finish(results, ctx, options, title="ci-images: smoke tests")
@@ -325,7 +324,7 @@ def push_images(options: Options) -> list[report.Result]:
     results = execute(ctx, decisions, _settings(options, catalog, publish=True), publisher)
     if not options.dry_run:
         lock = lock_file(options, catalog)
-        report.update_lock(lock, results)
+        lockfile.update_lock(lock, results)
         log.info(f"lock file: {lock}")
     try:
         _finish(results, ctx, options, title="ci-images: push")
@@ -343,7 +342,7 @@ def write_lock_only(options: Options) -> Path:
         replace(report.Result.from_decision(d), action="skipped") for d in decisions if d.action == "skip"
     ]
     lock = lock_file(options, catalog)
-    report.update_lock(lock, results)
+    lockfile.update_lock(lock, results)
     ctx.upstream.close()
     ctx.target.close()
     pending = [d.entry.key for d in decisions if d.action != "skip"]
@@ -359,12 +358,12 @@ def lock_file(options: Options, catalog: Catalog) -> Path:
     if options.lock_path:
         return Path(options.lock_path)
     if (options.registry or options.env.get(REGISTRY_ENV)) == LOCAL:
-        return cache_dir(options.env) / "local-registry" / catalog.lock_file.name
+        return cache_home(options.env) / "local-registry" / catalog.lock_file.name
     return catalog.lock_file
 
 
 def lab_workdir() -> Path:
-    return cache_dir() / "lab-run"
+    return cache_home() / "lab-run"
 
 
 def lab_standins(options: Options) -> tuple[dict[str, list[str]], list[str]]:

@@ -121,3 +121,9 @@ class CommandError(CiImagesError):
         super().__init__(
             f"command {self.argv!r} exited {returncode}" + (f":\n{tail}" if tail else ""), fix=fix
         )
+
+
+class PlanError(CiImagesError):
+    """An entry the plan could not resolve (its message is the original error, fix included)."""
+
+    exit_code = 3

@@ -16,7 +16,8 @@ from ci_images.engine.client import Engine
 from ci_images.errors import BuildError
 from ci_images.loopback.server import RegistryServer
 from ci_images.registry.client import OCI_INDEX, Credentials, RegistryClient
-from ci_images.registry.oci import make_index, platform_digests, push_engine_image, put_tags, read_labels
+from ci_images.registry.oci import make_index, platform_digests, put_tags, read_labels
+from ci_images.registry.push import push_engine_image
 from tests.integration.conftest import unavailable
 
 pytestmark = pytest.mark.integration

@@ -13,6 +13,7 @@ from ci_images import app
 from ci_images.errors import PublishError, RateLimitError
 from ci_images.registry import oci
 from ci_images.registry.client import Credentials, RegistryClient
+from ci_images.registry.push import push_engine_image
 from ci_images.run.report import Result
 
 from .proxy import throttling_proxy
@@ -258,7 +259,7 @@ def _repush_standin(lab: Any, repo: str, version: str, marker: str) -> str:
             buildargs={},
             labels={},
         )
-        descriptors.append(oci.push_engine_image(engine, upstream, repo, image, platform=platform))
+        descriptors.append(push_engine_image(engine, upstream, repo, image, platform=platform))
     body, media_type = oci.make_index(descriptors, {"org.opencontainers.image.version": version})
     return oci.put_tags(upstream, repo, body, media_type, [version])
 

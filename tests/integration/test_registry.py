@@ -16,16 +16,8 @@ import requests
 from ci_images.errors import RegistryError
 from ci_images.loopback.server import RegistryServer
 from ci_images.registry.client import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient
-from ci_images.registry.oci import (
-    OCI_CONFIG,
-    OCI_LAYER_GZIP,
-    Descriptor,
-    gzip_deterministic,
-    make_index,
-    platform_digests,
-    put_tags,
-    read_labels,
-)
+from ci_images.registry.oci import OCI_CONFIG, Descriptor, make_index, platform_digests, put_tags, read_labels
+from ci_images.registry.push import OCI_LAYER_GZIP, gzip_deterministic
 from ci_images.registry.transport import verify_bundle
 from tests.integration.conftest import unavailable
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from ci_images.engine.dockerd import cache_home, ensure_engine
+from ci_images.cache import cache_home
+from ci_images.engine.dockerd import ensure_engine
 from ci_images.errors import EngineError, LabError
 from ci_images.lab import assets as lab_assets
 from ci_images.lab.lab import Lab, recipe_hash, standin_ref

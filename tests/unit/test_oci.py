@@ -12,13 +12,8 @@ import pytest
 
 from ci_images.errors import UsageError
 from ci_images.registry.client import OCI_INDEX, OCI_MANIFEST
-from ci_images.registry.oci import (
-    Descriptor,
-    gzip_deterministic,
-    join_platform,
-    make_index,
-    split_platform,
-)
+from ci_images.registry.oci import Descriptor, join_platform, make_index, split_platform
+from ci_images.registry.push import gzip_deterministic
 
 
 def _desc(platform: str | None, digest_char: str = "a") -> Descriptor:

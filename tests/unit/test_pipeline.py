@@ -8,10 +8,13 @@ import pytest
 
 from ci_images.catalog.load import load_catalog
 from ci_images.errors import RateLimitError
-from ci_images.plan.entries import Decision, TargetState, expand
+from ci_images.plan.decide import Decision, TargetState
+from ci_images.plan.entries import expand
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool, RateBudget
-from ci_images.run.execute import Context, RunSettings, execute
+from ci_images.run.context import Context
+from ci_images.run.execute import execute
+from ci_images.run.settings import RunSettings
 from ci_images.smoke import KINDS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

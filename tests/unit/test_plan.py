@@ -9,17 +9,12 @@ from typing import Any
 
 import pytest
 
-from ci_images.catalog.load import Catalog, load_catalog
+from ci_images.catalog.load import load_catalog
+from ci_images.catalog.model import Catalog
 from ci_images.errors import UsageError
-from ci_images.plan.entries import (
-    RECIPE_LABEL,
-    SOURCE_DIGEST_LABEL,
-    Entry,
-    TargetState,
-    decide,
-    expand,
-    split_patterns,
-)
+from ci_images.plan.decide import TargetState, decide
+from ci_images.plan.entries import Entry, expand, split_patterns
+from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL
 from ci_images.smoke import KINDS
 from tests.unit.conftest import CatalogFiles, EntryFactory
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ci_images.plan import recipe
-from ci_images.plan.entries import RECIPE_LABEL, SOURCE_DIGEST_LABEL
-from ci_images.plan.recipe import created_timestamp, image_labels, mirror_recipe, recipe_hash
+from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL, image_labels, mirror_recipe, recipe_hash
+from ci_images.run import settings as run_settings
+from ci_images.run.settings import created_timestamp
 from tests.unit.conftest import EntryFactory
 
 BASE = "sha256:" + "1" * 64
@@ -170,11 +170,13 @@ def test_created_timestamp() -> None:
 
 
 def test_repository_revision_and_url(tmp_path: Path) -> None:
-    assert recipe.repository_revision(tmp_path, {"GITHUB_SHA": "c0ffee"}) == "c0ffee"
-    assert recipe.repository_revision(tmp_path, {}) == "unknown"  # not a git checkout
-    assert recipe.repository_url({}, "https://default") == "https://default"
+    assert run_settings.repository_revision(tmp_path, {"GITHUB_SHA": "c0ffee"}) == "c0ffee"
+    assert run_settings.repository_revision(tmp_path, {}) == "unknown"  # not a git checkout
+    assert run_settings.repository_url({}, "https://default") == "https://default"
     assert (
-        recipe.repository_url({"GITHUB_REPOSITORY": "acme/ci", "GITHUB_SERVER_URL": "https://ghe.test"}, "x")
+        run_settings.repository_url(
+            {"GITHUB_REPOSITORY": "acme/ci", "GITHUB_SERVER_URL": "https://ghe.test"}, "x"
+        )
         == "https://ghe.test/acme/ci"
     )
-    assert recipe.repository_url({"GITHUB_REPOSITORY": "acme/ci"}, "x") == "https://github.com/acme/ci"
+    assert run_settings.repository_url({"GITHUB_REPOSITORY": "acme/ci"}, "x") == "https://github.com/acme/ci"

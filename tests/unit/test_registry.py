@@ -14,19 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError, UsageError
 from ci_images.log import redact
 from ci_images.registry import transport
 from ci_images.registry.client import (
     OCI_MANIFEST,
     Credentials,
-    RateLimit,
     RegistryClient,
     docker_hub_location,
-    is_loopback,
     parse_www_authenticate,
 )
-from ci_images.registry.transport import RetryPolicy, parse_retry_after, verify_bundle
+from ci_images.registry.transport import RateLimit, RetryPolicy, parse_retry_after, verify_bundle
 
 Answer = tuple[int, dict[str, str], bytes]
 App = Callable[[str, str, dict[str, str], bytes], Answer]
@@ -198,7 +197,7 @@ def test_429_with_retry_after_then_200(
     started = time.monotonic()
     client.ping()
     assert time.monotonic() - started >= 0.9  # Retry-After wins over the 10 ms backoff
-    assert client.counters[("GET", "ping")] == 2
+    assert client.transport.counters[("GET", "ping")] == 2
     err = capsys.readouterr().err
     assert f"GET http://{server.host}/v2/: 429; retry 1/4 in 1.0 s" in err
 
@@ -210,7 +209,7 @@ def test_503_then_200(serve: Callable[[App], _AppServer], capsys: pytest.Capture
     info = client.head_manifest("a/b", "v1")
     assert info is not None
     assert info.digest == "sha256:ab"
-    assert client.counters[("HEAD", "manifest")] == 2
+    assert client.transport.counters[("HEAD", "manifest")] == 2
     assert ": 503; retry 1/4" in capsys.readouterr().err
 
 
@@ -238,7 +237,7 @@ def test_connection_refused_names_the_host() -> None:
     client = RegistryClient(host, plain_http=True, retry=RetryPolicy(max_attempts=2, base_delay_s=0.01))
     with pytest.raises(UpstreamUnreachableError, match=f"registry {host} cannot be reached"):
         client.ping()
-    assert client.counters[("GET", "ping")] == 2
+    assert client.transport.counters[("GET", "ping")] == 2
 
 
 # ---- auth flows ---------------------------------------------------------------------------------------------------
@@ -287,8 +286,10 @@ def test_token_flow_fetches_once_per_scope(serve: Callable[[App], _AppServer]) -
         assert info is not None
         assert info.media_type == OCI_MANIFEST
     assert client.list_tags("a/b") == ["v1"]
-    assert client.counters[("GET", "token")] == 1  # pull scope cached across calls and kinds
-    assert client.counters[("HEAD", "manifest")] == 4  # one anonymous probe, then three with the token
+    assert client.transport.counters[("GET", "token")] == 1  # pull scope cached across calls and kinds
+    assert (
+        client.transport.counters[("HEAD", "manifest")] == 4
+    )  # one anonymous probe, then three with the token
     assert scopes == ["/token?service=unit&scope=repository%3Aa%2Fb%3Apull"]
 
 
@@ -316,7 +317,7 @@ def test_basic_challenge_resends_with_credentials(serve: Callable[[App], _AppSer
     client = RegistryClient(server.host, credentials=Credentials("bob", "b-secret"), plain_http=True)
     client.ping()
     client.ping()
-    assert client.counters[("GET", "ping")] == 3  # only the first call probes anonymously
+    assert client.transport.counters[("GET", "ping")] == 3  # only the first call probes anonymously
 
     anonymous = RegistryClient(server.host, plain_http=True, role="upstream")
     with pytest.raises(RegistryError, match="CI_IMAGES_UPSTREAM_USER"):

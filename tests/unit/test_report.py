@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from ci_images.log import Logger, add_secret
-from ci_images.plan.entries import TargetState, decide
+from ci_images.plan.decide import TargetState, decide
 from ci_images.run import report
-from ci_images.run.report import Result, markdown_summary, publish_github, update_lock, write_json
+from ci_images.run.lockfile import LOCK_VERSION, update_lock
+from ci_images.run.report import Result, markdown_summary, publish_github, write_json
 from tests.unit.conftest import EntryFactory
 
 D1 = "sha256:" + "1" * 64
@@ -177,7 +178,7 @@ def test_update_lock_merges_and_keeps_untouched_tags(tmp_path: Path) -> None:
     }
     assert {f"{REPO}:3.12.0", f"{REPO}:3.12"} <= set(images)
     assert f"{REPO}:3.10.0" not in images and f"{REPO}:3.9.0" not in images
-    assert written["version"] == report.LOCK_VERSION
+    assert written["version"] == LOCK_VERSION
 
 
 @pytest.mark.parametrize("content", [None, "not json", "[1, 2]", '{"version": 99, "images": {"x": {}}}'])

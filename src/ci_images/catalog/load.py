@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ci_images.catalog import tags as tag_rules
+from ci_images.catalog.model import Catalog, ImageSpec, Variant
 from ci_images.catalog.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
 from ci_images.catalog.schema import located_error, validate_schema
 from ci_images.catalog.yamlmarks import Marked, load_marked
@@ -28,48 +28,6 @@ KNOWN_ARCHES = frozenset({"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "r
 _ARG_BASE_RE = re.compile(r"^\s*ARG\s+BASE_IMAGE(?:=\S*)?\s*$", re.IGNORECASE)
 # FROM [--platform=...] IMAGE [AS NAME]: flags come before the image.
 _FROM_RE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    build_args: Mapping[str, str]
-    description: str
-    smoke: str | None
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    name: str
-    source: Repository
-    versions: tuple[str, ...]
-    build: Path | None  # None: mirror the upstream image as it is
-    dockerfile: Path | None
-    smoke: str | None
-    title: str
-    description: str
-    platforms: tuple[str, ...]
-    tag_templates: tuple[str, ...]
-    variants: tuple[Variant, ...]  # the plain variant first
-
-    @property
-    def mode(self) -> str:
-        return "build" if self.build is not None else "mirror"
-
-
-@dataclass(frozen=True)
-class Catalog:
-    path: Path
-    registry: str | None
-    upstream_mirror: str | None
-    platforms: tuple[str, ...]
-    lock_file: Path
-    ratelimit_min_remaining: int
-    images: tuple[ImageSpec, ...]
-
-    @property
-    def root(self) -> Path:
-        return self.path.parent
 
 
 def catalog_path(

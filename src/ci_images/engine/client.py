@@ -350,7 +350,54 @@ class Engine:
             yield RunningService(container=container, host=LOOPBACK, port=port)
         finally:
             # finally (not except Exception) so Ctrl-C also cleans up; by name, in case create failed half-way.
-            self._remove_container(container if container is not None else name)
+            self.remove_container(container if container is not None else name)
+
+    def start_detached(
+        self,
+        image: str,
+        *,
+        name: str,
+        env: Mapping[str, str],
+        container_port: int,
+        host_port: int,
+        volumes: Mapping[str, str],
+        port_env: Callable[[int], Mapping[str, str]],
+    ) -> str:
+        """Start a long-lived container that restarts with the engine and answers on 127.0.0.1:``host_port``.
+
+        With a bridge network the port is published on loopback only; without one the container shares the host's
+        network and is told (through ``port_env``) to listen on that port itself. Returns the container id.
+        """
+        self.remove_container(name)
+        options: dict[str, Any] = {
+            "name": name,
+            "detach": True,
+            "restart_policy": {"Name": "unless-stopped"},
+            "volumes": {host: {"bind": inside, "mode": "rw"} for host, inside in volumes.items()},
+            "labels": {CONTAINER_LABEL: "1"},
+        }
+        if self.network_mode == "host":
+            options["environment"] = {**env, **port_env(host_port)}
+            options["network_mode"] = "host"
+        else:
+            options["environment"] = dict(env)
+            options["ports"] = {f"{container_port}/tcp": (LOOPBACK, host_port)}
+        container = self._call(f"start {name} from {image}", self.client.containers.run, image, **options)
+        return str(container.id)
+
+    def container_logs(self, container: str) -> str:
+        """A container's combined output so far; empty when it is gone (used to read logs and in error paths)."""
+        try:
+            raw: bytes = self.client.containers.get(container).logs()
+        except (docker.errors.DockerException, requests.RequestException):
+            return ""
+        return raw.decode("utf-8", "replace")
+
+    def container_running(self, container: str) -> bool:
+        try:
+            return bool(self.client.containers.get(container).status == "running")
+        except (docker.errors.DockerException, requests.RequestException):
+            return False
 
     def _published_port(self, container: Any, container_port: int) -> int:
         self._call(f"inspect {container.name}", container.reload)
@@ -365,7 +412,8 @@ class Engine:
             )
         return int(bindings[0]["HostPort"])
 
-    def _remove_container(self, container: Any) -> None:
+    def remove_container(self, container: Any) -> None:
+        """Remove a container (object, id or name) with its volumes; a missing one is not an error."""
         try:
             if isinstance(container, str):
                 container = self.client.containers.get(container)

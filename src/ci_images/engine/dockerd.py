@@ -1,7 +1,7 @@
 """Make sure a Docker engine answers (starting a background ``dockerd`` as root when none does) and QEMU binfmt works.
 
 On a fresh lab machine nothing runs ``dockerd``; on a laptop or a GitHub runner one already answers and nothing here
-changes anything. Also home of the user cache folder (``$XDG_CACHE_HOME/ci-images``) shared by the lab.
+changes anything.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import docker.errors
 import requests
 
 from ci_images import proc
+from ci_images.cache import cache_home
 from ci_images.errors import CommandError, EngineError
 from ci_images.log import log
 
@@ -29,12 +30,6 @@ _STARTED: list[subprocess.Popen[bytes]] = []
 # --bridge=none: no bridge network (nor iptables rules) is needed; builds and containers use the host's network,
 # which keeps all traffic on loopback.
 DOCKERD_ARGV = ("dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false")
-
-
-def cache_home() -> Path:
-    """``$XDG_CACHE_HOME/ci-images`` (default ``~/.cache/ci-images``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ci-images"
 
 
 def engine_answers(timeout_s: float = 5.0) -> bool:

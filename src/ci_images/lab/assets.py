@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ci_images import proc
-from ci_images.engine.dockerd import cache_home
+from ci_images.cache import cache_home
 from ci_images.errors import CommandError, LabError
 from ci_images.log import log
 

@@ -24,7 +24,6 @@ import certifi
 import docker.errors
 
 from ci_images.engine.client import Engine
-from ci_images.engine.dockerd import cache_home
 from ci_images.errors import LabError
 from ci_images.lab import assets as lab_assets
 from ci_images.log import log
@@ -32,7 +31,8 @@ from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
 from ci_images.registry import oci
 from ci_images.registry.client import Credentials, RegistryClient
-from ci_images.registry.oci import make_index, push_engine_image, put_tags
+from ci_images.registry.oci import make_index, put_tags
+from ci_images.registry.push import push_engine_image
 
 LAB_FILES = Path(__file__).parent / "files"
 STATE_FILE = "lab.json"
@@ -44,10 +44,6 @@ DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 # Real upstream repository -> stand-in recipe folder in lab/files/.
 STANDIN_KINDS: dict[str, str] = {"nsmithuk/local-kms": "local-kms", "hashicorp/vault": "vault"}
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
-
-
-def lab_cache_dir() -> Path:
-    return cache_home() / "lab"
 
 
 # -- stand-in images ------------------------------------------------------------------------------------------------
@@ -134,7 +130,7 @@ def ensure_standin(engine: Engine, repo: str, version: str, platform: str) -> st
 @contextlib.contextmanager
 def _context_dir() -> Iterator[Path]:
     # Under the cache folder (not /tmp): the kms context hard-links the cached rootfs, which needs one filesystem.
-    tmp = lab_cache_dir() / "tmp"
+    tmp = lab_assets.assets_dir() / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="context-", dir=tmp) as context:
         yield Path(context)
@@ -282,7 +278,7 @@ def _start(
     # A previously filled upstream store with exactly these stand-ins skips building and pushing entirely.
     image_ids = _standin_image_ids(engine, standins, platforms)
     store_key = _store_key(standins, platforms, image_ids or "")
-    cached_store = lab_cache_dir() / "upstream-store" / store_key
+    cached_store = lab_assets.assets_dir() / "upstream-store" / store_key
     upstream_dir = workdir / "upstream"
     seeded = bool(reuse_store and image_ids and lab_assets.clone_store(cached_store, upstream_dir / "data"))
     upstream = start_registry(upstream_dir, ca=ca)
@@ -397,7 +393,7 @@ def _push_standins(
     all_standins: dict[str, list[str]] = {repo: sorted(v) for repo, v in lab.standins.items()}
     lab_assets.save_store(
         lab.upstream.data_dir,
-        lab_cache_dir()
+        lab_assets.assets_dir()
         / "upstream-store"
         / _store_key(all_standins, platforms, _standin_image_ids(engine, all_standins, platforms) or ""),
         lab.standins,

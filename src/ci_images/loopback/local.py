@@ -10,7 +10,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import requests
 
@@ -21,7 +20,6 @@ from ci_images.loopback.server import (
     START_TIMEOUT_S,
     RegistryServer,
     container_logs,
-    docker_client,
     remove_container,
     start_registry,
 )
@@ -79,27 +77,22 @@ def _answers(url: str) -> bool:
 
 
 def _start_registry_container(home: Path, host: str) -> RegistryServer:
-    client = docker_client()
+    from ci_images.engine.client import Engine  # only without Debian's docker-registry
+
     data_dir = home / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {
-        "name": LOCAL_CONTAINER_NAME,
-        "detach": True,
-        "restart_policy": {"Name": "unless-stopped"},
-        "volumes": {str(data_dir): {"bind": "/var/lib/registry", "mode": "rw"}},
-        "environment": {
+    container = Engine.connect().start_detached(
+        "registry:2",
+        name=LOCAL_CONTAINER_NAME,
+        env={
             "REGISTRY_STORAGE_DELETE_ENABLED": "true",
             "REGISTRY_HTTP_ADDR": f"0.0.0.0:{LOCAL_REGISTRY_PORT}",
         },
-    }
-    if client.networks.list(names=["bridge"]):
-        options["ports"] = {f"{LOCAL_REGISTRY_PORT}/tcp": (LOOPBACK, LOCAL_REGISTRY_PORT)}
-    else:
-        # No bridge network: share the host's, and bind loopback only.
-        options["network_mode"] = "host"
-        options["environment"]["REGISTRY_HTTP_ADDR"] = host
-    remove_container(LOCAL_CONTAINER_NAME)
-    container = client.containers.run("registry:2", **options)
+        container_port=LOCAL_REGISTRY_PORT,
+        host_port=LOCAL_REGISTRY_PORT,
+        volumes={str(data_dir): "/var/lib/registry"},
+        port_env=lambda port: {"REGISTRY_HTTP_ADDR": f"{LOOPBACK}:{port}"},  # host network: loopback only
+    )
     server = RegistryServer(
         host=host,
         plain_http=True,
@@ -109,15 +102,15 @@ def _start_registry_container(home: Path, host: str) -> RegistryServer:
         data_dir=data_dir,
         log_path=home / "registry.log",
         pid=0,
-        container=container.id,
+        container=container,
     )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if _answers(f"http://{host}/v2/"):
             return server
         time.sleep(0.2)
-    logs = container_logs(container.id)[-3000:]
-    remove_container(container.id)
+    logs = container_logs(container)[-3000:]
+    remove_container(container)
     raise LabError(f"registry:2 container did not answer on {host}; logs:\n{logs}", fix="check `docker logs`")
 
 

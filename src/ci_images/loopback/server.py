@@ -18,13 +18,16 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from ci_images import proc
 from ci_images.errors import LabError
 from ci_images.log import log
+
+if TYPE_CHECKING:
+    from ci_images.engine.client import Engine
 from ci_images.loopback.certs import CertificateAuthority, write_private
 
 LOOPBACK = "127.0.0.1"
@@ -324,42 +327,22 @@ def _is_zombie(pid: int) -> bool:
 # -- registries run as a `registry:2` container (the local registry when docker-registry is missing) ---------------
 
 
-def docker_client() -> Any:
-    import docker  # only needed without Debian's docker-registry
+def _engine() -> Engine:
+    from ci_images.engine.client import Engine  # only for registries that run as containers
 
-    try:
-        return docker.from_env()
-    except docker.errors.DockerException as exc:
-        raise LabError(
-            f"neither docker-registry nor a Docker engine is available for the local registry: {exc}",
-            fix="apt-get install docker-registry, or start a Docker engine",
-        ) from exc
+    return Engine.connect()
 
 
 def container_logs(container: str) -> str:
-    try:
-        logs: bytes = docker_client().containers.get(container).logs()
-    except Exception:  # noqa: BLE001  (a vanished container simply has no log)
-        return ""
-    return logs.decode("utf-8", "replace")
+    return _engine().container_logs(container)
 
 
 def _container_running(container: str) -> bool:
-    try:
-        return bool(docker_client().containers.get(container).status == "running")
-    except Exception:  # noqa: BLE001
-        return False
+    return _engine().container_running(container)
 
 
 def remove_container(container: str) -> None:
-    import docker
-
-    try:
-        docker_client().containers.get(container).remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.DockerException as exc:
-        log.warning(f"could not remove registry container {container}: {exc}")
+    _engine().remove_container(container)
 
 
 __all__ = [

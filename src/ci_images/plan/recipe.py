@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
-from ci_images import proc
-from ci_images.errors import CommandError
-from ci_images.plan.entries import RECIPE_LABEL, SOURCE_DIGEST_LABEL, Entry
+from ci_images.plan.entries import Entry
 
 RECIPE_VERSION = "ci-images-recipe/1"
+# What the next plan compares with what it would build: the recipe hash and the upstream digest it was built from.
+RECIPE_LABEL = "io.github.ci-images.recipe"
+SOURCE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 _IGNORED_DIRS = frozenset({".git", "__pycache__", ".mypy_cache", ".pytest_cache"})
 
 
@@ -53,30 +52,6 @@ def recipe_hash(entry: Entry, source_digest: str) -> str:
         add("arg", key, entry.build_args[key])
     add("base", source_digest, "platforms", *sorted(entry.platforms))
     return f"sha256:{digest.hexdigest()}"
-
-
-def repository_revision(root: Path, env: Mapping[str, str]) -> str:
-    """This repository's commit: GITHUB_SHA in Actions, else git, else 'unknown'."""
-    if env.get("GITHUB_SHA"):
-        return env["GITHUB_SHA"]
-    try:
-        result = proc.run(["git", "-C", root, "rev-parse", "HEAD"], check=False, timeout=10)
-    except CommandError:
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
-def repository_url(env: Mapping[str, str], default: str) -> str:
-    if env.get("GITHUB_REPOSITORY"):
-        return f"{env.get('GITHUB_SERVER_URL', 'https://github.com')}/{env['GITHUB_REPOSITORY']}"
-    return default
-
-
-def created_timestamp(env: Mapping[str, str]) -> str:
-    """SOURCE_DATE_EPOCH when set (reproducible builds), else now."""
-    epoch = env.get("SOURCE_DATE_EPOCH")
-    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def image_labels(

@@ -10,20 +10,25 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
 from ci_images.catalog.refs import is_loopback_host as is_loopback
-from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError, UsageError
+from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log, redact
-from ci_images.registry.transport import RetryPolicy, parse_retry_after, verify_bundle
+from ci_images.registry.transport import (
+    RateLimit,
+    RequestKind,
+    RetryPolicy,
+    Transport,
+    redact_url,
+    registry_message,
+)
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -32,14 +37,11 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_MEDIA_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST)
 INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 
-RequestKind = Literal["manifest", "blob", "upload", "tags", "ping", "token"]
 Role = Literal["target", "upstream"]
 _CREDENTIAL_FIX: dict[Role, str] = {
     "target": "set CI_IMAGES_REGISTRY_USER and CI_IMAGES_REGISTRY_PASSWORD (or `docker login {host}`)",
     "upstream": "set CI_IMAGES_UPSTREAM_USER and CI_IMAGES_UPSTREAM_PASSWORD",
 }
-# (connect, read) seconds: a read timeout is between bytes, so a large layer upload does not trip it.
-_TIMEOUT = (15.0, 300.0)
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
@@ -52,39 +54,6 @@ def docker_hub_location(host: str, repo: str) -> tuple[str, str]:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """Docker Hub's pull quota from ``ratelimit-limit`` / ``ratelimit-remaining`` (``N;w=SECONDS``)."""
-
-    limit: int | None
-    remaining: int | None
-    window_s: int | None
-
-    @classmethod
-    def parse(cls, headers: Mapping[str, str]) -> RateLimit | None:
-        lowered = {k.lower(): v for k, v in headers.items()}
-        if "ratelimit-limit" not in lowered and "ratelimit-remaining" not in lowered:
-            return None
-        limit, limit_window = _parse_quota(lowered.get("ratelimit-limit"))
-        remaining, remaining_window = _parse_quota(lowered.get("ratelimit-remaining"))
-        return cls(limit=limit, remaining=remaining, window_s=limit_window or remaining_window)
-
-
-def _parse_quota(value: str | None) -> tuple[int | None, int | None]:
-    if not value:
-        return None, None
-    count: int | None = None
-    window: int | None = None
-    first, *params = (part.strip() for part in value.split(";"))
-    if first.isdigit():
-        count = int(first)
-    for param in params:
-        key, _, val = param.partition("=")
-        if key.strip().lower() == "w" and val.strip().isdigit():
-            window = int(val.strip())
-    return count, window
 
 
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
@@ -116,24 +85,6 @@ class ManifestInfo:
     ratelimit: RateLimit | None
 
 
-def _registry_message(response: requests.Response) -> str:
-    """The registry's own error text (``{"errors": [{"code", "message", "detail"}]}``), else the body's start."""
-    try:
-        errors = response.json().get("errors") or []
-        parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors]
-        if parts:
-            return "; ".join(parts)
-    except (ValueError, AttributeError):
-        pass
-    return response.text[:200].strip()
-
-
-def _redact_url(url: str) -> str:
-    # Upload locations carry signed state in the query and realms may carry user info: show neither.
-    parts = urlsplit(url)
-    return redact(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
-
-
 class RegistryClient:
     """One registry host. Not thread-safe: give each thread its own client."""
 
@@ -155,29 +106,22 @@ class RegistryClient:
         self.host = host
         self.credentials = credentials
         self.plain_http = plain_http
-        self.retry = retry or RetryPolicy()
         self.role = role
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
-        self.counters: Counter[tuple[str, RequestKind]] = Counter()
-        self._ca_bundle = ca_bundle
-        self._session = requests.Session()
+        self.transport = Transport(retry=retry, ca_bundle=ca_bundle)
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, monotonic expiry)
         self._basic = False  # set once the registry asked for basic auth
         self._bearer: dict[str, str] | None = None  # realm/service once the registry asked for a token
 
     @property
     def request_count(self) -> int:
-        return sum(self.counters.values())
+        return self.transport.request_count
 
     def count(self, method: str | None = None, kind: RequestKind | None = None) -> int:
-        return sum(
-            n
-            for (m, k), n in self.counters.items()
-            if (method is None or m == method) and (kind is None or k == kind)
-        )
+        return self.transport.count(method, kind)
 
     def close(self) -> None:
-        self._session.close()
+        self.transport.close()
 
     # ---- API ---------------------------------------------------------------------------------------------------
 
@@ -329,19 +273,19 @@ class RegistryClient:
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
         if self._bearer and not self._auth_header(scope):
             self._fetch_token(self._bearer, scope)  # known token registry: skip the anonymous round trip
-        resp = self._send(
+        resp = self.transport.send(
             method, url, kind=kind, headers={**(headers or {}), **self._auth_header(scope)}, body=body
         )
         if resp.status_code == 401 and self._authenticate(resp, scope):
-            resp = self._send(
+            resp = self.transport.send(
                 method, url, kind=kind, headers={**(headers or {}), **self._auth_header(scope)}, body=body
             )
         if resp.status_code in expect:
             return resp
         if resp.status_code == 404 and missing_ok:
             return None
-        where = f"{method} {_redact_url(url)}"
-        detail = redact(_registry_message(resp))
+        where = f"{method} {redact_url(url)}"
+        detail = redact(registry_message(resp))
         if resp.status_code in (401, 403):
             raise RegistryError(f"{where}: {resp.status_code} {detail}", fix=self._credentials_fix())
         raise RegistryError(f"{where}: unexpected {resp.status_code} {detail}")
@@ -372,7 +316,7 @@ class RegistryClient:
         realm = params["realm"]
         if urlsplit(realm).scheme != "https" and not is_loopback(urlsplit(realm).netloc):
             raise RegistryError(
-                f"{self.host} asks for credentials at a plain-HTTP token realm {_redact_url(realm)}",
+                f"{self.host} asks for credentials at a plain-HTTP token realm {redact_url(realm)}",
                 fix="use the registry's HTTPS endpoint",
             )
         self._bearer = {"realm": realm, **({"service": params["service"]} if "service" in params else {})}
@@ -387,89 +331,22 @@ class RegistryClient:
         query += [("scope", s) for s in (scope or "").split()]
         url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
         headers = {"Authorization": _basic_header(self.credentials)} if self.credentials else {}
-        resp = self._send("GET", url, kind="token", headers=headers, body=None)
+        resp = self.transport.send("GET", url, kind="token", headers=headers, body=None)
         if resp.status_code != 200:
             raise RegistryError(
-                f"token request to {_redact_url(realm)} for {scope or 'login'}: {resp.status_code} "
-                f"{redact(_registry_message(resp))}",
+                f"token request to {redact_url(realm)} for {scope or 'login'}: {resp.status_code} "
+                f"{redact(registry_message(resp))}",
                 fix=self._credentials_fix(),
             )
         answer = resp.json()
         token = answer.get("token") or answer.get("access_token")
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"token endpoint {_redact_url(realm)} answered without a token")
+            raise RegistryError(f"token endpoint {redact_url(realm)} answered without a token")
         log.add_mask(token)
         # Refresh a little early so a long push never sends an expired token.
         lifetime = float(answer.get("expires_in") or 60)
         key = cache_as if cache_as is not None else scope
         self._tokens[key or ""] = (token, time.monotonic() + max(lifetime - 10, 5))
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        kind: RequestKind,
-        headers: Mapping[str, str],
-        body: bytes | Path | None,
-    ) -> requests.Response:
-        """One request with retries; the answer may be any status but 429/5xx (those are retried, then raised)."""
-        target = urlsplit(url).netloc
-        verify = verify_bundle(target, self._ca_bundle)
-        # Loopback traffic never goes through a proxy from the environment.
-        proxies = {"http": None, "https": None} if is_loopback(target) else None
-        what = f"{method} {_redact_url(url)}"
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            self.counters[(method, kind)] += 1
-            try:
-                with _opened(body) as data:
-                    resp = self._session.request(
-                        method,
-                        url,
-                        headers=dict(headers),
-                        data=data,
-                        verify=verify,
-                        timeout=_TIMEOUT,
-                        proxies=proxies,  # type: ignore[arg-type]  # None values disable env proxies
-                        allow_redirects=method in ("GET", "HEAD"),
-                    )
-            except requests.exceptions.SSLError as exc:
-                raise RegistryError(
-                    f"TLS verification failed for {target}: {redact(str(exc))}",
-                    fix=f"trust the registry's CA: /etc/docker/certs.d/{target}/ca.crt or SSL_CERT_FILE",
-                ) from exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                wait = self.retry.next_wait(attempt, time.monotonic() - started)
-                if wait is None:
-                    raise UpstreamUnreachableError(
-                        f"registry {target} cannot be reached ({what}, {attempt} attempts): {redact(str(exc))}",
-                        fix=f"check that {target} is the right host and that it is up and reachable from here",
-                    ) from exc
-                log.warning(
-                    f"{what}: {type(exc).__name__}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
-                )
-                time.sleep(wait)
-                continue
-            if resp.status_code != 429 and resp.status_code < 500:
-                return resp
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            wait = self.retry.next_wait(attempt, time.monotonic() - started, retry_after)
-            if wait is not None:
-                log.warning(
-                    f"{what}: {resp.status_code}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
-                )
-                resp.close()
-                time.sleep(wait)
-                continue
-            message = f"{what}: {resp.status_code} {redact(_registry_message(resp))} (gave up after {attempt} attempts)"
-            if resp.status_code == 429:
-                raise RateLimitError(
-                    message, fix="wait for the quota window to pass, or authenticate to get a larger quota"
-                )
-            raise RegistryError(message, fix=f"{target} is failing; retry later")
 
 
 def _scope(repo: str, actions: str) -> str:
@@ -484,30 +361,3 @@ def _basic_header(credentials: Credentials) -> str:
     header = requests.auth._basic_auth_str(credentials.username, credentials.password)
     log.add_mask(header.removeprefix("Basic "))
     return header
-
-
-@contextmanager
-def _opened(body: bytes | Path | None) -> Iterator[bytes | IO[bytes] | None]:
-    # A file body is reopened for every attempt so a retry sends it from the start.
-    if isinstance(body, Path):
-        with body.open("rb") as fh:
-            yield fh
-    else:
-        yield body
-
-
-__all__ = [
-    "DOCKER_MANIFEST",
-    "DOCKER_MANIFEST_LIST",
-    "INDEX_MEDIA_TYPES",
-    "MANIFEST_MEDIA_TYPES",
-    "OCI_INDEX",
-    "OCI_MANIFEST",
-    "Credentials",
-    "ManifestInfo",
-    "RateLimit",
-    "RegistryClient",
-    "docker_hub_location",
-    "is_loopback",
-    "parse_www_authenticate",
-]

@@ -12,10 +12,20 @@ import os
 import random
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Literal
+from urllib.parse import urlsplit
 
 import certifi
+import requests
+
+from ci_images.catalog.refs import is_loopback_host as is_loopback
+from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError
+from ci_images.log import log, redact
 
 
 # Retries are a small explicit loop rather than urllib3's Retry (mounted on the adapter): Retry cannot bound the
@@ -98,9 +108,159 @@ def verify_bundle(host: str, ca_bundle: Path | None = None) -> str:
     return _bundles[key]
 
 
-__all__ = [
-    "DOCKER_CERTS_D",
-    "RetryPolicy",
-    "parse_retry_after",
-    "verify_bundle",
-]
+RequestKind = Literal["manifest", "blob", "upload", "tags", "ping", "token"]
+# (connect, read) seconds: a read timeout is between bytes, so a large layer upload does not trip it.
+TIMEOUT = (15.0, 300.0)
+
+
+class Transport:
+    """HTTP for one registry client: a session, TLS from the right CA bundle, no proxy for loopback, retries on
+    429/5xx/connection failures, and a count of every attempt by (method, kind) for reports and tests."""
+
+    def __init__(self, *, retry: RetryPolicy | None = None, ca_bundle: Path | None = None) -> None:
+        self.retry = retry or RetryPolicy()
+        self.ca_bundle = ca_bundle
+        self.session = requests.Session()
+        self.counters: Counter[tuple[str, RequestKind]] = Counter()
+
+    @property
+    def request_count(self) -> int:
+        return sum(self.counters.values())
+
+    def count(self, method: str | None = None, kind: RequestKind | None = None) -> int:
+        return sum(
+            n
+            for (m, k), n in self.counters.items()
+            if (method is None or m == method) and (kind is None or k == kind)
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        kind: RequestKind,
+        headers: Mapping[str, str],
+        body: bytes | Path | None,
+    ) -> requests.Response:
+        """One request with retries; the answer may be any status but 429/5xx (those are retried, then raised)."""
+        target = urlsplit(url).netloc
+        verify = verify_bundle(target, self.ca_bundle)
+        # Loopback traffic never goes through a proxy from the environment.
+        proxies = {"http": None, "https": None} if is_loopback(target) else None
+        what = f"{method} {redact_url(url)}"
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.counters[(method, kind)] += 1
+            try:
+                with _opened(body) as data:
+                    resp = self.session.request(
+                        method,
+                        url,
+                        headers=dict(headers),
+                        data=data,
+                        verify=verify,
+                        timeout=TIMEOUT,
+                        proxies=proxies,  # type: ignore[arg-type]  # None values disable env proxies
+                        allow_redirects=method in ("GET", "HEAD"),
+                    )
+            except requests.exceptions.SSLError as exc:
+                raise RegistryError(
+                    f"TLS verification failed for {target}: {redact(str(exc))}",
+                    fix=f"trust the registry's CA: /etc/docker/certs.d/{target}/ca.crt or SSL_CERT_FILE",
+                ) from exc
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                wait = self.retry.next_wait(attempt, time.monotonic() - started)
+                if wait is None:
+                    raise UpstreamUnreachableError(
+                        f"registry {target} cannot be reached ({what}, {attempt} attempts): {redact(str(exc))}",
+                        fix=f"check that {target} is the right host and that it is up and reachable from here",
+                    ) from exc
+                log.warning(
+                    f"{what}: {type(exc).__name__}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
+                )
+                time.sleep(wait)
+                continue
+            if resp.status_code != 429 and resp.status_code < 500:
+                return resp
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            wait = self.retry.next_wait(attempt, time.monotonic() - started, retry_after)
+            if wait is not None:
+                log.warning(
+                    f"{what}: {resp.status_code}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
+                )
+                resp.close()
+                time.sleep(wait)
+                continue
+            message = f"{what}: {resp.status_code} {redact(registry_message(resp))} (gave up after {attempt} attempts)"
+            if resp.status_code == 429:
+                raise RateLimitError(
+                    message, fix="wait for the quota window to pass, or authenticate to get a larger quota"
+                )
+            raise RegistryError(message, fix=f"{target} is failing; retry later")
+
+
+def registry_message(response: requests.Response) -> str:
+    """The registry's own error text (``{"errors": [{"code", "message", "detail"}]}``), else the body's start."""
+    try:
+        errors = response.json().get("errors") or []
+        parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors]
+        if parts:
+            return "; ".join(parts)
+    except (ValueError, AttributeError):
+        pass
+    return response.text[:200].strip()
+
+
+def redact_url(url: str) -> str:
+    # Upload locations carry signed state in the query and realms may carry user info: show neither.
+    parts = urlsplit(url)
+    return redact(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Docker Hub's pull quota from ``ratelimit-limit`` / ``ratelimit-remaining`` (``N;w=SECONDS``)."""
+
+    limit: int | None
+    remaining: int | None
+    window_s: int | None
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str]) -> RateLimit | None:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        if "ratelimit-limit" not in lowered and "ratelimit-remaining" not in lowered:
+            return None
+        limit, limit_window = _parse_quota(lowered.get("ratelimit-limit"))
+        remaining, remaining_window = _parse_quota(lowered.get("ratelimit-remaining"))
+        return cls(limit=limit, remaining=remaining, window_s=limit_window or remaining_window)
+
+
+def _parse_quota(value: str | None) -> tuple[int | None, int | None]:
+    if not value:
+        return None, None
+    count: int | None = None
+    window: int | None = None
+    first, *params = (part.strip() for part in value.split(";"))
+    if first.isdigit():
+        count = int(first)
+    for param in params:
+        key, _, val = param.partition("=")
+        if key.strip().lower() == "w" and val.strip().isdigit():
+            window = int(val.strip())
+    return count, window
+
+
+@contextmanager
+def _opened(body: bytes | Path | None) -> Iterator[bytes | IO[bytes] | None]:
+    # A file body is reopened for every attempt so a retry sends it from the start.
+    if isinstance(body, Path):
+        with body.open("rb") as fh:
+            yield fh
+    else:
+        yield body

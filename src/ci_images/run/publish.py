@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from ci_images.errors import RegistryError
 from ci_images.log import log
-from ci_images.plan.entries import RECIPE_LABEL, SOURCE_DIGEST_LABEL, Decision, Entry
+from ci_images.plan.decide import Decision
+from ci_images.plan.entries import Entry
+from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL
 from ci_images.registry import oci
 from ci_images.registry.pool import ClientPool
+from ci_images.registry.push import push_engine_image
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
@@ -47,7 +50,7 @@ class RegistryPublisher:
         for platform in entry.platforms:
             log.info(f"{entry.key}: uploading {platform} to {entry.target}")
             descriptors.append(
-                oci.push_engine_image(engine, client, entry.target.path, images[platform], platform=platform)
+                push_engine_image(engine, client, entry.target.path, images[platform], platform=platform)
             )
         annotations = {k: v for k, v in engine.image_labels(images[entry.platforms[0]]).items() if v}
         # What the next plan compares: also on mirrored images, whose labels are upstream's own.

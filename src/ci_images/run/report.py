@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ci_images.log import Logger, redact
-from ci_images.plan.entries import Decision
+from ci_images.plan.decide import Decision
 
-LOCK_VERSION = 1
 CHANGING_ACTIONS = frozenset({"built", "retagged"})
 
 
@@ -146,7 +145,7 @@ def markdown_summary(results: Sequence[Result], *, title: str, ratelimit_remaini
 
 
 def write_json(path: Path, results: Sequence[Result]) -> None:
-    _atomic_write(path, json.dumps([r.as_record() for r in results], indent=2) + "\n")
+    atomic_write(path, json.dumps([r.as_record() for r in results], indent=2) + "\n")
 
 
 def digests_output(results: Sequence[Result]) -> dict[str, str]:
@@ -166,35 +165,7 @@ def publish_github(
     logger.set_output("changed", "true" if any(r.action in CHANGING_ACTIONS for r in results) else "false")
 
 
-def update_lock(path: Path, results: Sequence[Result]) -> dict[str, Any]:
-    """Merge this run into the lock file: every target tag -> digest, source digest and platforms.
-
-    Tags this run did not touch (other images, filtered out with --images, or failed) keep their recorded values.
-    """
-    try:
-        current = json.loads(path.read_text(encoding="utf-8"))
-        images: dict[str, Any] = (
-            dict(current.get("images", {})) if current.get("version") == LOCK_VERSION else {}
-        )
-    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
-        images = {}
-    for r in results:
-        if not r.digest or r.action not in {"built", "skipped", "retagged"}:
-            continue
-        for tag in r.tags:
-            images[tag] = {
-                "digest": r.digest,
-                "pinned": f"{tag.rsplit(':', 1)[0]}@{r.digest}",
-                "source": r.source,
-                "source_digest": r.source_digest,
-                "platforms": list(r.platforms),
-            }
-    lock = {"version": LOCK_VERSION, "images": dict(sorted(images.items()))}
-    _atomic_write(path, json.dumps(lock, indent=2) + "\n")
-    return lock
-
-
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -1,0 +1,81 @@
+"""Decisions: compare what upstream and the target hold now with what an entry would produce: build, mirror, retag
+or skip, and why. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ci_images.plan.entries import Entry
+from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What the target's version tag holds now, and where every tag of the entry points."""
+
+    digest: str | None  # the version tag's digest; None when it does not exist
+    labels: Mapping[str, str] = field(hash=False, default_factory=dict)
+    tag_digests: Mapping[str, str | None] = field(hash=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    entry: Entry
+    action: str  # "build", "mirror", "retag", "skip"
+    reason: str
+    source_digest: str | None
+    recipe: str | None
+    current: TargetState
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            **self.entry.as_row(),
+            "action": self.action,
+            "reason": self.reason,
+            "source_digest": self.source_digest,
+            "recipe": self.recipe,
+            "current_digest": self.current.digest,
+        }
+
+
+def _short(digest: str | None) -> str:
+    if not digest:
+        return "none"
+    return digest.split(":", 1)[-1][:12]
+
+
+def decide(
+    entry: Entry, *, source_digest: str, recipe: str | None, current: TargetState, force: bool = False
+) -> Decision:
+    """Pure: what to do with ``entry`` given the upstream digest, the recipe hash and the target's state."""
+    work = "build" if entry.mode == "build" else "mirror"
+
+    def made(action: str, reason: str) -> Decision:
+        return Decision(entry, action, reason, source_digest, recipe, current)
+
+    if force:
+        return made(work, "forced (--force)")
+    if current.digest is None:
+        return made(work, f"new: {entry.target.with_tag(entry.tags[0])} does not exist")
+    old_source = current.labels.get(SOURCE_DIGEST_LABEL)
+    old_recipe = current.labels.get(RECIPE_LABEL)
+    if entry.mode == "mirror" and old_recipe is None:
+        # No ci-images labels: up to date only when the target holds upstream's very manifest (a byte copy).
+        if current.digest != source_digest:
+            return made(work, f"upstream changed: {_short(current.digest)} -> {_short(source_digest)}")
+    else:
+        # A build, or a mirror re-uploaded through the engine (its digest differs from upstream's, so the
+        # recipe and source-digest labels say what it was made from).
+        if old_recipe is None:
+            return made(work, "target was not built by ci-images (no recipe label)")
+        if old_source != source_digest:
+            return made(work, f"upstream changed: {_short(old_source)} -> {_short(source_digest)}")
+        if old_recipe != recipe:
+            return made(work, f"recipe changed: {_short(old_recipe)} -> {_short(recipe)}")
+    held = current.digest
+    stale = [t for t in entry.tags[1:] if current.tag_digests.get(t) != held]
+    if stale:
+        return made("retag", f"up to date; moving {', '.join(stale)}")
+    return made("skip", "up to date")

@@ -1,0 +1,51 @@
+"""What a run shares across its worker threads: the registry client pools, the engine (connected on first use),
+the upstream pull budget, and results computed once per run."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ci_images.registry.pool import ClientPool, RateBudget
+
+if TYPE_CHECKING:
+    from ci_images.engine.client import Engine
+
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    """Everything a run needs: the pools of registry clients, the engine, and run-wide settings."""
+
+    upstream: ClientPool
+    target: ClientPool | None
+    engine_factory: Callable[[], Engine]
+    env: Mapping[str, str]
+    root: Path
+    budget: RateBudget = field(default_factory=RateBudget)
+    _engine: Engine | None = None
+    _engine_lock: threading.Lock = field(default_factory=threading.Lock)
+    _memo: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    _memo_locks: dict[tuple[str, ...], threading.Lock] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = self.engine_factory()
+            return self._engine
+
+    def once(self, key: tuple[str, ...], compute: Callable[[], T]) -> T:
+        """``compute()`` once per run for ``key``, also when threads ask at the same time: variants of one version
+        share their upstream tag, and a second GET of its index would cost another Docker Hub pull."""
+        with self._engine_lock:
+            lock = self._memo_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._memo:
+                self._memo[key] = compute()
+            result: T = self._memo[key]
+            return result

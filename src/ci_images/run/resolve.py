@@ -1,0 +1,95 @@
+"""Resolve the plan against the registries: HEAD every upstream tag (free on Docker Hub) and read what the target
+holds, then decide per entry. Nothing is pulled, built or pushed here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from ci_images.errors import CiImagesError, RegistryError, UpstreamUnreachableError
+from ci_images.plan import recipe
+from ci_images.plan.decide import Decision, TargetState, decide
+from ci_images.plan.entries import Entry
+from ci_images.registry import oci
+from ci_images.run.context import Context
+
+
+def _upstream_digest(ctx: Context, entry: Entry) -> str:
+    client = ctx.upstream.get(entry.pull.api_host)
+    key = ("head", entry.pull.api_host, entry.pull.path, entry.version)
+    try:
+        info = ctx.once(key, lambda: client.head_manifest(entry.pull.path, entry.version))
+    except UpstreamUnreachableError as exc:
+        raise UpstreamUnreachableError(
+            f"cannot reach upstream {entry.pull.host} for {entry.pull_ref}: {exc.message}",
+            fix=(
+                "check the network, or point CI_IMAGES_UPSTREAM_MIRROR (or the catalog's upstream_mirror) at a "
+                "Docker Hub mirror you can reach, e.g. the lab's upstream printed by `invoke lab-up`"
+            ),
+        ) from exc
+    if info is None:
+        raise RegistryError(
+            f"upstream {entry.pull_ref} does not exist",
+            fix=f"check the version {entry.version!r} of {entry.image} in the catalog against the upstream's tags",
+        )
+    if info.ratelimit is not None:
+        ctx.budget.observe(info.ratelimit.remaining, info.ratelimit.limit)
+    return info.digest
+
+
+def _target_state(ctx: Context, entry: Entry) -> TargetState:
+    assert ctx.target is not None
+    client = ctx.target.get(entry.target.api_host)
+    held = oci.read_labels(client, entry.target.path, entry.tags[0])
+    if held is None:
+        return TargetState(digest=None)
+    digest, labels = held
+    tag_digests: dict[str, str | None] = {entry.tags[0]: digest}
+    for tag in entry.tags[1:]:
+        info = client.head_manifest(entry.target.path, tag)
+        tag_digests[tag] = info.digest if info else None
+    return TargetState(digest=digest, labels=labels, tag_digests=tag_digests)
+
+
+def entry_recipe(entry: Entry, source_digest: str) -> str:
+    if entry.mode == "build":
+        return recipe.recipe_hash(entry, source_digest)
+    return recipe.mirror_recipe(entry, source_digest)
+
+
+def resolve(
+    ctx: Context, entries: Sequence[Entry], *, check_target: bool, force: bool = False, jobs: int = 8
+) -> list[Decision]:
+    """HEAD every upstream tag (and the target's tags when publishing), in parallel, and decide per entry.
+
+    HEAD requests do not count against Docker Hub's pull limit, so this costs nothing when nothing changed.
+    """
+
+    def one(entry: Entry) -> Decision:
+        try:
+            return decide_one(entry)
+        except UpstreamUnreachableError:
+            raise  # the whole run needs upstream: stop early with the mirror hint
+        except CiImagesError as exc:
+            # e.g. a version upstream does not have: that entry fails, the others go on.
+            return Decision(entry, "error", exc.render(), None, None, TargetState(digest=None))
+
+    def decide_one(entry: Entry) -> Decision:
+        source_digest = _upstream_digest(ctx, entry)
+        entry_hash = entry_recipe(entry, source_digest)
+        if not check_target:
+            return Decision(
+                entry, entry.mode, "requested", source_digest, entry_hash, TargetState(digest=None)
+            )
+        return decide(
+            entry,
+            source_digest=source_digest,
+            recipe=entry_hash,
+            current=_target_state(ctx, entry),
+            force=force,
+        )
+
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(jobs, len(entries) or 1)), thread_name_prefix="resolve"
+    ) as pool:
+        return list(pool.map(one, entries))
