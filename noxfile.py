@@ -30,11 +30,12 @@ def _install(session: nox.Session, *groups: str) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) and mypy --strict over src, tests, noxfile.py and tasks.py."""
+    """ruff (lint and format check), mypy --strict, and the import contracts that keep the layers (import-linter)."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)
