@@ -1,7 +1,8 @@
 """One error family with distinct exit codes.
 
-Every message says what was wrong, where, and how to fix it; tasks.py and noxfile.py turn these into exit codes and
-show a traceback only with ``--debug``.
+Every message says what was wrong, where, and how to fix it. The exit code travels with the error: its class sets it
+(``exit_code``), and an error that stands for other errors (EntriesFailed, PlanError) carries theirs. Both doors
+(``ci_images.cli``) print the message, redacted, and exit with that code; a traceback only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ class CiImagesError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, fix: str | None = None) -> None:
+    def __init__(self, message: str, *, fix: str | None = None, exit_code: int | None = None) -> None:
         self.message = message
         self.fix = fix
+        if exit_code is not None:
+            self.exit_code = exit_code
         super().__init__(self.render())
 
     def render(self) -> str:
-        if self.fix:
+        """One line (what, where, and the fix) unless the message itself spans lines, like a build log's tail."""
+        if not self.fix:
+            return self.message
+        if "\n" in self.message:
             return f"{self.message}\n  fix: {self.fix}"
-        return self.message
+        return f"{self.message}; fix: {self.fix}"
 
 
 class UsageError(CiImagesError):
@@ -98,7 +104,14 @@ class PublishError(CiImagesError):
     exit_code = 8
 
 
+class EntriesFailed(PublishError):
+    """Entries of a run failed. When every entry failed with one exit code, that code is the run's (a registry that
+    kept answering 429 ends as 4, not as 8); otherwise 8: some entries failed, the others went through."""
+
+
 class SigningError(CiImagesError):
+    """Signing or verifying a signature failed."""
+
     exit_code = 9
 
 
@@ -124,6 +137,18 @@ class CommandError(CiImagesError):
 
 
 class PlanError(CiImagesError):
-    """An entry the plan could not resolve (its message is the original error, fix included)."""
+    """An entry the plan could not resolve; it carries the original error's text and exit code."""
 
     exit_code = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the run stops, cleans up, and exits 128 + the signal number (130, 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

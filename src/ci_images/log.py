@@ -145,7 +145,7 @@ class Logger:
             finally:
                 self._progress = None
 
-    def add_mask(self, value: str) -> None:
+    def add_mask(self, value: str | None) -> None:
         """Register a secret: every line this logger writes is redacted.
 
         No ``::add-mask::`` is printed: that would put the value itself into the output stream, and the runner
@@ -156,14 +156,14 @@ class Logger:
     def step_summary(self, markdown: str) -> None:
         """Append Markdown to GITHUB_STEP_SUMMARY (never overwrite)."""
         path = self.env.get("GITHUB_STEP_SUMMARY")
-        if path:
+        if path and self.github:
             with Path(path).open("a", encoding="utf-8") as fh:
                 fh.write(redact(markdown).rstrip("\n") + "\n")
 
     def set_output(self, name: str, value: str) -> None:
         """Append an output to GITHUB_OUTPUT, using the heredoc form so any value is safe."""
         path = self.env.get("GITHUB_OUTPUT")
-        if not path:
+        if not path or not self.github:
             return
         delimiter = f"ci_images_{os.urandom(8).hex()}"
         with Path(path).open("a", encoding="utf-8") as fh:

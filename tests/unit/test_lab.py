@@ -155,7 +155,7 @@ def test_cloned_store_shares_blobs_and_copies_the_rest(tmp_path: Path) -> None:
 
 
 def _front_door() -> Any:
-    pytest.importorskip("moto", reason="the kms stand-in's entrypoint needs moto (dependency group `lab`)")
+    # moto comes with the `lab` dependency group, which every test session installs: a missing moto fails here.
     spec = importlib.util.spec_from_file_location(
         "standin_local_kms", LAB_FILES / "local-kms" / "local-kms.py"
     )

@@ -35,6 +35,8 @@ RECORD_KEYS = {
     "platforms",
     "duration_s",
     "ratelimit_remaining",
+    "error",
+    "exit_code",
 }
 
 
@@ -108,7 +110,10 @@ def test_record_keys_and_values() -> None:
     assert record["duration_s"] == 12.345
     assert record["ratelimit_remaining"] == 97
     assert record["previous_digests"][f"{REPO}:latest"] == D3
+    assert record["error"] is None and record["exit_code"] is None
     json.dumps(record)  # serialisable as it is
+    failed = replace(result(action="failed"), error="boom; fix: retry", exit_code=4).as_record()
+    assert (failed["error"], failed["exit_code"]) == ("boom; fix: retry", 4)
 
 
 def test_previous_digest_is_the_version_tags_not_an_aliases() -> None:
@@ -235,9 +240,16 @@ def test_publish_github_appends_outputs_and_summary(tmp_path: Path) -> None:
 
 
 def test_outputs_outside_github_are_not_written(tmp_path: Path) -> None:
-    logger = Logger(stream=io.StringIO(), env={})
+    """GITHUB_OUTPUT and GITHUB_STEP_SUMMARY left in the environment outside a GitHub Actions run (a copied env,
+    `act`-like tools) are not written to: only GITHUB_ACTIONS=true turns the GitHub face on."""
+    output, summary = tmp_path / "github_output", tmp_path / "step_summary"
+    logger = Logger(
+        stream=io.StringIO(), env={"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
+    )
     publish_github([result()], logger, title="t", ratelimit_remaining=None)
-    assert list(tmp_path.iterdir()) == []
+    logger.set_output("x", "y")
+    logger.step_summary("# z")
+    assert not output.exists() and not summary.exists()
 
 
 def test_print_table_plain(make_entry: EntryFactory) -> None:
@@ -300,6 +312,8 @@ def test_a_registered_secret_never_reaches_any_output(tmp_path: Path, secrets: s
     for name, text in texts.items():
         assert secret not in text, f"the secret leaked into {name}"
     assert "***" in texts["stream"] and "***" in texts["json"] and "***" in texts["GITHUB_STEP_SUMMARY"]
+    # The JSON record carries the error text itself (redacted), not only the short reason.
+    assert leaked.as_record()["error"] == "401 with token ***"
 
 
 def test_short_values_are_not_registered_as_secrets(secrets: set[str]) -> None:

@@ -23,11 +23,12 @@ class TargetState:
 @dataclass(frozen=True)
 class Decision:
     entry: Entry
-    action: str  # "build", "mirror", "retag", "skip"
+    action: str  # "build", "mirror", "retag", "skip"; "error" when the entry could not be resolved
     reason: str
     source_digest: str | None
     recipe: str | None
     current: TargetState
+    error_code: int | None = None  # the exit code of the error that made it "error"
 
     def as_record(self) -> dict[str, Any]:
         return {

@@ -44,7 +44,11 @@ def execute(
                 if settings.fail_fast:
                     stop.set()
                 result = replace(
-                    base, action="failed", reason=exc.message.splitlines()[0][:300], error=exc.render()
+                    base,
+                    action="failed",
+                    reason=exc.message.splitlines()[0][:300],
+                    error=exc.render(),
+                    exit_code=exc.exit_code,
                 )
         return replace(
             result, duration_s=round(time.monotonic() - started, 2), ratelimit_remaining=ctx.budget.remaining
@@ -74,7 +78,7 @@ def _run_one(
 ) -> Result:
     entry = decision.entry
     if decision.action == "error":
-        raise PlanError(decision.reason)
+        raise PlanError(decision.reason, exit_code=decision.error_code)
     if decision.action == "skip":
         log.info(f"{entry.key}: up to date ({base.digest})")
         return replace(base, action="skipped")

@@ -31,7 +31,8 @@ class Result:
     ratelimit_remaining: int | None = None
     previous_digests: Mapping[str, str | None] = field(default_factory=dict)
     smoked: Sequence[str] = ()
-    error: str | None = None
+    error: str | None = None  # the whole error text, fix included, of a failed entry
+    exit_code: int | None = None  # that error's exit code
     source: str = ""
 
     @classmethod
@@ -83,6 +84,8 @@ class Result:
             "smoke_tested": list(self.smoked),
             "duration_s": self.duration_s,
             "ratelimit_remaining": self.ratelimit_remaining,
+            "error": redact(self.error) if self.error else None,
+            "exit_code": self.exit_code,
         }
 
 

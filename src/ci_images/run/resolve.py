@@ -72,7 +72,9 @@ def resolve(
             raise  # the whole run needs upstream: stop early with the mirror hint
         except CiImagesError as exc:
             # e.g. a version upstream does not have: that entry fails, the others go on.
-            return Decision(entry, "error", exc.render(), None, None, TargetState(digest=None))
+            return Decision(
+                entry, "error", exc.render(), None, None, TargetState(digest=None), error_code=exc.exit_code
+            )
 
     def decide_one(entry: Entry) -> Decision:
         source_digest = _upstream_digest(ctx, entry)
