@@ -20,11 +20,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from ci_images import app
-from ci_images.catalog.load import catalog_path, load_catalog
 from ci_images.engine.client import Engine
 from ci_images.lab import lab
+from ci_images.lab.cli import standins_for
+from ci_images.options import PUSH, Options, parse
 from ci_images.run.build import local_ref
-from ci_images.smoke import KINDS
 
 GOAL = 0.1
 
@@ -37,7 +37,7 @@ def writes(requests: list[tuple[str, str]]) -> int:
     return sum(1 for method, _ in requests if method in {"PUT", "POST", "PATCH"})
 
 
-def naive_loop(the_lab: Any, options: app.Options) -> None:
+def naive_loop(the_lab: Any, options: Options) -> None:
     """What the weekly workflow this replaces does: for every entry and platform, pull the source tag, build
     `FROM source:version`, and push under the target tag; no plan, no digests, no skipping."""
     engine = Engine.connect()
@@ -47,9 +47,9 @@ def naive_loop(the_lab: Any, options: app.Options) -> None:
         registry=the_lab.target.host,
         reauth=True,
     )
-    catalog = load_catalog(catalog_path(options.catalog, options.env), smoke_kinds=KINDS)
-    registry, _ = app.target_prefix(options, catalog, start_local=False)
-    for entry in app.entries_for(options, catalog, registry=registry):
+    catalog = app.load(options)
+    prefix = app.target(options, catalog, start_local=False).prefix
+    for entry in app.entries_for(options, catalog, prefix=prefix):
         assert entry.context is not None
         for platform in entry.platforms:
             engine.client.images.pull(str(entry.pull), tag=entry.version, platform=platform)
@@ -75,15 +75,14 @@ def main() -> int:
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
 
-    base_options = app.Options(catalog=args.catalog)
-    standins, platforms = app.lab_standins(base_options)
+    standins, platforms = standins_for(Path(args.catalog))
     workdir = Path(tempfile.mkdtemp(prefix="ci-images-bench-"))
     print(f"lab: starting in {workdir} ...", flush=True)
     the_lab = lab.lab_up(workdir, standins=standins, platforms=platforms)
     try:
         env = {**the_lab.env(), "CI": "true"}
-        options = app.Options(
-            catalog=args.catalog, env=env, lock_path=str(workdir / "images.lock.json"), jobs=2
+        options: Options = parse(
+            PUSH, {"catalog": args.catalog, "lock": str(workdir / "images.lock.json"), "jobs": "2"}, env
         )
         print("warm-up: first push publishes everything ...", flush=True)
         app.push_images(options)

@@ -1,5 +1,5 @@
-import sys
+"""``python -m ci_images COMMAND``: the door the nox sessions use; ``--help`` lists the commands."""
 
 from ci_images.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

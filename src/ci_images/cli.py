@@ -1,162 +1,290 @@
-"""``python -m ci_images``: the command line the nox sessions run (tasks.py calls ci_images.app directly)."""
+"""The two doors, both made from one table of commands (here) and one table of options (``ci_images.options``):
+
+- ``python -m ci_images COMMAND [--option ...]``, which the nox sessions run;
+- the invoke tasks (``invoke COMMAND``), which tasks.py builds with ``invoke_collection()``.
+
+Both go through ``run()``: secrets from the environment are registered for redaction first, the options are parsed
+and checked (exit 2 on bad input, with one line saying what and where), the command runs, and any error is printed
+once, redacted, and becomes its own exit code. Tracebacks only with ``--debug``, redacted too.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import inspect
+import os
+import re
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ci_images import app
-from ci_images.errors import CiImagesError
+from ci_images.errors import CiImagesError, Interrupted, UsageError
 from ci_images.log import log, redact
+from ci_images.options import OPTIONS, Option, Options, parse
+
+if TYPE_CHECKING:
+    from invoke.collection import Collection
+
+PROG = "python -m ci_images"
+# Values that must never reach any output, whichever command runs and however it fails.
+SECRET_VARIABLES = (
+    "CI_IMAGES_REGISTRY_PASSWORD",
+    "CI_IMAGES_UPSTREAM_PASSWORD",
+    "COSIGN_PASSWORD",
+    "GITHUB_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "ACTIONS_RUNTIME_TOKEN",
+)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog", help="catalog file (default: $CI_IMAGES_CATALOG or ./images.yaml)")
-    parser.add_argument(
-        "--images",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="only these images (glob; image/variant/version)",
-    )
-    parser.add_argument(
-        "--registry", help="target prefix, e.g. ghcr.io/OWNER/REPO, or 'local' for 127.0.0.1:5000"
-    )
-    parser.add_argument(
-        "--plain-http", action="store_true", help="talk plain HTTP to a loopback target registry"
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug lines")
+@dataclass(frozen=True)
+class Command:
+    name: str
+    run: Callable[[Any], object]
+    summary: str
+    table: tuple[Option, ...] = OPTIONS
+    settings: Callable[..., Any] = Options  # what parse() builds from the table's values
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        return tuple(option for option in self.table if self.name in option.commands)
 
 
-def _publishing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true", help="rebuild and push even when up to date")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="plan, build and smoke-test, but upload nothing"
-    )
-    parser.add_argument(
-        "--json", dest="json_path", metavar="PATH", help="write one JSON record per entry to PATH"
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="entries built in parallel (default 2)")
-    parser.add_argument(
-        "--fail-fast", action="store_true", help="stop starting entries after the first failure"
-    )
-    parser.add_argument(
-        "--lock", dest="lock_path", metavar="PATH", help="lock file (default: the catalog's lock_file)"
-    )
-    parser.add_argument(
-        "--ratelimit-min-remaining",
-        type=int,
-        metavar="N",
-        help="stop starting upstream pulls when fewer remain (default: catalog, else 10)",
-    )
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "list-images",
+        app.list_images,
+        "List every (image, variant, version) of the catalog: mode, source, target tags and platforms.",
+        aliases=("list",),
+    ),
+    Command(
+        "plan",
+        app.show_plan,
+        "Show what push-images would build, retag or skip, and why (HEAD requests upstream; changes nothing).",
+    ),
+    Command(
+        "build-images",
+        app.build_images,
+        "Build every entry for every platform; the host's build is tagged with the target tags.",
+        aliases=("build",),
+    ),
+    Command(
+        "test-images",
+        app.test_images,
+        "Smoke-test what build-images left in the engine, on every platform this host can run.",
+        aliases=("test",),
+    ),
+    Command(
+        "push-images",
+        app.push_images,
+        "Build, smoke-test and push what changed as multi-arch indexes; tags move only after full success.",
+        aliases=("push",),
+    ),
+    Command(
+        "ci",
+        app.ci,
+        "CI's job: build and smoke-test; --push also publishes, --matrix prints the plan as a job matrix, "
+        "--lock-only writes the lock file from the target.",
+    ),
+    Command("registry-down", app.registry_down, "Stop the embedded local registry; its data stays."),
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ci_images", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    listing = sub.add_parser("list", help="list every (image, variant, version)")
-    listing.add_argument("--json", action="store_true", dest="as_json")
-    planned = sub.add_parser("plan", help="show what a push would build or skip, and why; changes nothing")
-    planned.add_argument("--json", action="store_true", dest="as_json")
-    build = sub.add_parser("build", help="build every entry for every platform")
-    build.add_argument("--platform", action="append", default=[], dest="platforms")
-    sub.add_parser("test", help="smoke-test what `build` left in the engine")
-    push = sub.add_parser("push", help="build, smoke-test and push what changed")
-    ci = sub.add_parser(
-        "ci", help="the CI job: build and smoke-test; push with --push; --matrix prints a job matrix"
-    )
-    ci.add_argument("--push", action="store_true", help="also push (without it nothing leaves this machine)")
-    ci.add_argument("--matrix", action="store_true", help="print the plan as a GitHub Actions matrix (JSON)")
-    ci.add_argument(
-        "--lock-only",
-        action="store_true",
-        help="only write the lock file from what the target holds (no builds)",
-    )
-    for p in (listing, planned, build, sub.choices["test"], push, ci):
-        _common(p)
-    for p in (push, ci):
-        _publishing(p)
-    for p in (build, sub.choices["test"]):
-        p.add_argument(
-            "--json", dest="json_path", metavar="PATH", help="write one JSON record per entry to PATH"
-        )
-        p.add_argument("--jobs", type=int, default=2)
-        p.add_argument("--fail-fast", action="store_true")
-    return parser
-
-
-def options_from(args: argparse.Namespace) -> app.Options:
-    return app.Options(
-        catalog=args.catalog,
-        images=args.images,
-        registry=args.registry,
-        platforms=getattr(args, "platforms", []),
-        force=getattr(args, "force", False),
-        dry_run=getattr(args, "dry_run", False),
-        jobs=getattr(args, "jobs", 2),
-        fail_fast=getattr(args, "fail_fast", False),
-        json_path=getattr(args, "json_path", None),
-        lock_path=getattr(args, "lock_path", None),
-        plain_http=args.plain_http,
-        ratelimit_min_remaining=getattr(args, "ratelimit_min_remaining", None),
-    )
+# ---- the one guarded runner ---------------------------------------------------------------------------------------
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    raise Interrupted(signum)
 
 
-def stop_on_sigterm() -> None:
-    """CI cancels a job with SIGTERM: turn it into KeyboardInterrupt so containers are removed on the way out."""
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM (CI cancelling a job) unwind the run, so containers it started are removed on the way."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
 
 
-def run_guarded(action: Callable[[], object], *, debug: bool) -> int:
-    """Run ``action``; a CiImagesError becomes its message and exit code (traceback only with --debug)."""
-    stop_on_sigterm()
+def register_secrets(env: Mapping[str, str]) -> None:
+    for name in SECRET_VARIABLES:
+        log.add_mask(env.get(name))
+
+
+def _quiet_stdout() -> None:
+    """The reader of our standard output went away (``| head -1``): send the rest nowhere, say nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def run(command: Command, given: Mapping[str, object], env: Mapping[str, str] | None = None) -> int:
+    """Run ``command`` with the values a door parsed; returns the exit code. Nothing it prints carries a secret."""
+    env = os.environ if env is None else env
+    register_secrets(env)
+    debug = bool(given.get("debug"))
+    log.debug_enabled = debug
+    stop_on_signals()
     try:
-        action()
+        settings = parse(command.name, given, env, table=command.table, settings=command.settings)
+        command.run(settings)
+        sys.stdout.flush()
     except CiImagesError as exc:
         if debug:
             sys.stderr.write(redact(traceback.format_exc()))
         log.error(exc.render())
         return exc.exit_code
+    except Interrupted as exc:
+        log.error(
+            f"interrupted by signal {exc.signum}: stopped; tags that had not moved yet stay where they were"
+        )
+        return exc.exit_code
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error("interrupted: stopped; tags that had not moved yet stay where they were")
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except Exception as exc:  # noqa: BLE001  (a bug: still one redacted line; the traceback with --debug)
+        if debug:
+            sys.stderr.write(redact(traceback.format_exc()))
+        else:
+            log.error(
+                f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)"
+            )
+        return 1
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log.debug_enabled = args.debug
-    options = options_from(args)
+# ---- door 1: python -m ci_images ----------------------------------------------------------------------------------
 
-    def dispatch() -> object:
-        if args.command == "list":
-            return app.list_images(options, as_json=args.as_json)
-        if args.command == "plan":
-            return app.show_plan(options, as_json=args.as_json)
-        if args.command == "build":
-            return app.build_images(options)
-        if args.command == "test":
-            return app.test_images(options)
-        if args.command == "ci" and args.matrix:
-            result = app.matrix(options)
-            sys.stdout.write(json.dumps(result) + "\n")
-            log.set_output("matrix", json.dumps(result))
-            return result
-        if args.command == "ci" and args.lock_only:
-            return app.write_lock_only(options)
-        if args.command == "push" or (args.command == "ci" and args.push):
-            return app.push_images(options)
-        return app.build_images(options, smoke=True)
 
-    return run_guarded(dispatch, debug=args.debug)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(UsageError.exit_code)
+
+
+def build_parser(commands: Sequence[Command] = COMMANDS, prog: str = PROG) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for command in commands:
+        one = sub.add_parser(
+            command.name, aliases=command.aliases, help=command.summary, description=command.summary
+        )
+        one.set_defaults(command=command.name)
+        for option in command.options:
+            flag = f"--{option.name}"
+            if option.kind == "flag":
+                one.add_argument(flag, dest=option.attr, action="store_true", help=option.help_text)
+            elif option.kind == "list":
+                one.add_argument(
+                    flag,
+                    dest=option.attr,
+                    action="append",
+                    default=[],
+                    metavar=option.metavar,
+                    help=option.help_text,
+                )
+            elif option.kind == "optional":
+                one.add_argument(
+                    flag,
+                    dest=option.attr,
+                    nargs="?",
+                    const=True,
+                    metavar=option.metavar,
+                    help=option.help_text,
+                )
+            else:
+                one.add_argument(flag, dest=option.attr, metavar=option.metavar, help=option.help_text)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, commands: Sequence[Command] = COMMANDS, prog: str = PROG
+) -> int:
+    args = vars(build_parser(commands, prog).parse_args(argv))
+    by_name = {command.name: command for command in commands}
+    command = by_name[args.pop("command")]
+    return run(command, args)
+
+
+# ---- door 2: invoke -------------------------------------------------------------------------------------------------
+
+
+def _invoke_default(option: Option) -> object:
+    return {"flag": False, "list": [], "optional": None, "value": None}[option.kind]
+
+
+def invoke_task(command: Command) -> Any:
+    """An invoke Task for ``command`` whose arguments are the command's options, exactly as argparse has them."""
+    from invoke.exceptions import Exit
+    from invoke.tasks import Task
+
+    def body(c: object, **given: object) -> None:
+        code = run(command, given)
+        if code:
+            raise Exit(code=code)  # the message is printed already (redacted): Exit must not print it again
+
+    body.__doc__ = command.summary
+    parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [
+        inspect.Parameter(
+            option.attr, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=_invoke_default(option)
+        )
+        for option in command.options
+    ]
+    body.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return Task(
+        body,
+        name=command.name,
+        help={option.attr: option.help_text for option in command.options},
+        iterable=[option.attr for option in command.options if option.kind == "list"],
+        optional=[option.attr for option in command.options if option.kind == "optional"],
+        auto_shortflags=False,  # long options only, as on the other door
+    )
+
+
+def _plain_parse_error(text: str) -> str:
+    """invoke's parser messages in the words argparse uses on the other door."""
+    unknown = re.fullmatch(r"No idea what '(.+)' is!", text)
+    if unknown:
+        return f"unrecognized arguments: {unknown.group(1)}"
+    missing = re.fullmatch(r"Flag <Argument: (\S+?)(?: \(\S+\))?> needed value and was not given one!", text)
+    if missing:
+        return f"argument --{missing.group(1).replace('_', '-')}: expected one argument"
+    return text
+
+
+def _parse_errors_exit_2() -> None:
+    """invoke exits 1 on an unknown flag or a missing value; every other bad input exits 2. Make it 2 with one line."""
+    from invoke.exceptions import Exit, ParseError
+    from invoke.program import Program
+
+    if getattr(Program.parse_tasks, "_ci_images", False):
+        return
+    original = Program.parse_tasks
+
+    def parse_tasks(self: Any) -> None:
+        try:
+            original(self)
+        except ParseError as exc:
+            task = getattr(exc.context, "name", None) or "TASK"
+            raise Exit(f"error: {_plain_parse_error(str(exc))} (see `invoke --help {task}`)", code=2) from exc
+
+    parse_tasks._ci_images = True  # type: ignore[attr-defined]
+    Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
+
+
+def invoke_collection(commands: Sequence[Command] = COMMANDS) -> Collection:
+    from invoke.collection import Collection
+
+    _parse_errors_exit_2()
+    return Collection(*(invoke_task(command) for command in commands))

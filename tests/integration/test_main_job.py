@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +12,13 @@ import pytest
 from ci_images import app
 from ci_images.catalog.load import load_catalog
 from ci_images.engine.client import Engine
+from ci_images.engine.service import free_loopback_port
 from ci_images.loopback.local import stop_local_registry
+from ci_images.options import BUILD, parse
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.oci import platform_digests
 from ci_images.smoke import KINDS
+from tests.doors import clean_env, run_door
 
 pytestmark = pytest.mark.integration
 
@@ -25,28 +26,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(lab: Any, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, **lab.env(), "CI": "true", "XDG_CACHE_HOME": str(tmp_path / "cache"), **extra}
-    env["PYTHONPATH"] = str(REPO_ROOT / "src")
-    env.pop("GITHUB_ACTIONS", None)
-    return env
+    return clean_env(**lab.env(), CI="true", XDG_CACHE_HOME=str(tmp_path / "cache"), **extra)
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ci_images", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    return run_door("module", args, env, timeout=1800)
 
 
 def test_shipped_catalog_builds_and_passes_smoke_tests_on_amd64_and_arm64(lab: Any, tmp_path: Path) -> None:
     """invoke build-images then invoke test-images, on every (image, variant, version) of images.yaml."""
     env = {**lab.env(), "CI": "true"}
-    opts = app.Options(catalog=str(REPO_ROOT / "images.yaml"), env=env, jobs=2)
+    opts = parse(BUILD, {"catalog": str(REPO_ROOT / "images.yaml"), "jobs": "2"}, env)
     built = app.build_images(opts)
     assert {r.action for r in built} == {"built"}
     catalog = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
@@ -70,14 +60,16 @@ def test_shipped_catalog_builds_and_passes_smoke_tests_on_amd64_and_arm64(lab: A
 
 
 def test_main_job_pushes_to_the_embedded_local_registry(lab: Any, tmp_path: Path) -> None:
+    """On a port of its own: the README's main job may have left the default local registry running on 5000."""
     env = _env(lab, tmp_path)
+    port = free_loopback_port()
     try:
         result = _cli(
             [
                 "ci",
                 "--push",
                 "--registry",
-                "local",
+                f"local:{port}",
                 "--images",
                 "vault:2.0.0",
                 "--json",
@@ -88,15 +80,15 @@ def test_main_job_pushes_to_the_embedded_local_registry(lab: Any, tmp_path: Path
         assert result.returncode == 0, result.stderr[-3000:]
         records = json.loads((tmp_path / "r.json").read_text())
         assert [r["action"] for r in records] == ["built"]
-        assert records[0]["tags"][0].startswith("127.0.0.1:5000/")
-        client = RegistryClient("127.0.0.1:5000", plain_http=True)
+        assert records[0]["tags"][0].startswith(f"127.0.0.1:{port}/")
+        client = RegistryClient(f"127.0.0.1:{port}", plain_http=True)
         repo = records[0]["tags"][0].split("/", 1)[1].rsplit(":", 1)[0]
         assert set(platform_digests(client, repo, "2.0.0")) == {"linux/amd64", "linux/arm64"}
-        lock = tmp_path / "cache" / "ci-images" / "local-registry" / "images.lock.json"
+        lock = tmp_path / "cache" / "ci-images" / "local-registry" / str(port) / "images.lock.json"
         assert records[0]["tags"][0] in json.loads(lock.read_text())["images"]
         assert lab.target.password not in result.stdout + result.stderr
     finally:
-        stop_local_registry(tmp_path / "cache" / "ci-images")
+        stop_local_registry(tmp_path / "cache" / "ci-images", port)
 
 
 def test_main_job_without_a_reachable_upstream_stops_early_and_says_how_to_fix_it(
@@ -114,17 +106,23 @@ def test_main_job_without_a_reachable_upstream_stops_early_and_says_how_to_fix_i
 
 
 def test_plan_and_matrix_only_read(lab: Any, tmp_path: Path) -> None:
-    env = _env(lab, tmp_path)
+    """A target path nothing was pushed to: every entry plans as a build, and the matrix holds exactly those."""
+    env = _env(lab, tmp_path, CI_IMAGES_REGISTRY=f"{lab.target.host}/fresh-{tmp_path.name[-8:].lower()}")
     target_before = len(lab.target.requests())
     upstream_before = len(lab.upstream.requests())
-    plan = _cli(["plan", "--json", "--images", "local-kms"], env)
+    plan = _cli(["plan", "--json"], env)
     assert plan.returncode == 0, plan.stderr[-2000:]
     records = json.loads(plan.stdout)
-    assert {r["action"] for r in records} <= {"build", "skip", "retag"}
+    shipped = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
+    assert len(records) == sum(len(s.versions) * len(s.variants) for s in shipped.images)
+    assert {r["action"] for r in records} == {"build"}
     matrix = _cli(["ci", "--matrix"], env)
     assert matrix.returncode == 0, matrix.stderr[-2000:]
     include = json.loads(matrix.stdout)["include"]
-    assert all(set(job) == {"image", "entries"} for job in include)
+    expected: dict[str, list[str]] = {}
+    for r in records:
+        expected.setdefault(r["image"], []).append(f"{r['image']}/{r['variant']}/{r['version']}")
+    assert include == [{"image": image, "entries": keys} for image, keys in expected.items()]
     writes = [m for m, _ in lab.target.requests()[target_before:] if m in {"PUT", "POST", "PATCH", "DELETE"}]
     assert writes == []
     gets = [u for m, u in lab.upstream.requests()[upstream_before:] if m == "GET" and "/manifests/" in u]

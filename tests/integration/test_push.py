@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from ci_images import app
-from ci_images.errors import PublishError, RateLimitError
+from ci_images.errors import EntriesFailed, PublishError
+from ci_images.options import BUILD, PUSH, Options, parse
 from ci_images.registry import oci
 from ci_images.registry.client import Credentials, RegistryClient
 from ci_images.registry.push import push_engine_image
 from ci_images.run.report import Result
+from tests.doors import clean_env, run_door
 
 from .proxy import throttling_proxy
 
@@ -53,12 +55,15 @@ images:
     return catalog
 
 
-def options(catalog: Path, lab: Any, **kwargs: Any) -> app.Options:
+def options(catalog: Path, lab: Any, command: str = PUSH, **given: Any) -> Options:
+    """Options as the doors make them (the same parsing and checks), for the lab; ``given`` as typed, '-' as '_'."""
     env = {**lab.env(), "CI": "true"}
     env.pop("CI_IMAGES_REGISTRY", None)  # the catalog names the target
-    return app.Options(
-        catalog=str(catalog), env=env, lock_path=str(catalog.parent / "images.lock.json"), **kwargs
-    )
+    defaults = {"catalog": str(catalog)}
+    if command == PUSH:
+        defaults["lock"] = str(catalog.parent / "images.lock.json")
+    parsed: Options = parse(command, {**defaults, **given}, env)
+    return parsed
 
 
 def target_client(lab: Any) -> RegistryClient:
@@ -76,7 +81,7 @@ def counts(requests: list[tuple[str, str]]) -> dict[str, int]:
 def published(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Result]]:
     root = tmp_path_factory.mktemp("push")
     catalog = write_catalog(root, lab)
-    results = app.push_images(options(catalog, lab, json_path=str(root / "report.json")))
+    results = app.push_images(options(catalog, lab, json=str(root / "report.json")))
     return catalog, results
 
 
@@ -142,9 +147,7 @@ def test_lock_only_records_every_tag_without_building(
 ) -> None:
     catalog, first = published
     upstream_before, target_before = len(lab.upstream.requests()), len(lab.target.requests())
-    opts = options(catalog, lab)
-    opts.lock_path = str(tmp_path / "lock.json")
-    lock_path = app.write_lock_only(opts)
+    lock_path = app.write_lock_only(options(catalog, lab, lock=str(tmp_path / "lock.json")))
     lock = json.loads(lock_path.read_text())["images"]
     assert {ref: lock[ref]["digest"] for r in first for ref in r.tags} == {
         ref: r.digest for r in first for ref in r.tags
@@ -155,18 +158,21 @@ def test_lock_only_records_every_tag_without_building(
 
 def test_changed_dockerfile_rebuilds_only_that_image(lab: Any, tmp_path: Path) -> None:
     catalog = write_catalog(tmp_path, lab)
-    first = app.push_images(options(catalog, lab, images=["vault"]))
-    assert [r.action for r in first] in (["built"], ["skipped"])
+    # Whatever other tests left on the target, after this push it holds exactly this catalog's images.
+    first = {r.key: r for r in app.push_images(options(catalog, lab))}
+    again = app.push_images(options(catalog, lab))
+    assert {r.action for r in again} == {"skipped"}
     dockerfile = tmp_path / "images" / "vault" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text() + "\nLABEL org.example.touched=yes\n")
     results = {r.key: r for r in app.push_images(options(catalog, lab))}
     assert results["vault/plain/2.0.0"].action == "built"
-    assert (
-        "recipe changed" in results["vault/plain/2.0.0"].reason
-        or "new" in results["vault/plain/2.0.0"].reason
-    )
-    assert results["vault/plain/2.0.0"].previous_digest == first[0].digest
-    assert results["local-kms/plain/3.11.7"].action in {"skipped", "built"}
+    assert "recipe changed" in results["vault/plain/2.0.0"].reason
+    assert results["vault/plain/2.0.0"].previous_digest == first["vault/plain/2.0.0"].digest
+    assert results["vault/plain/2.0.0"].digest != first["vault/plain/2.0.0"].digest
+    assert {k: r.action for k, r in results.items() if k != "vault/plain/2.0.0"} == {
+        "local-kms/plain/3.11.7": "skipped",
+        "local-kms/seeded/3.11.7": "skipped",
+    }
 
 
 def test_smoke_failure_keeps_previous_tags_and_others_publish(
@@ -194,10 +200,8 @@ def test_smoke_failure_keeps_previous_tags_and_others_publish(
     vault_dockerfile = tmp_path / "images" / "vault" / "Dockerfile"
     vault_dockerfile.write_text(vault_dockerfile.read_text() + "\nLABEL org.example.round=2\n")
     with pytest.raises(PublishError) as raised:
-        app.push_images(
-            options(catalog, lab, images=["broken-kms", "vault"], json_path=str(tmp_path / "r.json"))
-        )
-    assert raised.value.exit_code != 0
+        app.push_images(options(catalog, lab, images=["broken-kms", "vault"], json=str(tmp_path / "r.json")))
+    assert raised.value.exit_code == 8  # one entry failed, the other was published
     report = {
         f"{r['image']}/{r['variant']}/{r['version']}": r
         for r in json.loads((tmp_path / "r.json").read_text())
@@ -228,11 +232,6 @@ def test_target_answering_429_is_retried(lab: Any, tmp_path: Path) -> None:
         opts = options(
             catalog, lab, images=["vault"], force=True, plain_http=True, registry=f"{proxy}/{PREFIX_PATH}"
         )
-        opts.env = {
-            **opts.env,
-            "CI_IMAGES_REGISTRY_USER": lab.target.username,
-            "CI_IMAGES_REGISTRY_PASSWORD": lab.target.password,
-        }
         results = app.push_images(opts)
     assert [r.action for r in results] == ["built"]
     assert sum(1 for _, _, status in seen if status == 429) == 3
@@ -307,10 +306,9 @@ def test_low_upstream_pull_quota_stops_before_any_pull(lab: Any, tmp_path: Path)
         shutil.copy(lab.ca.cert_path, certs_d / "ca.crt")
         try:
             catalog = write_catalog(tmp_path, lab)
-            opts = options(catalog, lab, force=True, json_path=str(tmp_path / "r.json"))
-            opts.env = {**opts.env, "CI_IMAGES_UPSTREAM_MIRROR": mirror}
+            opts = options(catalog, lab, force=True, json=str(tmp_path / "r.json"), upstream_mirror=mirror)
             target_before = len(lab.target.requests())
-            with pytest.raises(RateLimitError) as raised:
+            with pytest.raises(EntriesFailed) as raised:
                 app.push_images(opts)
         finally:
             shutil.rmtree(certs_d, ignore_errors=True)
@@ -332,7 +330,7 @@ def test_a_version_upstream_lacks_fails_alone(lab: Any, tmp_path: Path) -> None:
     catalog = write_catalog(tmp_path, lab, extra_images=extra)
     with pytest.raises(PublishError):
         app.push_images(
-            options(catalog, lab, images=["vault-missing", "vault"], json_path=str(tmp_path / "r.json"))
+            options(catalog, lab, images=["vault-missing", "vault"], json=str(tmp_path / "r.json"))
         )
     records = {r["image"]: r for r in json.loads((tmp_path / "r.json").read_text())}
     assert records["vault-missing"]["action"] == "failed"
@@ -344,9 +342,42 @@ def test_variants_of_one_version_share_one_upstream_head_and_index_get(lab: Any,
     """plain and seeded local-kms 3.11.7 come from one upstream tag: it costs one HEAD and one index GET."""
     catalog = write_catalog(tmp_path, lab)
     before = len(lab.upstream.requests())
-    built = app.build_images(options(catalog, lab, images=["local-kms"]))
+    built = app.build_images(options(catalog, lab, BUILD, images=["local-kms"]))
     assert [r.key for r in built] == ["local-kms/plain/3.11.7", "local-kms/seeded/3.11.7"]
     index = built[0].source_digest
     seen = lab.upstream.requests()[before:]
     assert [m for m, u in seen if u.endswith("/nsmithuk/local-kms/manifests/3.11.7")] == ["HEAD"]
     assert [m for m, u in seen if u.endswith(f"/nsmithuk/local-kms/manifests/{index}")] == ["GET"]
+
+
+@pytest.mark.parametrize("door", ["module", "invoke"])
+def test_a_target_that_keeps_answering_429_ends_with_exit_4_on_both_doors(
+    lab: Any, tmp_path: Path, door: str
+) -> None:
+    """Retries are spent (Retry-After honoured), then the run stops with the rate-limit code, not 8 or 3."""
+    catalog = write_catalog(tmp_path, lab)
+    with throttling_proxy(lab.target.host, str(lab.ca_bundle), throttle=lambda method, path: True) as (
+        proxy,
+        seen,
+    ):
+        argv = [
+            "push-images",
+            "--catalog",
+            str(catalog),
+            "--images",
+            "vault",
+            "--registry",
+            f"{proxy}/{PREFIX_PATH}",
+            "--plain-http",
+            "--lock",
+            str(tmp_path / "lock.json"),
+        ]
+        done = run_door(door, argv, clean_env(**lab.env(), CI="true"), timeout=600)
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "429" in done.stderr and "gave up after" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert lab.target.password not in done.stdout + done.stderr
+    assert len([s for _, _, s in seen if s == 429]) >= 5  # every attempt of the retry policy was made
+    assert not [
+        m for m, _, _ in seen if m in {"PUT", "POST", "PATCH"}
+    ]  # stopped at the plan: nothing written

@@ -1,4 +1,4 @@
-"""Settings resolution of the front doors: target registry, mirror scheme, lock file location."""
+"""Settings resolution of the commands: option, then environment, then catalog; local registry; lock file location."""
 
 from __future__ import annotations
 
@@ -9,48 +9,54 @@ import pytest
 from ci_images import app
 from ci_images.catalog.load import load_catalog
 from ci_images.errors import UsageError
+from ci_images.options import PUSH, parse
 from ci_images.smoke import KINDS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CATALOG = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
 
 
 def test_plain_http_mirror_only_for_loopback() -> None:
-    assert app._plain_http_mirror({"CI_IMAGES_UPSTREAM_MIRROR": "http://127.0.0.1:5001"}) == "127.0.0.1:5001"
-    assert app._plain_http_mirror({"CI_IMAGES_UPSTREAM_MIRROR": "https://127.0.0.1:5001"}) is None
-    assert app._plain_http_mirror({"CI_IMAGES_UPSTREAM_MIRROR": "mirror.example.com"}) is None
-    with pytest.raises(UsageError) as raised:
-        app._plain_http_mirror({"CI_IMAGES_UPSTREAM_MIRROR": "http://mirror.example.com"})
+    plain = parse(PUSH, {}, {"CI_IMAGES_UPSTREAM_MIRROR": "http://127.0.0.1:5001"})
+    assert app.upstream_mirror(plain, CATALOG) == ("127.0.0.1:5001", True)
+    tls = parse(PUSH, {"upstream_mirror": "https://127.0.0.1:5001"}, {})
+    assert app.upstream_mirror(tls, CATALOG) == ("127.0.0.1:5001", False)
+    assert app.upstream_mirror(parse(PUSH, {}, {}), CATALOG) == (None, False)
+    with pytest.raises(UsageError, match="plain HTTP is only allowed for loopback") as raised:
+        parse(PUSH, {}, {"CI_IMAGES_UPSTREAM_MIRROR": "http://mirror.example.com"})
     assert raised.value.exit_code == 2
+    assert "CI_IMAGES_UPSTREAM_MIRROR" in raised.value.message  # names where the bad value came from
 
 
-def test_target_prefix_precedence_and_local() -> None:
-    catalog = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
+def test_target_precedence_option_then_environment_then_catalog() -> None:
     env = {"CI_IMAGES_REGISTRY": "registry.example.com/team"}
-    assert app.target_prefix(app.Options(env={}), catalog, start_local=False) == (
-        "ghcr.io/getsops/ci-container-images",
-        False,
+    assert app.target(parse(PUSH, {}, {}), CATALOG, start_local=False) == app.Target(
+        "ghcr.io/getsops/ci-container-images", plain_http=False
     )
-    assert (
-        app.target_prefix(app.Options(env=env), catalog, start_local=False)[0] == "registry.example.com/team"
-    )
-    opts = app.Options(registry="other.example.com/x", env=env)
-    assert app.target_prefix(opts, catalog, start_local=False)[0] == "other.example.com/x"
-    local = app.Options(registry="local", env=env)
-    assert app.target_prefix(local, catalog, start_local=False) == (
-        "127.0.0.1:5000/getsops/ci-container-images",
-        True,
-    )
-    with pytest.raises(UsageError):
-        app.target_prefix(
-            app.Options(registry="ghcr.io/x", plain_http=True, env={}), catalog, start_local=False
-        )
+    assert app.target(parse(PUSH, {}, env), CATALOG, start_local=False).prefix == "registry.example.com/team"
+    chosen = parse(PUSH, {"registry": "other.example.com/x"}, env)
+    assert app.target(chosen, CATALOG, start_local=False).prefix == "other.example.com/x"
+    with pytest.raises(UsageError, match="plain HTTP is only allowed for loopback"):
+        app.target(parse(PUSH, {"registry": "ghcr.io/x", "plain_http": True}, {}), CATALOG, start_local=False)
+
+
+def test_local_registry_keeps_the_catalogs_path_and_takes_a_port() -> None:
+    local = app.target(parse(PUSH, {"registry": "local"}, {}), CATALOG, start_local=False)
+    assert local == app.Target("127.0.0.1:5000/getsops/ci-container-images", plain_http=True, local_port=5000)
+    other = app.target(parse(PUSH, {"registry": "local:5057"}, {}), CATALOG, start_local=False)
+    assert other.prefix == "127.0.0.1:5057/getsops/ci-container-images"
+    assert other.local_port == 5057
+    with pytest.raises(UsageError, match="whole number"):
+        parse(PUSH, {"registry": "local:x"}, {})
 
 
 def test_local_pushes_keep_their_lock_file_out_of_the_repository(tmp_path: Path) -> None:
-    catalog = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
     env = {"XDG_CACHE_HOME": str(tmp_path)}
-    assert app.lock_file(app.Options(env=env), catalog) == REPO_ROOT / "images.lock.json"
-    assert app.lock_file(app.Options(registry="local", env=env), catalog) == (
-        tmp_path / "ci-images" / "local-registry" / "images.lock.json"
+    assert app.lock_file(parse(PUSH, {}, env), CATALOG) == REPO_ROOT / "images.lock.json"
+    assert app.lock_file(parse(PUSH, {"registry": "local"}, env), CATALOG) == (
+        tmp_path / "ci-images" / "local-registry" / "5000" / "images.lock.json"
     )
-    assert app.lock_file(app.Options(lock_path="x.json", env=env), catalog) == Path("x.json")
+    assert app.lock_file(parse(PUSH, {"registry": "local:5057"}, env), CATALOG) == (
+        tmp_path / "ci-images" / "local-registry" / "5057" / "images.lock.json"
+    )
+    assert app.lock_file(parse(PUSH, {"lock": "x.json"}, env), CATALOG) == Path("x.json")

@@ -496,7 +496,8 @@ def test_bad_catalog_reports_file_line_column_and_fix(case: Bad, catalog_files: 
     assert error.fix is not None and case.fix in error.fix, error.render()
     where = f"{path}:{case.line}:{case.column}: " if case.line is not None else f"{path}: "
     assert error.render().startswith(where)
-    assert "\n  fix: " in error.render()
+    assert "; fix: " in error.render()
+    assert "\n" not in error.render()  # one line: what, where, and how to fix it
 
 
 def test_first_error_in_file_order_is_reported(catalog_files: CatalogFiles) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from ci_images import cli
+from tests.doors import clean_env, run_door
 from tests.unit.conftest import CatalogFiles
 
 MAIN = Path(__file__).resolve().parents[2]
@@ -27,27 +27,9 @@ images:
 """
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without anything that changes the tool's behaviour (GitHub Actions, CI_IMAGES_*)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CI_IMAGES_", "GITHUB_")) and k not in {"CI", "PYTHONPATH"}
-    }
-    env["PYTHONPATH"] = str(MAIN / "src")
-    return env | extra
-
-
 def run(argv: Sequence[str], **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *argv],
-        cwd=MAIN,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    kind = "invoke" if argv[:2] == ["-m", "invoke"] else "module"
+    return run_door(kind, argv[2:], clean_env(**env))
 
 
 def assert_catalog_error(proc: subprocess.CompletedProcess[str], path: Path) -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from ci_images import app
 from ci_images.catalog.load import load_catalog
-from ci_images.errors import RateLimitError
+from ci_images.errors import EntriesFailed, RateLimitError
+from ci_images.options import PUSH, parse
 from ci_images.plan.decide import Decision, TargetState
 from ci_images.plan.entries import expand
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool, RateBudget
 from ci_images.run.context import Context
 from ci_images.run.execute import execute
+from ci_images.run.report import Result
 from ci_images.run.settings import RunSettings
 from ci_images.smoke import KINDS
 
@@ -82,3 +86,33 @@ def test_rate_budget_spends_and_refuses() -> None:
         budget.spend(1, what="next entry")
     assert raised.value.exit_code == 4
     assert "next entry not started" in raised.value.message
+
+
+def _results(*outcomes: tuple[str, int | None]) -> list[Result]:
+    base = Result.from_decision(_decisions("build")[0])
+    return [
+        replace(base, version=f"1.{i}.0", action=action, exit_code=code)
+        for i, (action, code) in enumerate(outcomes)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        ((("failed", 4), ("failed", 4)), 4),  # every entry hit the rate limit: the rate-limit code
+        ((("failed", 3),), 3),
+        ((("failed", 4), ("failed", None)), 4),  # the second was not started (--fail-fast)
+        ((("failed", 4), ("built", None)), 8),  # one went through: "some entries failed"
+        ((("failed", 4), ("failed", 7)), 8),  # different causes
+    ],
+)
+def test_the_exit_code_comes_from_the_errors_not_their_text(
+    outcomes: tuple[tuple[str, int | None], ...], expected: int
+) -> None:
+    with pytest.raises(EntriesFailed) as raised:
+        app.finish(_results(*outcomes), _context(), parse(PUSH, {}, {}), title="t")
+    assert raised.value.exit_code == expected
+
+
+def test_a_run_without_failures_raises_nothing() -> None:
+    app.finish(_results(("built", None), ("skipped", None)), _context(), parse(PUSH, {}, {}), title="t")

@@ -14,6 +14,7 @@ from typing import Any
 
 from ci_images.catalog import tags as tag_rules
 from ci_images.catalog.model import Catalog, ImageSpec, Variant
+from ci_images.catalog.platforms import platform_problem
 from ci_images.catalog.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
 from ci_images.catalog.schema import located_error, validate_schema
 from ci_images.catalog.yamlmarks import Marked, load_marked
@@ -23,8 +24,6 @@ CATALOG_ENV = "CI_IMAGES_CATALOG"
 DEFAULT_CATALOG = "images.yaml"
 DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64", "linux/arm64")
 DEFAULT_VARIANT = "plain"
-KNOWN_OS = frozenset({"linux"})
-KNOWN_ARCHES = frozenset({"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"})
 _ARG_BASE_RE = re.compile(r"^\s*ARG\s+BASE_IMAGE(?:=\S*)?\s*$", re.IGNORECASE)
 # FROM [--platform=...] IMAGE [AS NAME]: flags come before the image.
 _FROM_RE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE)
@@ -60,16 +59,13 @@ def load_catalog(path: str | os.PathLike[str], *, smoke_kinds: Collection[str]) 
 
 
 def _check_platform(marked: Marked, name: str, path: Sequence[str | int], value: str) -> str:
-    parts = value.split("/")
-    ok = len(parts) in (2, 3) and parts[0] in KNOWN_OS and parts[1] in KNOWN_ARCHES
-    if ok and len(parts) == 3:
-        ok = bool(re.fullmatch(r"v[0-9]+", parts[2]))
-    if not ok:
+    problem = platform_problem(value)
+    if problem:
         raise located_error(
             marked,
             name,
             path,
-            f"bad platform {value!r}",
+            f"bad platform {value!r}: {problem}",
             "write OS/ARCH[/VARIANT], e.g. linux/amd64, linux/arm64 or linux/arm/v7",
         )
     return value

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ci_images.errors import LabError
+from ci_images.errors import RegistryError
 
 LOOPBACK = "127.0.0.1"
 
@@ -73,7 +73,7 @@ class CertificateAuthority:
         """A server certificate for localhost and 127.0.0.1; returns (cert, key) paths."""
         ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-            raise LabError(
+            raise RegistryError(
                 f"{self.key_path} is not the lab CA's key", fix="recreate the lab (lab-down, lab-up)"
             )
         ca_cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())

@@ -1,7 +1,8 @@
-"""The embedded ``local`` registry on 127.0.0.1:5000: plain HTTP, data in the cache folder, kept running between runs.
+"""The embedded ``local`` registry on 127.0.0.1 (port 5000 unless ``local:PORT``): plain HTTP, data in the cache
+folder, kept running between runs so a later push finds what an earlier one left.
 
-Debian's ``docker-registry`` when installed, else a ``registry:2`` container on the engine. Its state file lets a
-later process (``invoke registry-down``) find and stop it.
+Debian's ``docker-registry`` when installed, else a ``registry:2`` container on the engine. A state file per port lets
+a later process (``invoke registry-down``) find and stop it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from ci_images.errors import LabError
+from ci_images.errors import RegistryError
 from ci_images.log import log
 from ci_images.loopback.server import (
     LOOPBACK,
@@ -28,11 +29,16 @@ LOCAL_REGISTRY_PORT = 5000
 LOCAL_CONTAINER_NAME = "ci-images-local-registry"
 
 
-def ensure_local_registry(cache_dir: Path) -> RegistryServer:
-    """The ``local`` registry on 127.0.0.1:5000 (plain HTTP, data in ``cache_dir``); reused when already running."""
-    home = cache_dir / "local-registry"
+def local_home(cache_dir: Path, port: int) -> Path:
+    """Where the local registry on ``port`` keeps its data, state file and log."""
+    return cache_dir / "local-registry" / str(port)
+
+
+def ensure_local_registry(cache_dir: Path, port: int = LOCAL_REGISTRY_PORT) -> RegistryServer:
+    """The ``local`` registry on 127.0.0.1:``port`` (plain HTTP); reused when it is already running."""
+    home = local_home(cache_dir, port)
     state = home / "registry.json"
-    host = f"{LOOPBACK}:{LOCAL_REGISTRY_PORT}"
+    host = f"{LOOPBACK}:{port}"
     if state.exists():
         server = RegistryServer.from_json(json.loads(state.read_text(encoding="utf-8")))
         if server.alive() and _answers(f"http://{host}/v2/"):
@@ -41,57 +47,59 @@ def ensure_local_registry(cache_dir: Path) -> RegistryServer:
         server.stop()
         state.unlink()
     if _answers(f"http://{host}/v2/"):
-        raise LabError(
+        raise RegistryError(
             f"something not started by ci-images already answers on {host}",
-            fix="stop it, or push to it directly by naming that registry instead of `local`",
+            fix=f"stop it, use another port (--registry local:PORT), or push to it by naming {host}/PATH",
         )
+    home.mkdir(parents=True, exist_ok=True)
     if shutil.which("docker-registry") is not None:
-        server = start_registry(home, port=LOCAL_REGISTRY_PORT)
+        server = start_registry(home, port=port)
     else:
-        server = _start_registry_container(home, host)
-    (home / "registry.pid").write_text(f"{server.pid}\n", encoding="utf-8")
+        server = _start_registry_container(home, host, port)
     state.write_text(json.dumps(server.to_json(), indent=2) + "\n", encoding="utf-8")
-    log.info(f"local registry running on {host} (data in {server.data_dir})")
+    log.info(
+        f"local registry running on {host} (data in {server.data_dir}; stop it with `invoke registry-down`)"
+    )
     return server
 
 
-def stop_local_registry(cache_dir: Path) -> bool:
+def stop_local_registry(cache_dir: Path, port: int = LOCAL_REGISTRY_PORT) -> bool:
     """Stop the ``local`` registry started by ensure_local_registry; False when none was running."""
-    home = cache_dir / "local-registry"
-    state = home / "registry.json"
+    state = local_home(cache_dir, port) / "registry.json"
     if not state.exists():
         return False
     server = RegistryServer.from_json(json.loads(state.read_text(encoding="utf-8")))
     was_alive = server.alive()
     server.stop()
     state.unlink()
-    (home / "registry.pid").unlink(missing_ok=True)
     return was_alive
 
 
 def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code in (200, 401)
-    except requests.RequestException:
-        return False
+    with requests.Session() as session:
+        session.trust_env = False  # loopback: never through a proxy from the environment
+        try:
+            return session.get(url, timeout=2).status_code in (200, 401)
+        except requests.RequestException:
+            return False
 
 
-def _start_registry_container(home: Path, host: str) -> RegistryServer:
+def _start_registry_container(home: Path, host: str, port: int) -> RegistryServer:
     from ci_images.engine.client import Engine  # only without Debian's docker-registry
 
     data_dir = home / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     container = Engine.connect().start_detached(
         "registry:2",
-        name=LOCAL_CONTAINER_NAME,
+        name=f"{LOCAL_CONTAINER_NAME}-{port}",
         env={
             "REGISTRY_STORAGE_DELETE_ENABLED": "true",
             "REGISTRY_HTTP_ADDR": f"0.0.0.0:{LOCAL_REGISTRY_PORT}",
         },
         container_port=LOCAL_REGISTRY_PORT,
-        host_port=LOCAL_REGISTRY_PORT,
+        host_port=port,
         volumes={str(data_dir): "/var/lib/registry"},
-        port_env=lambda port: {"REGISTRY_HTTP_ADDR": f"{LOOPBACK}:{port}"},  # host network: loopback only
+        port_env=lambda bound: {"REGISTRY_HTTP_ADDR": f"{LOOPBACK}:{bound}"},  # host network: loopback only
     )
     server = RegistryServer(
         host=host,
@@ -111,7 +119,9 @@ def _start_registry_container(home: Path, host: str) -> RegistryServer:
         time.sleep(0.2)
     logs = container_logs(container)[-3000:]
     remove_container(container)
-    raise LabError(f"registry:2 container did not answer on {host}; logs:\n{logs}", fix="check `docker logs`")
+    raise RegistryError(
+        f"registry:2 container did not answer on {host}; logs:\n{logs}", fix="check `docker logs`"
+    )
 
 
 __all__ = [

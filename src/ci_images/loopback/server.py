@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from ci_images import proc
-from ci_images.errors import LabError
+from ci_images.errors import RegistryError
 from ci_images.log import log
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def start_registry(
 ) -> RegistryServer:
     """Start ``docker-registry serve`` on 127.0.0.1 (a free port unless given) and wait until /v2/ answers."""
     if shutil.which("docker-registry") is None:
-        raise LabError(
+        raise RegistryError(
             "Debian's docker-registry is not installed",
             fix="apt-get install docker-registry (distribution 2.8)",
         )
@@ -152,12 +152,12 @@ def start_registry(
         write_private(auth_file, _htpasswd_line(user, password).encode())
     # A port picked by the kernel can be taken by someone else before the registry binds it: try a few.
     attempts = 1 if port is not None else 3
-    last_error: LabError | None = None
+    last_error: RegistryError | None = None
     for _ in range(attempts):
         chosen = port if port is not None else _free_port()
         try:
             return _start_once(workdir, chosen, ca, tls, auth_file, htpasswd)
-        except LabError as exc:
+        except RegistryError as exc:
             last_error = exc
             if "address already in use" not in exc.message:
                 raise
@@ -216,7 +216,7 @@ def _start_once(
     )
     try:
         _wait_ready(server, lambda: process.poll() is None)
-    except LabError:
+    except RegistryError:
         server.stop()
         raise
     log.debug(f"registry {server.url} up (pid {server.pid}, data {data_dir})")
@@ -250,7 +250,7 @@ def _wait_ready(server: RegistryServer, running: Any) -> None:
     last = "no answer yet"
     while time.monotonic() < deadline:
         if not running():
-            raise LabError(
+            raise RegistryError(
                 f"registry on {server.host} exited during start-up; log tail:\n{_tail(server.log_path)}",
                 fix=f"read {server.log_path}; `address already in use` means the port is taken",
             )
@@ -263,7 +263,7 @@ def _wait_ready(server: RegistryServer, running: Any) -> None:
         except requests.RequestException as exc:
             last = str(exc)
         time.sleep(0.1)
-    raise LabError(
+    raise RegistryError(
         f"registry on {server.host} did not answer /v2/ within {START_TIMEOUT_S:.0f} s ({last}); "
         f"log tail:\n{_tail(server.log_path)}",
         fix=f"read {server.log_path}",

@@ -49,3 +49,9 @@ class Context:
                 self._memo[key] = compute()
             result: T = self._memo[key]
             return result
+
+    def close(self) -> None:
+        """Close the registry clients' connections (the engine's are closed with the process)."""
+        self.upstream.close()
+        if self.target is not None:
+            self.target.close()

@@ -1,0 +1,419 @@
+"""Every option of every command, declared once.
+
+Both doors are made from this one table: the invoke tasks (``invoke push-images ...``) and ``python -m ci_images``
+(what the nox sessions run). Each option says its name, kind, help, environment variable and commands; a value
+arrives as text, is checked and converted here (bad input: UsageError, exit 2), and becomes one field of Options.
+An option that was not given takes its environment variable when that is set and not empty; what is still unset
+falls back to the catalog, then to the default, in ``app``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ci_images.catalog.platforms import platform_problem
+from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
+from ci_images.errors import UsageError
+
+Kind = Literal["flag", "value", "list", "optional"]  # optional: --json alone, or --json PATH
+STDOUT = "-"
+LOCAL = "local"
+LOCAL_HOST = "127.0.0.1"
+LOCAL_PORT = 5000
+
+# The commands, as users type them on both doors.
+LIST, PLAN, BUILD, TEST, PUSH, CI, REGISTRY_DOWN = (
+    "list-images",
+    "plan",
+    "build-images",
+    "test-images",
+    "push-images",
+    "ci",
+    "registry-down",
+)
+_CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI})
+_TARGET_COMMANDS = frozenset({LIST, PLAN, PUSH, CI})
+_RUN_COMMANDS = frozenset({BUILD, TEST, PUSH, CI})
+_UPSTREAM_COMMANDS = frozenset({PLAN, BUILD, PUSH, CI})
+
+
+@dataclass
+class Options:
+    """One command's settings after parsing. Unset (None) values fall back to the catalog, then the default."""
+
+    catalog: str | None = None
+    images: Sequence[str] = ()
+    registry: str | None = None
+    plain_http: bool = False
+    upstream_mirror: str | None = None
+    platforms: Sequence[str] = ()
+    force: bool = False
+    dry_run: bool = False
+    json_path: str | None = None  # "-": standard output
+    jobs: int = 2
+    fail_fast: bool = False
+    lock_path: str | None = None
+    ratelimit_min_remaining: int | None = None
+    push: bool = False
+    matrix: bool = False
+    lock_only: bool = False
+    debug: bool = False
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+
+# ---- converters: (text, where) -> value; `where` names the flag or the environment variable --------------------
+
+
+def _bad(where: str, value: object, what: str, fix: str) -> UsageError:
+    return UsageError(f"{where} {value!r}: {what}", fix=fix)
+
+
+def _text(value: str, where: str) -> str:
+    if not value.strip():
+        raise _bad(where, value, "must not be empty", f"give {where} a value or leave it out")
+    return value
+
+
+def whole_number(value: str, where: str, *, minimum: int) -> int:
+    # ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses.
+    if not re.fullmatch(r"[0-9]{1,9}", value.strip()):
+        raise _bad(
+            where, value, "not a whole number", f"write digits, {minimum} or more, e.g. {where} {minimum + 1}"
+        )
+    number = int(value)
+    if number < minimum:
+        raise _bad(where, value, f"must be {minimum} or more", f"e.g. {where} {minimum + 1}")
+    return number
+
+
+def _jobs(value: str, where: str) -> int:
+    return whole_number(value, where, minimum=1)
+
+
+def _count(value: str, where: str) -> int:
+    return whole_number(value, where, minimum=0)
+
+
+def _globs(value: str, where: str) -> list[str]:
+    parts = [p.strip() for p in value.split(",")]
+    if not all(parts):
+        raise _bad(
+            where,
+            value,
+            "an empty pattern",
+            "give image names or globs, comma-separated, e.g. --images vault",
+        )
+    return parts
+
+
+def _platform(value: str, where: str) -> list[str]:
+    platforms = [p.strip() for p in value.split(",")]
+    for platform in platforms:
+        problem = platform_problem(platform)
+        if problem:
+            raise _bad(where, platform, problem, "write OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64")
+    return platforms
+
+
+def local_address(value: str) -> tuple[str, int] | None:
+    """``local`` -> (127.0.0.1, 5000), ``local:5050`` -> (127.0.0.1, 5050); None for any other registry."""
+    name, _, port = value.partition(":")
+    if name != LOCAL:
+        return None
+    if not port:
+        return LOCAL_HOST, LOCAL_PORT
+    number = whole_number(port, "the local registry's port", minimum=1)
+    if number > 65535:
+        raise UsageError(f"local:{port}: no such port", fix="use local:PORT with a port from 1024 to 65535")
+    return LOCAL_HOST, number
+
+
+def _registry(value: str, where: str) -> str:
+    value = _text(value, where).strip().rstrip("/")
+    if local_address(value) is not None:
+        return value
+    try:
+        parse_repository(f"{value}/probe")
+    except ValueError as exc:
+        raise _bad(
+            where,
+            value,
+            str(exc),
+            "write HOST[:PORT]/PATH (e.g. ghcr.io/OWNER/REPO), or local[:PORT] for the embedded registry",
+        ) from exc
+    if "/" not in value:
+        raise _bad(
+            where, value, "names a host without a path", "write HOST[:PORT]/PATH, e.g. ghcr.io/OWNER/REPO"
+        )
+    return value
+
+
+def _mirror(value: str, where: str) -> str:
+    try:
+        host = normalize_mirror(_text(value, where))
+    except ValueError as exc:
+        raise _bad(where, value, str(exc), "write host[:port], e.g. mirror.gcr.io or 127.0.0.1:5001") from exc
+    if value.strip().startswith("http://"):
+        if not is_loopback_host(host):
+            raise _bad(
+                where,
+                value,
+                "plain HTTP is only allowed for loopback registries",
+                f"use https (trust its CA in /etc/docker/certs.d/{host}/ca.crt) or a loopback mirror",
+            )
+        return f"http://{host}"
+    return host
+
+
+def output_path(value: str, where: str) -> str:
+    """A file the command will write: not a directory, and somewhere it can be created."""
+    if value == STDOUT:
+        return value
+    path = Path(_text(value, where))
+    if path.is_dir():
+        raise _bad(where, value, "is a directory", f"name a file, e.g. {where} {path / 'report.json'}")
+    parent = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), Path("/"))
+    if parent != path.absolute() and not parent.is_dir():
+        raise _bad(where, value, f"{parent} is not a directory", "choose a path inside a directory")
+    if not os.access(parent if parent != path.absolute() else path, os.W_OK):
+        raise _bad(where, value, f"{parent} is not writable", "choose a path you may write to")
+    return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _env_flag(value: str, where: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise _bad(
+        where, value, "is not a yes/no value", f"set {where}=1 (or true) to turn it on, 0 to turn it off"
+    )
+
+
+# ---- the table ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # as typed after `--`
+    help: str
+    commands: frozenset[str]
+    kind: Kind = "value"
+    metavar: str = "VALUE"
+    env: str | None = None
+    convert: Callable[[str, str], Any] = _text
+    field: str | None = None  # the Options field, when it is not the name with '-' as '_'
+    default: str = ""  # shown in help only; the value itself is the Options field's default
+
+    @property
+    def attr(self) -> str:
+        """The keyword the doors pass it as (invoke's and argparse's dest)."""
+        return self.name.replace("-", "_")
+
+    @property
+    def target(self) -> str:
+        return self.field or self.attr
+
+    @property
+    def help_text(self) -> str:
+        extra = [f"default: {self.default}"] if self.default else []
+        if self.env:
+            extra.append(f"env {self.env}")
+        return self.help + (f" ({'; '.join(extra)})" if extra else "")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "catalog",
+        "catalog file",
+        _CATALOG_COMMANDS,
+        metavar="PATH",
+        env="CI_IMAGES_CATALOG",
+        default="./images.yaml",
+    ),
+    Option(
+        "images",
+        "only these entries: globs on image, image/variant, image/variant/version or image:version; "
+        "comma-separated or repeated",
+        _CATALOG_COMMANDS,
+        kind="list",
+        metavar="GLOB",
+        convert=_globs,
+    ),
+    Option(
+        "registry",
+        "target prefix HOST[:PORT]/PATH, e.g. ghcr.io/OWNER/REPO; local[:PORT] is an embedded registry on "
+        "127.0.0.1 (port 5000 unless given), started on demand",
+        _TARGET_COMMANDS | {REGISTRY_DOWN},
+        metavar="REGISTRY",
+        env="CI_IMAGES_REGISTRY",
+        convert=_registry,
+        default="the catalog's registry",
+    ),
+    Option(
+        "plain-http",
+        "talk plain HTTP to a loopback target registry",
+        _TARGET_COMMANDS,
+        kind="flag",
+        env="CI_IMAGES_PLAIN_HTTP",
+    ),
+    Option(
+        "upstream-mirror",
+        "host[:port] of a Docker Hub mirror or pull-through cache (http://127.0.0.1:PORT for a plain-HTTP "
+        "loopback one)",
+        _UPSTREAM_COMMANDS,
+        metavar="HOST",
+        env="CI_IMAGES_UPSTREAM_MIRROR",
+        convert=_mirror,
+        default="the catalog's upstream_mirror",
+    ),
+    Option(
+        "platform",
+        "only this platform, OS/ARCH[/VARIANT]; comma-separated or repeated",
+        _RUN_COMMANDS | {PLAN},
+        kind="list",
+        metavar="PLATFORM",
+        convert=_platform,
+        field="platforms",
+        default="the catalog's",
+    ),
+    Option("force", "rebuild and push even when up to date", frozenset({PLAN, PUSH, CI}), kind="flag"),
+    Option(
+        "dry-run",
+        "plan, build and smoke-test, but upload nothing and move no tag",
+        frozenset({PUSH, CI}),
+        kind="flag",
+    ),
+    Option(
+        "json",
+        "JSON records: to standard output, or to PATH when given",
+        _CATALOG_COMMANDS,
+        kind="optional",
+        metavar="PATH",
+        convert=output_path,
+        field="json_path",
+    ),
+    Option(
+        "jobs",
+        "entries worked on in parallel",
+        _RUN_COMMANDS,
+        metavar="N",
+        convert=_jobs,
+        default="2",
+    ),
+    Option("fail-fast", "start no further entry after the first failure", _RUN_COMMANDS, kind="flag"),
+    Option(
+        "lock",
+        "lock file to write",
+        frozenset({PUSH, CI}),
+        metavar="PATH",
+        convert=output_path,
+        field="lock_path",
+        default="the catalog's lock_file",
+    ),
+    Option(
+        "ratelimit-min-remaining",
+        "start no upstream pull when fewer remain in the pull quota",
+        _UPSTREAM_COMMANDS,
+        metavar="N",
+        convert=_count,
+        default="the catalog's, else 10",
+    ),
+    Option("push", "also push (without it nothing leaves this machine)", frozenset({CI}), kind="flag"),
+    Option(
+        "matrix",
+        "print the plan as a GitHub Actions job matrix (JSON) and do nothing else",
+        frozenset({CI}),
+        kind="flag",
+    ),
+    Option(
+        "lock-only",
+        "only write the lock file from what the target holds; builds nothing",
+        frozenset({CI}),
+        kind="flag",
+    ),
+    Option("debug", "show debug lines and tracebacks", _CATALOG_COMMANDS | {REGISTRY_DOWN}, kind="flag"),
+)
+
+# Pairs of options that contradict each other, per command.
+CONFLICTS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    CI: (
+        ("matrix", "push"),
+        ("matrix", "lock-only"),
+        ("push", "lock-only"),
+        ("matrix", "dry-run"),
+        ("lock-only", "dry-run"),
+        ("lock-only", "force"),
+    ),
+    PUSH: (),
+}
+
+
+def options_for(command: str) -> tuple[Option, ...]:
+    return tuple(option for option in OPTIONS if command in option.commands)
+
+
+def _given(option: Option, value: object) -> bool:
+    return value not in (None, False, [], ())
+
+
+def parse(
+    command: str,
+    given: Mapping[str, object],
+    env: Mapping[str, str] | None = None,
+    *,
+    table: Sequence[Option] = OPTIONS,
+    settings: Callable[..., Any] = Options,
+) -> Any:
+    """The settings of ``command`` (Options by default) from what a door parsed, keyed by Option.attr, and the
+    environment; ``table`` is the option table the command's door was made from."""
+    env = os.environ if env is None else env
+    known = {option.attr: option for option in table if command in option.commands}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise UsageError(
+            f"{command} takes no option --{unknown[0].replace('_', '-')}", fix=f"see --help of {command}"
+        )
+    values: dict[str, Any] = {}
+    present: set[str] = set()
+    for option in known.values():
+        raw = given.get(option.attr)
+        if _given(option, raw):
+            present.add(option.name)
+            values[option.target] = _convert(option, raw, f"--{option.name}")
+        elif option.env and env.get(option.env, "").strip():
+            values[option.target] = _from_env(option, env[option.env])
+    for first, second in CONFLICTS.get(command, ()):
+        if first in present and second in present:
+            raise UsageError(
+                f"--{first} and --{second} cannot be used together",
+                fix=f"run `{command}` once with --{first} and once with --{second}",
+            )
+    return settings(**values, env=env)
+
+
+def _convert(option: Option, raw: object, where: str) -> Any:
+    if option.kind == "flag":
+        return bool(raw)
+    if option.kind == "optional" and raw is True:
+        return STDOUT
+    if option.kind == "list":
+        items = [raw] if isinstance(raw, str) else list(raw)  # type: ignore[call-overload]
+        return tuple(value for item in items for value in option.convert(str(item), where))
+    return option.convert(str(raw), where)
+
+
+def _from_env(option: Option, raw: str) -> Any:
+    if option.kind == "flag":
+        return _env_flag(raw, option.env or option.name)
+    return _convert(option, raw, option.env or option.name)
