@@ -57,8 +57,8 @@ def unit_tests(session: nox.Session) -> None:
 def ci_images(session: nox.Session) -> None:
     """The main job: build and smoke-test every image; `-- --push [--registry R]` also pushes; `-- --matrix` plans a matrix.
 
-    Options after `--` are those of `invoke push-images` (--images, --registry, --force, --dry-run, --json, --jobs,
-    --fail-fast, --catalog, --lock).
+    Options after `--` are those of `invoke push-images` plus --push, --matrix and --lock-only
+    (`nox -s ci-images -- --help` lists them).
     """
     _install(session)
     session.run("python", "-m", "ci_images", "ci", *session.posargs)
