@@ -17,7 +17,7 @@ from ci_images.catalog.model import Catalog, ImageSpec, Variant
 from ci_images.catalog.platforms import platform_problem
 from ci_images.catalog.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
 from ci_images.catalog.schema import located_error, validate_schema
-from ci_images.catalog.yamlmarks import Marked, load_marked
+from ci_images.catalog.yamlmarks import Marked, decode, load_marked
 from ci_images.errors import UsageError
 
 CATALOG_ENV = "CI_IMAGES_CATALOG"
@@ -43,17 +43,21 @@ def load_catalog(path: str | os.PathLike[str], *, smoke_kinds: Collection[str]) 
     file = Path(path)
     name = str(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        data = file.read_bytes()
     except FileNotFoundError as exc:
         raise UsageError(
             f"catalog {name} not found",
             fix=f"run from the repository root, or pass --catalog PATH / set {CATALOG_ENV}",
         ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError as exc:
         raise UsageError(
-            f"cannot read catalog {name}: {exc}", fix="check the file's permissions and encoding"
+            f"catalog {name} is a directory", fix="name the catalog file, e.g. images.yaml"
         ) from exc
-    marked = load_marked(text, name)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read catalog {name}: {exc.strerror or exc}", fix="check the file's permissions"
+        ) from exc
+    marked = load_marked(decode(data, name), name)
     validate_schema(marked, name)
     return _build(marked, file, name, tuple(smoke_kinds))
 
@@ -169,10 +173,33 @@ def _build(marked: Marked, file: Path, name: str, smoke_kinds: tuple[str, ...]) 
         registry=registry,
         upstream_mirror=mirror,
         platforms=platforms,
-        lock_file=root / data.get("lock_file", "images.lock.json"),
+        lock_file=_lock_file(marked, name, root, data.get("lock_file", "images.lock.json")),
         ratelimit_min_remaining=int(data.get("ratelimit_min_remaining", 10)),
         images=images,
     )
+
+
+def _lock_file(marked: Marked, name: str, root: Path, value: str) -> Path:
+    """The lock file lives with the catalog: a relative .json path that stays inside the catalog's folder."""
+    path = Path(value)
+    inside = (root / path).resolve().is_relative_to(root.resolve())
+    if path.is_absolute() or not inside or path.suffix != ".json":
+        raise located_error(
+            marked,
+            name,
+            ("lock_file",),
+            f"lock_file {value!r} must be a .json file inside the catalog's folder",
+            "write a relative path such as images.lock.json; use --lock PATH for a file elsewhere",
+        )
+    if (root / path).is_dir():
+        raise located_error(
+            marked,
+            name,
+            ("lock_file",),
+            f"lock_file {value!r} is a directory",
+            "name a file, e.g. images.lock.json",
+        )
+    return root / path
 
 
 def _check_smoke(

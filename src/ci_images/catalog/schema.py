@@ -6,6 +6,7 @@ what is wrong and how to fix it; ``located_error`` builds such an error for the 
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -47,10 +48,13 @@ _TYPE_WORDS = {
     "number": "a number",
     "boolean": "a boolean",
     "null": "null",
+    "date": "a date",
 }
 
 
 def _json_type(value: object) -> str:
+    if isinstance(value, datetime.date):
+        return "date"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -122,15 +126,18 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
         expected_types = [str(t) for t in (expected if isinstance(expected, list) else [expected])]
         expected_text = " or ".join(_TYPE_WORDS.get(t, t) for t in expected_types)
         raw = marked.raw.get(path)
+        kind = _json_type(instance)
+        shown = raw if raw is not None and kind == "date" else repr(instance)
         fix = f"write {expected_text} here"
-        if expected == "string" and isinstance(instance, (int, float, bool)):
-            shown = raw if raw is not None else str(instance)
-            fix = f'quote it: "{shown}" (YAML reads {shown} unquoted as {instance!r})'
+        if expected == "string" and isinstance(instance, (int, float, bool, datetime.date)):
+            written = raw if raw is not None else str(instance)
+            reads = "a date" if kind == "date" else repr(instance)
+            fix = f'quote it: "{written}" (YAML reads {written} unquoted as {reads})'
         return located_error(
             marked,
             name,
             path,
-            f"{where} must be {expected_text}, not {_TYPE_WORDS[_json_type(instance)]} {instance!r}",
+            f"{where} must be {expected_text}, not {_TYPE_WORDS[kind]} {shown}",
             fix,
         )
     if error.validator in {"minItems", "minProperties", "minLength"}:
