@@ -20,7 +20,7 @@ from ci_images.catalog.model import Catalog
 from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
 from ci_images.errors import EntriesFailed, UpstreamUnreachableError, UsageError
 from ci_images.log import log
-from ci_images.options import Options, local_address
+from ci_images.options import Options, local_address, output_path
 from ci_images.plan import entries as planning
 from ci_images.plan.decide import Decision, TargetState
 from ci_images.plan.entries import Entry
@@ -203,11 +203,27 @@ def _settings(options: Options, catalog: Catalog, *, publish: bool, smoke: bool 
     )
 
 
-def make_plan(options: Options, *, start_local: bool = True) -> tuple[Catalog, Context, list[Decision]]:
+def preflight(options: Options, catalog: Catalog, where: Target, *, lock: Path | None) -> None:
+    """Every check that needs neither the engine nor a registry, before either is touched: credential pairs,
+    docker's login state for the target, and the lock file (writable, and a lock file when it exists). Options and
+    the catalog are checked while they are parsed and loaded; together nothing bad reaches the network."""
+    resolve_upstream_credentials(options.env)
+    resolve_credentials(parse_repository(f"{where.prefix}/probe").host, options.env)
+    if lock is not None:
+        output_path(str(lock), "the lock file")
+        lockfile.read_lock(lock)
+
+
+def make_plan(
+    options: Options, *, start_local: bool = True, lock: bool = False
+) -> tuple[Catalog, Context, list[Decision]]:
     """Resolve upstream and target state; nothing is built or pushed."""
     catalog = load(options)
-    where = target(options, catalog, start_local=start_local)
+    where = target(options, catalog, start_local=False)
     entries = entries_for(options, catalog, prefix=where.prefix)
+    preflight(options, catalog, where, lock=lock_file(options, catalog) if lock else None)
+    if start_local and where.local_port is not None:
+        where = target(options, catalog, start_local=True)
     ctx = _context(options, catalog, target_pool=_target_pool(options, where.plain_http))
     preflight_upstreams(ctx, entries)
     decisions = resolve(ctx, entries, check_target=True, force=options.force)
@@ -285,6 +301,7 @@ def _build_prefix(options: Options, catalog: Catalog) -> str:
 def build_images(options: Options, *, smoke: bool = False) -> list[report.Result]:
     catalog = load(options)
     entries = entries_for(options, catalog, prefix=_build_prefix(options, catalog))
+    resolve_upstream_credentials(options.env)
     ctx = _context(options, catalog, target_pool=None)
     try:
         preflight_upstreams(ctx, entries)
@@ -312,7 +329,7 @@ def test_images(options: Options) -> list[report.Result]:
 
 
 def push_images(options: Options) -> list[report.Result]:
-    catalog, ctx, decisions = make_plan(options)
+    catalog, ctx, decisions = make_plan(options, lock=not options.dry_run)
     try:
         assert ctx.target is not None
         publisher: Publisher = (
@@ -331,7 +348,7 @@ def push_images(options: Options) -> list[report.Result]:
 
 def write_lock_only(options: Options) -> Path:
     """Record what the target holds for every up-to-date entry (HEAD/GET only): for a job after parallel pushes."""
-    catalog, ctx, decisions = make_plan(options)
+    catalog, ctx, decisions = make_plan(options, lock=True)
     ctx.close()
     results = [
         replace(report.Result.from_decision(d), action="skipped") for d in decisions if d.action == "skip"

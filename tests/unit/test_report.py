@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ci_images.errors import UsageError
 from ci_images.log import Logger, add_secret
 from ci_images.plan.decide import TargetState, decide
 from ci_images.run import report
@@ -186,13 +187,37 @@ def test_update_lock_merges_and_keeps_untouched_tags(tmp_path: Path) -> None:
     assert written["version"] == LOCK_VERSION
 
 
-@pytest.mark.parametrize("content", [None, "not json", "[1, 2]", '{"version": 99, "images": {"x": {}}}'])
-def test_update_lock_starts_over_from_missing_or_unreadable_lock(tmp_path: Path, content: str | None) -> None:
+def test_update_lock_starts_a_missing_lock(tmp_path: Path) -> None:
     lock = tmp_path / "images.lock.json"
-    if content is not None:
-        lock.write_text(content, encoding="utf-8")
     written = update_lock(lock, [result(tags=("3.12.0",))])
     assert list(written["images"]) == [f"{REPO}:3.12.0"]
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("not json", "1:1: not JSON"),
+        ("[1, 2]", "is not a ci-images lock file"),
+        ('{"version": 99, "images": {"x": {}}}', "has version 99"),
+    ],
+)
+def test_an_unreadable_lock_is_bad_input_not_silently_replaced(
+    tmp_path: Path, content: str, says: str
+) -> None:
+    lock = tmp_path / "images.lock.json"
+    lock.write_text(content, encoding="utf-8")
+    with pytest.raises(UsageError, match=re.escape(says)) as raised:
+        update_lock(lock, [result(tags=("3.12.0",))])
+    assert raised.value.exit_code == 2
+    assert lock.read_text(encoding="utf-8") == content  # left as it was
+
+
+def test_atomic_write_leaves_no_temporary_file_when_it_fails(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    target.mkdir()  # replacing a directory with a file fails
+    with pytest.raises(IsADirectoryError):
+        report.atomic_write(target, "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
 def test_markdown_summary() -> None:

@@ -67,8 +67,12 @@ class Entry:
         }
 
 
+def _names(image: str, variant: str, version: str) -> tuple[str, ...]:
+    return (image, f"{image}/{variant}", f"{image}/{variant}/{version}", f"{image}:{version}")
+
+
 def _matches(patterns: Sequence[str], image: str, variant: str, version: str) -> bool:
-    names = (image, f"{image}/{variant}", f"{image}/{variant}/{version}", f"{image}:{version}")
+    names = _names(image, variant, version)
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
 
 
@@ -123,10 +127,17 @@ def expand(
                         description=variant.description,
                     )
                 )
-    if patterns and not entries:
+    every = [
+        _names(spec.name, v.name, version)
+        for spec in catalog.images
+        for v in spec.variants
+        for version in spec.versions
+    ]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for names in every for n in names)]
+    if unmatched:
         known = ", ".join(spec.name for spec in catalog.images)
         raise UsageError(
-            f"--images {','.join(patterns)} matches nothing in {catalog.path}",
+            f"--images {', '.join(unmatched)} matches nothing in {catalog.path}",
             fix=f"use an image name or glob (images: {known}); image/variant/version and image:version also work",
         )
     return entries

@@ -169,8 +169,14 @@ def publish_github(
 
 
 def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` all at once (a reader sees the old or the new file, never half); the temporary file
+    is removed when anything goes wrong."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    Path(tmp).replace(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
