@@ -6,6 +6,7 @@ A command returns normally or raises a CiImagesError; the doors (``ci_images.cli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ci_images import smoke
-from ci_images.cache import cache_home
+from ci_images.cache import cache_home, machine_lock
 from ci_images.catalog.load import catalog_path, load_catalog
 from ci_images.catalog.model import Catalog
 from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
@@ -109,7 +110,11 @@ def _upstream_pool(options: Options, catalog: Catalog) -> ClientPool:
     mirror, plain = upstream_mirror(options, catalog)
     return ClientPool(
         lambda host: RegistryClient(
-            host, credentials=credentials, role="upstream", plain_http=plain and host == mirror
+            host,
+            credentials=credentials,
+            role="upstream",
+            plain_http=plain and host == mirror,
+            read_timeout_s=options.registry_timeout,
         )
     )
 
@@ -117,7 +122,10 @@ def _upstream_pool(options: Options, catalog: Catalog) -> ClientPool:
 def _target_pool(options: Options, plain_http: bool) -> ClientPool:
     return ClientPool(
         lambda host: RegistryClient(
-            host, credentials=resolve_credentials(host, options.env), plain_http=plain_http
+            host,
+            credentials=resolve_credentials(host, options.env),
+            plain_http=plain_http,
+            read_timeout_s=options.registry_timeout,
         )
     )
 
@@ -197,6 +205,7 @@ def _settings(options: Options, catalog: Catalog, *, publish: bool, smoke: bool 
         fail_fast=options.fail_fast,
         publish=publish,
         smoke=smoke,
+        keep_images=options.keep_images,
         revision=run_settings.repository_revision(catalog.root, options.env),
         created=run_settings.created_timestamp(options.env),
         source_url=run_settings.repository_url(options.env, DEFAULT_SOURCE_URL),
@@ -273,11 +282,14 @@ def matrix(options: Options) -> dict[str, list[dict[str, object]]]:
 
 
 def finish(results: Sequence[report.Result], ctx: Context, options: Options, *, title: str) -> None:
-    """Report the run (table, --json, GitHub) and raise EntriesFailed with the right exit code when entries failed."""
+    """Report the run (table, --json, GitHub); raise the interrupt that stopped it, or EntriesFailed with the right
+    exit code when entries failed."""
     report.print_table(results, log, ratelimit=(ctx.budget.remaining, ctx.budget.limit))
     _emit_json(options, [r.as_record() for r in results])
     if log.github:
         report.publish_github(results, log, title=title, ratelimit_remaining=ctx.budget.remaining)
+    if ctx.interrupted is not None:
+        raise ctx.interrupted
     failed = [r for r in results if r.action == "failed"]
     if not failed:
         return
@@ -328,12 +340,35 @@ def test_images(options: Options) -> list[report.Result]:
     return results
 
 
+def _one_publisher_at_a_time(options: Options) -> contextlib.AbstractContextManager[None]:
+    """Runs that publish to one target on this machine take turns, from plan to lock file: the second one plans
+    after the first has finished, so it sees what the first published (and skips it), and the lock file ends
+    the same as the registry. Across machines the publishing workflow's concurrency group plays this part."""
+    catalog = load(options)
+    prefix = target(options, catalog, start_local=False).prefix
+    return machine_lock(
+        f"publish:{prefix}",
+        on_wait=lambda: log.info(
+            f"another ci-images run is publishing to {prefix}: waiting for it to finish"
+        ),
+    )
+
+
 def push_images(options: Options) -> list[report.Result]:
+    if options.dry_run:
+        return _push_images(options)
+    with _one_publisher_at_a_time(options):
+        return _push_images(options)
+
+
+def _push_images(options: Options) -> list[report.Result]:
     catalog, ctx, decisions = make_plan(options, lock=not options.dry_run)
     try:
         assert ctx.target is not None
         publisher: Publisher = (
-            DryRunPublisher() if options.dry_run else RegistryPublisher(lambda: ctx.engine, ctx.target)
+            DryRunPublisher()
+            if options.dry_run
+            else RegistryPublisher(lambda: ctx.engine, ctx.target, ctx.cancel)
         )
         results = execute(ctx, decisions, _settings(options, catalog, publish=True), publisher)
         if not options.dry_run:

@@ -9,7 +9,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 
@@ -21,13 +21,19 @@ def cache_home(env: Mapping[str, str] | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def machine_lock(name: str) -> Iterator[None]:
-    """Hold an exclusive lock called ``name`` across the processes of this machine (released on exit or crash)."""
+def machine_lock(name: str, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock called ``name`` across the processes of this machine (released on exit or crash);
+    ``on_wait`` is called once when another process holds it and this one has to wait."""
     locks = cache_home() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     path = locks / (hashlib.sha256(name.encode()).hexdigest()[:24] + ".lock")
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

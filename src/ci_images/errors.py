@@ -109,6 +109,33 @@ class EntriesFailed(PublishError):
     kept answering 429 ends as 4, not as 8); otherwise 8: some entries failed, the others went through."""
 
 
+class TagsPartlyMoved(PublishError):
+    """Moving an entry's tags stopped part-way: it names the tags that moved and those that did not. Every tag
+    still points at a complete index; the next run sees the split and moves the rest (a retag)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        moved: Sequence[str],
+        not_moved: Sequence[str],
+        exit_code: int | None = None,
+    ) -> None:
+        self.moved = tuple(moved)
+        self.not_moved = tuple(not_moved)
+        super().__init__(
+            f"{message}; moved: {', '.join(self.moved) or 'none'}; not moved: {', '.join(self.not_moved)}",
+            fix="run again: the next run moves the tags that did not move",
+            exit_code=exit_code,
+        )
+
+
+class Cancelled(CiImagesError):
+    """The run was interrupted (SIGINT or SIGTERM) and this entry stopped before its tags moved."""
+
+    exit_code = 130
+
+
 class SigningError(CiImagesError):
     """Signing or verifying a signature failed."""
 
@@ -148,6 +175,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+        self.summary = ""  # what the run did before it stopped, set by the pipeline
 
     @property
     def exit_code(self) -> int:

@@ -59,6 +59,8 @@ class Options:
     fail_fast: bool = False
     lock_path: str | None = None
     ratelimit_min_remaining: int | None = None
+    registry_timeout: int | None = None
+    keep_images: bool = False
     push: bool = False
     matrix: bool = False
     lock_only: bool = False
@@ -328,6 +330,21 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
         convert=_count,
         default="the catalog's, else 10",
+    ),
+    Option(
+        "registry-timeout",
+        "seconds to wait for a registry's next bytes before the request is retried",
+        _UPSTREAM_COMMANDS | _TARGET_COMMANDS,
+        metavar="SECONDS",
+        env="CI_IMAGES_REGISTRY_TIMEOUT",
+        convert=_jobs,
+        default="300",
+    ),
+    Option(
+        "keep-images",
+        "keep the per-platform images a push built in the engine (they are removed once uploaded)",
+        frozenset({PUSH, CI}),
+        kind="flag",
     ),
     Option("push", "also push (without it nothing leaves this machine)", frozenset({CI}), kind="flag"),
     Option(

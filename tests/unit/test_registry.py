@@ -25,7 +25,8 @@ from ci_images.registry.client import (
     docker_hub_location,
     parse_www_authenticate,
 )
-from ci_images.registry.transport import RateLimit, RetryPolicy, parse_retry_after, verify_bundle
+from ci_images.registry.transport import RateLimit, verify_bundle
+from ci_images.retry import RetryPolicy, parse_retry_after
 
 Answer = tuple[int, dict[str, str], bytes]
 App = Callable[[str, str, dict[str, str], bytes], Answer]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -24,10 +25,11 @@ import requests
 from ci_images.engine.service import LOOPBACK, RunningService, free_loopback_port
 from ci_images.errors import BuildError, CiImagesError, EngineError, RateLimitError, RegistryError
 from ci_images.log import log
+from ci_images.retry import RetryPolicy
 
 CONTAINER_PREFIX = "ci-images-smoke-"
 # Lets anyone sharing the engine find (and clean up) what a crashed run left behind.
-CONTAINER_LABEL = "io.github.getsops.ci-images.smoke"
+CONTAINER_LABEL = "io.github.getsops.ci-images.smoke"  # value: the id of the run that started the container
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BUILD_LOG_TAIL = 30
 # A build has no natural upper bound on quiet periods (a RUN step under QEMU can print nothing for minutes), so the
@@ -100,6 +102,39 @@ def _same_os_arch(a: str, b: str) -> bool:
     return a.split("/")[:2] == b.split("/")[:2]
 
 
+# What the engine says when a registry is briefly unable, or a transfer was cut short: worth another try. Refusals
+# (unauthorized, denied, not found) are final.
+_TRANSIENT = (
+    "toomanyrequests",
+    "too many requests",
+    "429",
+    "500 internal",
+    "502",
+    "503",
+    "504",
+    "bad gateway",
+    "service unavailable",
+    "gateway timeout",
+    "internal server error",
+    "connection reset",
+    "broken pipe",
+    "unexpected eof",
+    "eof",
+    "timeout",
+    "timed out",
+    "connection refused",
+    "verification failed",  # a truncated blob does not match its digest
+)
+
+
+def is_transient(failure: str) -> bool:
+    """True when the engine's pull error is one a retry can get past."""
+    lowered = failure.lower()
+    if any(word in lowered for word in ("unauthorized", "denied", "not found", "manifest unknown")):
+        return False
+    return any(word in lowered for word in _TRANSIENT)
+
+
 def _pull_error(ref: str, platform: str, failure: str) -> CiImagesError:
     text = f"pull of {ref} ({platform}) failed: {failure}"
     lowered = failure.lower()
@@ -122,9 +157,11 @@ def _engine_fix() -> str:
 class Engine:
     """Builds, inspects, saves and runs images on one Docker engine."""
 
-    def __init__(self, client: Any, *, network_mode: str | None) -> None:
+    def __init__(self, client: Any, *, network_mode: str | None, retry: RetryPolicy | None = None) -> None:
         self.client = client
         self.network_mode = network_mode
+        self.retry = retry or RetryPolicy()
+        self.run_id = secrets.token_hex(6)  # labels the containers this process starts
 
     @classmethod
     def connect(cls) -> Engine:
@@ -244,7 +281,8 @@ class Engine:
         return True
 
     def pull(self, ref: str, *, platform: str, auth: Mapping[str, str] | None = None) -> None:
-        """Pull ``ref`` for ``platform`` unless the engine already holds it.
+        """Pull ``ref`` for ``platform`` unless the engine already holds it; transient failures (429, 5xx, a reset or
+        cut-off connection, a timeout) are retried with the registry client's bounded policy.
 
         A digest reference already present for this platform is not pulled again: its content cannot have changed,
         and every upstream pull counts against the registry's rate limit.
@@ -252,6 +290,27 @@ class Engine:
         if "@sha256:" in ref and self.has_image(ref) and _same_os_arch(self.image_platform(ref), platform):
             log.debug(f"pull {ref} ({platform}): already present")
             return
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            failure = self._pull_once(ref, platform=platform, auth=auth)
+            if failure is None:
+                return
+            wait = (
+                self.retry.next_wait(attempt, time.monotonic() - started) if is_transient(failure) else None
+            )
+            if wait is None:
+                raise _pull_error(
+                    ref, platform, failure if attempt == 1 else f"{failure} (after {attempt} attempts)"
+                )
+            log.warning(
+                f"pull {ref} ({platform}): {failure}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
+            )
+            time.sleep(wait)
+
+    def _pull_once(self, ref: str, *, platform: str, auth: Mapping[str, str] | None) -> str | None:
+        """One pull; the engine's error text, or None when it succeeded."""
         repository, tag_or_digest = docker.utils.parse_repository_tag(ref)
         failure: str | None = None
         try:
@@ -270,8 +329,7 @@ class Engine:
             failure = str(exc.explanation or exc)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise EngineError(f"engine could not pull {ref}: {exc}", fix=_engine_fix()) from exc
-        if failure is not None:
-            raise _pull_error(ref, platform, failure)
+        return failure
 
     def tag(self, image: str, ref: str) -> None:
         repo, _, tag = ref.rpartition(":")
@@ -329,7 +387,11 @@ class Engine:
     ) -> Iterator[RunningService]:
         """Run ``image`` detached and yield where it answers; the container is always removed afterwards."""
         name = f"{CONTAINER_PREFIX}{secrets.token_hex(6)}"
-        options: dict[str, Any] = {"name": name, "platform": platform, "labels": {CONTAINER_LABEL: "1"}}
+        options: dict[str, Any] = {
+            "name": name,
+            "platform": platform,
+            "labels": {CONTAINER_LABEL: self.run_id},
+        }
         if self.network_mode == "host":
             port = free_loopback_port()
             options["environment"] = {**env, **port_env(port)}
@@ -374,7 +436,7 @@ class Engine:
             "detach": True,
             "restart_policy": {"Name": "unless-stopped"},
             "volumes": {host: {"bind": inside, "mode": "rw"} for host, inside in volumes.items()},
-            "labels": {CONTAINER_LABEL: "1"},
+            "labels": {CONTAINER_LABEL: self.run_id},
         }
         if self.network_mode == "host":
             options["environment"] = {**env, **port_env(host_port)}
@@ -384,6 +446,19 @@ class Engine:
             options["ports"] = {f"{container_port}/tcp": (LOOPBACK, host_port)}
         container = self._call(f"start {name} from {image}", self.client.containers.run, image, **options)
         return str(container.id)
+
+    def remove_run_containers(self) -> int:
+        """Remove every container this process started (an interrupted run's smoke services); returns how many."""
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": f"{CONTAINER_LABEL}={self.run_id}"}
+            )
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            log.warning(f"could not list this run's containers: {exc}")
+            return 0
+        for container in found:
+            self.remove_container(container)
+        return len(found)
 
     def container_logs(self, container: str) -> str:
         """A container's combined output so far; empty when it is gone (used to read logs and in error paths)."""

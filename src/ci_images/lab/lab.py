@@ -14,9 +14,11 @@ import json
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ IMAGE_PREFIX = "ci-images-lab"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 # Real upstream repository -> stand-in recipe folder in lab/files/.
 STANDIN_KINDS: dict[str, str] = {"nsmithuk/local-kms": "local-kms", "hashicorp/vault": "vault"}
+STALE_GRACE_S = 6 * 3600.0
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
 
 
@@ -241,9 +244,48 @@ def lab_up(
         engine = engine or Engine.connect()
         _push_standins(lab, engine, missing, list(platforms))
         lab.save()
+    prune_stale_standins(engine or Engine.connect())
     lab.upstream.reset_requests()  # tests count the tool's upstream traffic, not the lab's own pushes
     lab.save()
     return lab
+
+
+def stale_standin(ref: str) -> bool:
+    """True for a lab image whose recipe changed since it was built (``ref`` as the engine lists it)."""
+    repository, _, tag = ref.rpartition(":")
+    prefix, _, name = repository.partition("/")
+    if prefix != IMAGE_PREFIX:
+        return False
+    if name.endswith("-base"):
+        kind, (arch, _, digest) = name.removesuffix("-base"), tag.partition("-")
+        known = kind in STANDIN_KINDS.values() and arch in lab_assets.DEBIAN_ARCH
+        return not known or digest != recipe_hash(kind, f"linux/{arch}")
+    version, _, rest = tag.rpartition("-")  # {version}-{arch}-{hash}: split the hash, then the architecture
+    version, _, arch = version.rpartition("-")
+    if name not in STANDIN_KINDS.values() or arch not in lab_assets.DEBIAN_ARCH or not version:
+        return True
+    return rest != _version_hash(name, f"linux/{arch}", version)
+
+
+def prune_stale_standins(engine: Engine, *, older_than_s: float = STALE_GRACE_S) -> list[str]:
+    """Remove stand-in images built from another recipe more than ``older_than_s`` ago (each recipe change leaves
+    ~300 MB per architecture). The grace period spares a checkout of another branch sharing this engine, whose
+    stand-ins are "stale" only from this checkout's point of view."""
+    removed = []
+    now = time.time()
+    for image in engine.client.images.list(name=f"{IMAGE_PREFIX}/*"):
+        created = datetime.fromisoformat(str(image.attrs.get("Created", "")).split(".")[0]).replace(
+            tzinfo=UTC
+        )
+        if now - created.timestamp() < older_than_s:
+            continue
+        for ref in image.tags:
+            if stale_standin(ref):
+                engine.remove_image(ref)
+                removed.append(ref)
+    if removed:
+        log.info(f"lab: removed {len(removed)} stale stand-in image(s): {', '.join(removed)}")
+    return removed
 
 
 def lab_down(workdir: Path) -> bool:

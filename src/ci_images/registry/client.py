@@ -21,14 +21,8 @@ import requests
 from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log, redact
-from ci_images.registry.transport import (
-    RateLimit,
-    RequestKind,
-    RetryPolicy,
-    Transport,
-    redact_url,
-    registry_message,
-)
+from ci_images.registry.transport import RateLimit, RequestKind, Transport, redact_url, registry_message
+from ci_images.retry import RetryPolicy
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -97,6 +91,7 @@ class RegistryClient:
         ca_bundle: Path | None = None,
         retry: RetryPolicy | None = None,
         role: Role = "target",
+        read_timeout_s: float | None = None,
     ) -> None:
         if plain_http and not is_loopback(host):
             raise UsageError(
@@ -108,7 +103,7 @@ class RegistryClient:
         self.plain_http = plain_http
         self.role = role
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
-        self.transport = Transport(retry=retry, ca_bundle=ca_bundle)
+        self.transport = Transport(retry=retry, ca_bundle=ca_bundle, read_timeout_s=read_timeout_s)
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, monotonic expiry)
         self._basic = False  # set once the registry asked for basic auth
         self._bearer: dict[str, str] | None = None  # realm/service once the registry asked for a token

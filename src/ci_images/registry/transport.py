@@ -1,15 +1,13 @@
-"""How the registry client talks HTTP: the retry policy (with Retry-After) and the CA bundle TLS is verified with.
+"""How the registry client talks HTTP: one session, TLS verified with the right CA bundle, no proxy for loopback,
+bounded retries (ci_images.retry) on 429, 5xx and broken connections, and a count of every attempt.
 
-Kept apart from ``registry.py`` because neither knows the distribution API: the client asks ``RetryPolicy`` how
-long to wait before the next attempt and ``verify_bundle`` which CA file to pass as ``verify=``.
+Kept apart from ``client.py``, which knows the distribution API and auth; this module knows neither.
 """
 
 from __future__ import annotations
 
 import atexit
-import email.utils
 import os
-import random
 import tempfile
 import time
 from collections import Counter
@@ -26,49 +24,7 @@ import requests
 from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError
 from ci_images.log import log, redact
-
-
-# Retries are a small explicit loop rather than urllib3's Retry (mounted on the adapter): Retry cannot bound the
-# total time spent, has no per-retry hook for our log line, would resend a file body from where the last attempt
-# stopped reading it, and would hide retried attempts from the request counters the reports rely on.
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    max_total_s: float = 180.0
-
-    def next_wait(self, attempt: int, elapsed_s: float, retry_after_s: float | None = None) -> float | None:
-        """Seconds to wait before attempt ``attempt + 1``, or None when the attempt or time budget is spent.
-
-        A server's Retry-After wins over the backoff (it knows its quota window); exponential backoff with
-        "equal jitter" otherwise, so clients that failed together do not retry together.
-        """
-        if attempt >= self.max_attempts:
-            return None
-        if retry_after_s is not None:
-            wait = max(retry_after_s, 0.0)
-        else:
-            ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-            wait = ceiling / 2 + random.uniform(0, ceiling / 2)
-        if elapsed_s + wait > self.max_total_s:
-            return None
-        return wait
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Retry-After as delta-seconds or an HTTP-date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-
+from ci_images.retry import RetryPolicy, parse_retry_after
 
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 _bundles: dict[tuple[str, str, int], str] = {}
@@ -109,16 +65,24 @@ def verify_bundle(host: str, ca_bundle: Path | None = None) -> str:
 
 
 RequestKind = Literal["manifest", "blob", "upload", "tags", "ping", "token"]
-# (connect, read) seconds: a read timeout is between bytes, so a large layer upload does not trip it.
-TIMEOUT = (15.0, 300.0)
+# Seconds to connect, and to wait for the next bytes of an answer (between bytes, so a large layer does not trip it).
+CONNECT_TIMEOUT_S = 15.0
+READ_TIMEOUT_S = 300.0
 
 
 class Transport:
     """HTTP for one registry client: a session, TLS from the right CA bundle, no proxy for loopback, retries on
     429/5xx/connection failures, and a count of every attempt by (method, kind) for reports and tests."""
 
-    def __init__(self, *, retry: RetryPolicy | None = None, ca_bundle: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        ca_bundle: Path | None = None,
+        read_timeout_s: float | None = None,
+    ) -> None:
         self.retry = retry or RetryPolicy()
+        self.timeout = (CONNECT_TIMEOUT_S, read_timeout_s or READ_TIMEOUT_S)
         self.ca_bundle = ca_bundle
         self.session = requests.Session()
         self.counters: Counter[tuple[str, RequestKind]] = Counter()
@@ -165,7 +129,7 @@ class Transport:
                         headers=dict(headers),
                         data=data,
                         verify=verify,
-                        timeout=TIMEOUT,
+                        timeout=self.timeout,
                         proxies=proxies,  # type: ignore[arg-type]  # None values disable env proxies
                         allow_redirects=method in ("GET", "HEAD"),
                     )
@@ -174,7 +138,12 @@ class Transport:
                     f"TLS verification failed for {target}: {redact(str(exc))}",
                     fix=f"trust the registry's CA: /etc/docker/certs.d/{target}/ca.crt or SSL_CERT_FILE",
                 ) from exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,  # an answer cut short: fewer bytes than it announced
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
                 wait = self.retry.next_wait(attempt, time.monotonic() - started)
                 if wait is None:
                     raise UpstreamUnreachableError(

@@ -65,6 +65,7 @@ def build_entry(
     engine = ctx.engine
     images: dict[str, str] = {}
     for platform in entry.platforms:
+        ctx.check_cancelled(f"building {platform}")
         base = entry.pull.with_digest(platform_digests[platform])
         log.info(f"{entry.key}: building {platform} FROM {base}")
         engine.pull(base, platform=platform, auth=ctx.upstream.engine_auth(entry.pull.api_host))
@@ -101,6 +102,7 @@ def smoke_entry(ctx: Context, entry: Entry, images: Mapping[str, str]) -> Built:
             )
             unsmoked.append(platform)
             continue
+        ctx.check_cancelled(f"the {platform} smoke test")
         log.info(f"{entry.key}: smoke test '{entry.smoke}' on {platform}")
         smoke_test(engine, entry.smoke, image, platform=platform)
         smoked.append(platform)

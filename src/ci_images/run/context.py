@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ci_images.errors import Cancelled, Interrupted
 from ci_images.registry.pool import ClientPool, RateBudget
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ class Context:
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
     _memo: dict[tuple[str, ...], Any] = field(default_factory=dict)
     _memo_locks: dict[tuple[str, ...], threading.Lock] = field(default_factory=dict)
+    # Set when the run is interrupted: workers stop at their next step and no further tag moves.
+    cancel: threading.Event = field(default_factory=threading.Event)
+    interrupted: Interrupted | None = None  # the interrupt that stopped execute(), for the caller to raise
 
     @property
     def engine(self) -> Engine:
@@ -38,6 +42,17 @@ class Context:
             if self._engine is None:
                 self._engine = self.engine_factory()
             return self._engine
+
+    @property
+    def engine_if_connected(self) -> Engine | None:
+        return self._engine
+
+    def check_cancelled(self, what: str) -> None:
+        """Raise Cancelled when the run was interrupted: called before every step that changes something."""
+        if self.cancel.is_set():
+            raise Cancelled(
+                f"interrupted before {what}", fix="run again: nothing of this entry was published"
+            )
 
     def once(self, key: tuple[str, ...], compute: Callable[[], T]) -> T:
         """``compute()`` once per run for ``key``, also when threads ask at the same time: variants of one version

@@ -1,8 +1,11 @@
-"""The pipeline: resolve the plan against the registries, then build, smoke-test and publish it.
+"""The pipeline: run the plan's decisions, in parallel, each entry on its own.
 
 Order of events for an entry that needs work: resolve the upstream index to per-platform digests, build every
 platform FROM its own digest, smoke-test every platform the host can run, upload every platform by digest, and only
 then write the index under the entry's tags. A failure anywhere before the last step leaves every tag as it was.
+
+An interrupt (SIGINT, SIGTERM) stops the run: no entry starts, running ones stop at their next step and move no
+further tag, the containers the run started are removed, and the run ends with a one-line summary of what was done.
 """
 
 from __future__ import annotations
@@ -13,20 +16,27 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
-from ci_images.errors import CiImagesError, PlanError
+from ci_images.errors import CiImagesError, Interrupted, PlanError, TagsPartlyMoved
 from ci_images.log import log
 from ci_images.plan.decide import Decision
-from ci_images.run.build import build_entry, local_images, mirror_entry, smoke_entry
+from ci_images.run.build import Built, build_entry, local_images, mirror_entry, smoke_entry
 from ci_images.run.context import Context
 from ci_images.run.publish import Publisher
 from ci_images.run.report import Result
 from ci_images.run.settings import RunSettings
 
+# How long an interrupted run waits for its running entries to reach their next step before it gives up on them.
+INTERRUPT_GRACE_S = 60.0
+
 
 def execute(
     ctx: Context, decisions: Sequence[Decision], settings: RunSettings, publisher: Publisher | None
 ) -> list[Result]:
-    """Run every decision; one entry failing does not stop the others unless ``fail_fast``."""
+    """Run every decision; one entry failing does not stop the others unless ``fail_fast``.
+
+    When interrupted, the results so far are returned and the interrupt is kept in ``ctx.interrupted`` for the
+    caller to raise once it has recorded them (lock file, report).
+    """
     results: dict[int, Result] = {}
     stop = threading.Event()
 
@@ -35,7 +45,8 @@ def execute(
         entry = decision.entry
         base = Result.from_decision(decision, ratelimit_remaining=ctx.budget.remaining)
         if stop.is_set():
-            return replace(base, action="failed", reason="not started: an earlier entry failed (--fail-fast)")
+            why = "interrupted" if ctx.cancel.is_set() else "an earlier entry failed (--fail-fast)"
+            return replace(base, action="failed", reason=f"not started: {why}")
         with log.group(f"{entry.key}: {decision.action} ({decision.reason})"):
             try:
                 result = _run_one(ctx, decision, settings, publisher, base)
@@ -46,10 +57,13 @@ def execute(
                 result = replace(
                     base,
                     action="failed",
-                    reason=exc.message.splitlines()[0][:300],
+                    reason=("interrupted: " if ctx.cancel.is_set() else "")
+                    + exc.message.splitlines()[0][:300],
                     error=exc.render(),
                     exit_code=exc.exit_code,
                 )
+                if isinstance(exc, TagsPartlyMoved):
+                    result = replace(result, tags_moved=exc.moved, tags_not_moved=exc.not_moved)
         return replace(
             result, duration_s=round(time.monotonic() - started, 2), ratelimit_remaining=ctx.budget.remaining
         )
@@ -65,12 +79,57 @@ def execute(
                 for future in done:
                     results[pending.pop(future)] = future.result()
                     advance()
-        except KeyboardInterrupt:
-            stop.set()
-            for future in pending:
-                future.cancel()
-            raise
-    return [results[i] for i in range(len(decisions))]
+        except KeyboardInterrupt as exc:
+            _stop(ctx, stop, pending, results)
+            ctx.interrupted = exc if isinstance(exc, Interrupted) else Interrupted(2)
+    ordered = [results.get(i) or _not_started(d) for i, d in enumerate(decisions)]
+    if ctx.interrupted is not None:
+        ctx.interrupted.summary = interrupted_summary(ordered)
+    return ordered
+
+
+def _stop(
+    ctx: Context, stop: threading.Event, pending: dict[Future[Result], int], results: dict[int, Result]
+) -> None:
+    """Stop everything: no new entry, no further tag; remove the run's containers so smoke probes end at once."""
+    ctx.cancel.set()
+    stop.set()
+    for future in pending:
+        future.cancel()
+    engine = ctx.engine_if_connected
+    if engine is not None:
+        removed = engine.remove_run_containers()
+        if removed:
+            log.info(f"removed {removed} container(s) this run started")
+    running = [f for f in pending if not f.cancelled()]
+    done, _ = wait(running, timeout=INTERRUPT_GRACE_S)
+    for future in done:
+        if future.exception() is None:
+            results[pending[future]] = future.result()
+
+
+def _not_started(decision: Decision) -> Result:
+    return replace(Result.from_decision(decision), action="failed", reason="not started: interrupted")
+
+
+def interrupted_summary(results: Sequence[Result]) -> str:
+    """One line: what an interrupted run did and did not do."""
+    done = [r for r in results if r.action in {"built", "retagged", "skipped", "tested"}]
+    partly = [r for r in results if r.tags_moved]
+    stopped = [
+        r for r in results if r.action == "failed" and r.reason.startswith("interrupted") and not r.tags_moved
+    ]
+    waiting = [r for r in results if r.reason == "not started: interrupted"]
+    parts = [f"{len(done)} of {len(results)} entries done"]
+    if partly:
+        parts.append(
+            f"{len(partly)} moved only some tags ({', '.join(r.key for r in partly)}; the next run finishes them)"
+        )
+    if stopped:
+        parts.append(f"{len(stopped)} stopped before their tags moved ({', '.join(r.key for r in stopped)})")
+    if waiting:
+        parts.append(f"{len(waiting)} not started")
+    return "; ".join(parts)
 
 
 def _run_one(
@@ -87,6 +146,7 @@ def _run_one(
         moved = publisher.retag(entry, decision.current.digest, decision.current.tag_digests)
         return replace(base, action="retagged", digest=decision.current.digest, previous_digests=moved)
     ctx.budget.check(entry.key)
+    ctx.check_cancelled(f"{entry.key} started")
     if decision.action == "mirror":
         built = mirror_entry(ctx, decision)
     elif decision.action == "test":
@@ -103,5 +163,15 @@ def _run_one(
         )
     if not settings.publish or publisher is None:
         return replace(base, action="built", smoked=built.smoked)
-    digest, previous = publisher.publish(entry, decision, built.images)
+    try:
+        digest, previous = publisher.publish(entry, decision, built.images)
+    finally:
+        if decision.action == "build" and not settings.keep_images:
+            _remove_builds(ctx, built)
     return replace(base, action="built", digest=digest, previous_digests=previous, smoked=built.smoked)
+
+
+def _remove_builds(ctx: Context, built: Built) -> None:
+    """A push's per-platform images are intermediate once uploaded (or failed): removed unless --keep-images."""
+    for image in built.images.values():
+        ctx.engine.remove_image(image)

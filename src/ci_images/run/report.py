@@ -33,6 +33,8 @@ class Result:
     smoked: Sequence[str] = ()
     error: str | None = None  # the whole error text, fix included, of a failed entry
     exit_code: int | None = None  # that error's exit code
+    tags_moved: tuple[str, ...] = ()  # when moving tags stopped part-way: those that moved ...
+    tags_not_moved: tuple[str, ...] = ()  # ... and those that did not (the next run moves them)
     source: str = ""
 
     @classmethod
@@ -86,6 +88,8 @@ class Result:
             "ratelimit_remaining": self.ratelimit_remaining,
             "error": redact(self.error) if self.error else None,
             "exit_code": self.exit_code,
+            "tags_moved": list(self.tags_moved),
+            "tags_not_moved": list(self.tags_not_moved),
         }
 
 

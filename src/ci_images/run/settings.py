@@ -44,6 +44,7 @@ class RunSettings:
     fail_fast: bool = False
     publish: bool = False  # upload and move tags (push-images); False: build/test only
     smoke: bool = True
+    keep_images: bool = False  # keep a push's per-platform images in the engine after upload
     revision: str = "unknown"
     created: str = ""
     source_url: str = DEFAULT_SOURCE_URL

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ci_images.engine.client import binfmt_enabled, kernel_arch, oci_arch
+from ci_images.engine.client import binfmt_enabled, is_transient, kernel_arch, oci_arch
 from ci_images.engine.service import free_loopback_port
 from ci_images.errors import EngineError
 
@@ -72,3 +72,23 @@ def test_free_loopback_port_is_bindable() -> None:
     port = free_loopback_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize(
+    ("failure", "transient"),
+    [
+        ("toomanyrequests: You have reached your pull rate limit", True),
+        ("received unexpected HTTP status: 503 Service Unavailable", True),
+        ("received unexpected HTTP status: 502 Bad Gateway", True),
+        ("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", True),
+        ("unexpected EOF", True),
+        ("net/http: TLS handshake timeout", True),
+        ("filesystem layer verification failed for digest sha256:abc", True),
+        ("unauthorized: authentication required", False),
+        ("manifest unknown: manifest unknown", False),
+        ("pull access denied for x, repository does not exist", False),
+        ("no matching manifest for linux/s390x in the manifest list entries", False),
+    ],
+)
+def test_which_pull_failures_are_retried(failure: str, transient: bool) -> None:
+    assert is_transient(failure) is transient
