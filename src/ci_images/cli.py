@@ -140,12 +140,13 @@ def run(command: Command, given: Mapping[str, object], env: Mapping[str, str] | 
         log.error(exc.render())
         return exc.exit_code
     except Interrupted as exc:
+        done = exc.summary or "stopped before anything was built or pushed"
         log.error(
-            f"interrupted by signal {exc.signum}: stopped; tags that had not moved yet stay where they were"
+            f"interrupted by {signal.Signals(exc.signum).name}: {done}; no tag moved after the interrupt"
         )
         return exc.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted: stopped; tags that had not moved yet stay where they were")
+    except KeyboardInterrupt:  # before our handlers were installed
+        log.error("interrupted: stopped before anything was built or pushed")
         return 130
     except BrokenPipeError:
         _quiet_stdout()

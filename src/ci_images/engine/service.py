@@ -47,9 +47,12 @@ class RunningService:
         return raw.decode("utf-8", errors="replace")
 
     def status(self) -> str:
-        """``running``, ``exited``, ... as the engine sees it now."""
+        """``running``, ``exited``, ... as the engine sees it now; ``removed`` once it is gone (an interrupted run
+        removes its containers while a probe may still be waiting on one)."""
         try:
             self.container.reload()
+        except docker.errors.NotFound:
+            return "removed"
         except (docker.errors.DockerException, requests.RequestException):
             return "unknown"
         return str(self.container.status)

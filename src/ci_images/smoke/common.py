@@ -91,7 +91,7 @@ def wait_until_ready(
     last_error = "no answer yet"
     while True:
         status = service.status()
-        if status in {"exited", "dead"}:
+        if status in {"exited", "dead", "removed"}:
             raise ProbeFailed(
                 f"container {status} (exit code {service.exit_code()}) before {what} answered",
                 fix="the service did not start: read its logs above (wrong platform, entrypoint or settings?)",
