@@ -379,11 +379,14 @@ def generate_key(options: Options) -> Path:
     return key
 
 
-def _held(options: Options) -> tuple[Catalog, ClientPool, list[signatures.HeldTag]]:
+def _target_entries(options: Options) -> tuple[Catalog, ClientPool, list[Entry]]:
     catalog = load(options)
     where = target(options, catalog, start_local=True)
-    pool = _target_pool(options, where.plain_http)
-    return catalog, pool, signatures.held_tags(pool, entries_for(options, catalog, prefix=where.prefix))
+    return (
+        catalog,
+        _target_pool(options, where.plain_http),
+        entries_for(options, catalog, prefix=where.prefix),
+    )
 
 
 def sign_images(options: Options) -> list[dict[str, Any]]:
@@ -394,21 +397,15 @@ def sign_images(options: Options) -> list[dict[str, Any]]:
             "nothing to sign with",
             fix="set COSIGN_KEY (a path or env://VAR) and COSIGN_PASSWORD, or pass --keyless in GitHub Actions",
         )
-    catalog, pool, held = _held(options)
+    catalog, pool, entries = _target_entries(options)
     try:
+        held = signatures.held_tags(pool, entries)
         done = signatures.sign_held(pool, held, signer, recursive=options.recursive)
     finally:
         pool.close()
-    records = [{"repository": str(repo), "tags": refs, **outcome.as_record()} for repo, refs, outcome in done]
-    for record in records:
-        state = "signed now" if record["signed"] else "already signed"
-        log.info(f"{record['repository']}@{record['digest']}: {state} ({', '.join(record['tags'])})")
-    absent = [one.ref for one in held if one.digest is None]
-    if absent:
-        log.warning(f"not on the target, not signed: {', '.join(absent)}")
+    records = signatures.sign_records(done, held, log)
     _emit_json(options, records)
     lockfile.record_signatures(lock_file(options, catalog), [outcome for _, _, outcome in done])
-    log.info(f"{sum(1 for r in records for _ in r['signed'])} digests signed, {len(records)} checked")
     return records
 
 
@@ -416,10 +413,10 @@ def verify_images(options: Options) -> list[signatures.TagCheck]:
     """Check every catalog tag on the target: signed by the key (or keyless identity), payload names the digest and
     the repository, and the tag points where the lock file says. Exit 9 names every failure."""
     verifier = signatures.configured_verifier(options.key, options.env, default_url=DEFAULT_SOURCE_URL)
-    catalog, pool, held = _held(options)
+    catalog, pool, entries = _target_entries(options)
     locked, _ = lockfile.read_lock(lock_file(options, catalog))
     try:
-        checks = signatures.verify_held(pool, held, verifier, locked)
+        checks = signatures.verify_held(pool, signatures.held_tags(pool, entries), verifier, locked)
     finally:
         pool.close()
     signatures.print_checks(checks, log)

@@ -58,6 +58,22 @@ def sign_held(
     return done
 
 
+def sign_records(
+    done: Sequence[tuple[Repository, list[str], SignOutcome]], held: Sequence[HeldTag], logger: Logger
+) -> list[dict[str, Any]]:
+    """sign-images' records (one per repository and digest), told to ``logger`` too."""
+    records = [{"repository": str(repo), "tags": refs, **outcome.as_record()} for repo, refs, outcome in done]
+    for record in records:
+        state = "signed now" if record["signed"] else "already signed"
+        logger.info(f"{record['repository']}@{record['digest']}: {state} ({', '.join(record['tags'])})")
+    absent = [one.ref for one in held if one.digest is None]
+    if absent:
+        logger.warning(f"not on the target, not signed: {', '.join(absent)}")
+    signed = sum(len(record["signed"]) for record in records)
+    logger.info(f"{signed} manifests signed now; {len(records)} digests checked")
+    return records
+
+
 @dataclass(frozen=True)
 class TagCheck:
     """verify-images' finding for one tag."""
@@ -138,6 +154,18 @@ def verify_held(
 
 
 def print_checks(checks: Sequence[TagCheck], logger: Logger) -> None:
+    """The table for people; in GitHub Actions also the step summary."""
+    _table(checks, logger)
+    if logger.github:
+        lines = ["### ci-images: verify", "", "| tag | digest | result | detail |", "|---|---|---|---|"]
+        for c in checks:
+            short = c.digest.split(":", 1)[-1][:12] if c.digest else "-"
+            result = "✅ ok" if c.ok else f"❌ {c.problem}"
+            lines.append(f"| {c.ref} | `{short}` | {result} | {c.message.replace('|', '/')} |")
+        logger.step_summary("\n".join(lines) + "\n")
+
+
+def _table(checks: Sequence[TagCheck], logger: Logger) -> None:
     rows = [
         [
             c.ref,
