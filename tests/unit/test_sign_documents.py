@@ -226,3 +226,33 @@ def test_a_failing_cosign_is_a_signing_error(tmp_path: Path) -> None:
     with pytest.raises(SigningError, match="no token") as caught:
         keyless.run_cosign(keyless.sign_argv("r@" + DIGEST), env, host="h", credentials=None)
     assert caught.value.exit_code == 9
+
+
+def test_keyless_signer_signs_only_what_its_workflows_have_not_signed(tmp_path: Path) -> None:
+    """Our orchestration around cosign (verify first, sign, verify again), with a stand-in cosign that "signs" by
+    leaving a marker per image and "verifies" by finding it."""
+    from ci_images.registry.client import RegistryClient
+    from ci_images.sign.signer import KeylessSigner
+
+    calls = tmp_path / "calls"
+    _fake_cosign(
+        tmp_path,
+        f'echo "$1 $(echo "$@" | tr -c "a-z0-9\\n" _)" >> {calls}\n'
+        f'marker={tmp_path}/signed-$(echo "$*" | sed "s/.*@//")\n'
+        'if [ "$1" = sign ]; then touch "$marker"; exit 0; fi\n'
+        '[ -e "$marker" ] || { echo "error: no matching signatures" >&2; exit 1; }',
+    )
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    repository = parse_repository("ghcr.io/getsops/ci-container-images/vault")
+    regexp = keyless.identity_regexp("getsops/ci-container-images")
+    signer = KeylessSigner(env, identity="https://github.com/x", regexp=regexp)
+    client = RegistryClient("ghcr.io")
+    first = signer.sign(client, repository, DIGEST)
+    assert first.signed == (DIGEST,) and first.mode == "keyless"
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["verify", "sign", "verify"]
+    again = signer.sign(client, repository, DIGEST)
+    assert again.signed == ()
+    assert [line.split()[0] for line in calls.read_text().splitlines()][3:] == ["verify"]
+    other = "sha256:" + "cd" * 32
+    verdict = signer.verify(client, repository, other)
+    assert verdict.problem == "keyless" and "no matching signatures" in verdict.message
