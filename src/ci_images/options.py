@@ -203,7 +203,10 @@ def key_ref(value: str, where: str) -> str:
         return value
     if Path(value).expanduser().is_dir():
         raise _bad(
-            where, value, "is a directory", f"name the key file, e.g. {where} {Path(value) / 'cosign.key'}"
+            where,
+            value,
+            "is a directory",
+            "name the key file in it (cosign.key to sign, cosign.pub to verify)",
         )
     return value
 
