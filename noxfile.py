@@ -64,6 +64,14 @@ def ci_images(session: nox.Session) -> None:
     session.run("python", "-m", "ci_images", "ci", *session.posargs)
 
 
+@nox.session(name="verify-images", python=PYTHON)
+def verify_images(session: nox.Session) -> None:
+    """Verify every catalog tag on the target: its cosign signature and the lock file (`-- --key cosign.pub`; without a
+    key, keyless with cosign). Options after `--` are those of `invoke verify-images`."""
+    _install(session)
+    session.run("python", "-m", "ci_images", "verify-images", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmark in the lab: a no-change push run against the naive pull-build-push loop; prints the ratios."""

@@ -19,7 +19,7 @@ from ci_images.cache import cache_home, machine_lock
 from ci_images.catalog.load import catalog_path, load_catalog
 from ci_images.catalog.model import Catalog
 from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
-from ci_images.errors import EntriesFailed, UpstreamUnreachableError, UsageError
+from ci_images.errors import EntriesFailed, SigningError, UpstreamUnreachableError, UsageError
 from ci_images.log import log
 from ci_images.options import Options, local_address, output_path
 from ci_images.plan import entries as planning
@@ -28,13 +28,14 @@ from ci_images.plan.entries import Entry
 from ci_images.registry.auth import resolve_credentials, resolve_upstream_credentials
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool, RateBudget
-from ci_images.run import lockfile, report
+from ci_images.run import lockfile, report, signatures
 from ci_images.run import settings as run_settings
 from ci_images.run.context import Context
 from ci_images.run.execute import execute
 from ci_images.run.publish import DryRunPublisher, Publisher, RegistryPublisher
 from ci_images.run.resolve import resolve
 from ci_images.run.settings import RunSettings
+from ci_images.sign.signer import Signer
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
@@ -209,6 +210,7 @@ def _settings(options: Options, catalog: Catalog, *, publish: bool, smoke: bool 
         revision=run_settings.repository_revision(catalog.root, options.env),
         created=run_settings.created_timestamp(options.env),
         source_url=run_settings.repository_url(options.env, DEFAULT_SOURCE_URL),
+        sign_recursive=options.recursive,
     )
 
 
@@ -354,14 +356,21 @@ def _one_publisher_at_a_time(options: Options) -> contextlib.AbstractContextMana
     )
 
 
+def _signer(options: Options) -> Signer | None:
+    return signatures.configured_signer(
+        options.signing_key, options.keyless, options.env, default_url=DEFAULT_SOURCE_URL
+    )
+
+
 def push_images(options: Options) -> list[report.Result]:
+    signer = _signer(options)  # first: a wrong COSIGN_PASSWORD stops the run (exit 2) before anything else
     if options.dry_run:
-        return _push_images(options)
+        return _push_images(options, signer)
     with _one_publisher_at_a_time(options):
-        return _push_images(options)
+        return _push_images(options, signer)
 
 
-def _push_images(options: Options) -> list[report.Result]:
+def _push_images(options: Options, signer: Signer | None) -> list[report.Result]:
     catalog, ctx, decisions = make_plan(options, lock=not options.dry_run)
     try:
         assert ctx.target is not None
@@ -370,7 +379,10 @@ def _push_images(options: Options) -> list[report.Result]:
             if options.dry_run
             else RegistryPublisher(lambda: ctx.engine, ctx.target, ctx.cancel)
         )
-        results = execute(ctx, decisions, _settings(options, catalog, publish=True), publisher)
+        if signer is not None and options.dry_run:
+            log.info(f"dry run: would sign what the tags point to ({signer.mode}: {signer.signer})")
+        settings = _settings(options, catalog, publish=True)
+        results = execute(ctx, decisions, settings, publisher, None if options.dry_run else signer)
         if not options.dry_run:
             lock = lock_file(options, catalog)
             lockfile.update_lock(lock, results)
@@ -406,6 +418,70 @@ def ci(options: Options) -> object:
     if options.push:
         return push_images(options)
     return build_images(options, smoke=True)
+
+
+def generate_key(options: Options) -> Path:
+    """cosign.key (encrypted with COSIGN_PASSWORD, mode 0600) and cosign.pub; never overwrites a key."""
+    from ci_images.sign.keys import generate_key_files
+
+    key, public, fingerprint = generate_key_files(Path(options.output or "."), options.env)
+    log.info(f"private key written to {key} (encrypted, mode 0600); public key written to {public}")
+    log.info(f"key fingerprint: {fingerprint}")
+    log.info(f"sign with: COSIGN_KEY={key} COSIGN_PASSWORD=... invoke push-images")
+    return key
+
+
+def _target_entries(options: Options) -> tuple[Catalog, ClientPool, list[Entry]]:
+    catalog = load(options)
+    where = target(options, catalog, start_local=True)
+    return (
+        catalog,
+        _target_pool(options, where.plain_http),
+        entries_for(options, catalog, prefix=where.prefix),
+    )
+
+
+def sign_images(options: Options) -> list[dict[str, Any]]:
+    """Sign the digests the catalog's tags point to on the target now, where this key (or identity) has not."""
+    signer = _signer(options)
+    if signer is None:
+        raise UsageError(
+            "nothing to sign with",
+            fix="set COSIGN_KEY (a path or env://VAR) and COSIGN_PASSWORD, or pass --keyless in GitHub Actions",
+        )
+    catalog, pool, entries = _target_entries(options)
+    try:
+        held = signatures.held_tags(pool, entries)
+        done = signatures.sign_held(pool, held, signer, recursive=options.recursive)
+    finally:
+        pool.close()
+    records = signatures.sign_records(done, held, log)
+    _emit_json(options, records)
+    lockfile.record_signatures(lock_file(options, catalog), [outcome for _, _, outcome in done])
+    return records
+
+
+def verify_images(options: Options) -> list[signatures.TagCheck]:
+    """Check every catalog tag on the target: signed by the key (or keyless identity), payload names the digest and
+    the repository, and the tag points where the lock file says. Exit 9 names every failure."""
+    verifier = signatures.configured_verifier(options.key, options.env, default_url=DEFAULT_SOURCE_URL)
+    catalog, pool, entries = _target_entries(options)
+    locked, _ = lockfile.read_lock(lock_file(options, catalog))
+    try:
+        checks = signatures.verify_held(pool, signatures.held_tags(pool, entries), verifier, locked)
+    finally:
+        pool.close()
+    signatures.print_checks(checks, log)
+    _emit_json(options, [check.as_record() for check in checks])
+    failed = [check for check in checks if not check.ok]
+    if failed:
+        raise SigningError(
+            f"{len(failed)} of {len(checks)} tags failed verification: "
+            + "; ".join(f"{check.ref}: {check.message}" for check in failed),
+            fix="re-sign what is yours (`invoke sign-images`), or find out who moved or re-signed these tags",
+        )
+    log.info(f"all {len(checks)} tags verified ({verifier.mode}: {verifier.signer})")
+    return checks
 
 
 def registry_down(options: Options) -> bool:

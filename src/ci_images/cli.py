@@ -94,6 +94,21 @@ COMMANDS: tuple[Command, ...] = (
         "--lock-only writes the lock file from the target.",
     ),
     Command("registry-down", app.registry_down, "Stop the embedded local registry; its data stays."),
+    Command(
+        "generate-key",
+        app.generate_key,
+        "Write a cosign key pair: cosign.key (encrypted with COSIGN_PASSWORD, mode 0600) and cosign.pub.",
+    ),
+    Command(
+        "sign-images",
+        app.sign_images,
+        "Sign (cosign format) what the catalog's tags point to on the target now and this key has not signed yet.",
+    ),
+    Command(
+        "verify-images",
+        app.verify_images,
+        "Verify every catalog tag on the target: its signature, its payload, and its digest against the lock file.",
+    ),
 )
 
 

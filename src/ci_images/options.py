@@ -36,8 +36,10 @@ LIST, PLAN, BUILD, TEST, PUSH, CI, REGISTRY_DOWN = (
     "ci",
     "registry-down",
 )
-_CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI})
-_TARGET_COMMANDS = frozenset({LIST, PLAN, PUSH, CI})
+GENERATE_KEY, SIGN, VERIFY = "generate-key", "sign-images", "verify-images"
+_CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY})
+_TARGET_COMMANDS = frozenset({LIST, PLAN, PUSH, CI, SIGN, VERIFY})
+_SIGNING_COMMANDS = frozenset({SIGN, PUSH, CI})
 _RUN_COMMANDS = frozenset({BUILD, TEST, PUSH, CI})
 _UPSTREAM_COMMANDS = frozenset({PLAN, BUILD, PUSH, CI})
 
@@ -64,6 +66,11 @@ class Options:
     push: bool = False
     matrix: bool = False
     lock_only: bool = False
+    signing_key: str | None = None  # COSIGN_KEY: a path or env://VAR
+    keyless: bool = False
+    recursive: bool = False
+    key: str | None = None  # verify-images: the public key
+    output: str | None = None  # generate-key: the folder
     debug: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
@@ -184,6 +191,32 @@ def output_path(value: str, where: str) -> str:
         raise _bad(where, value, f"{parent} is not a directory", "choose a path inside a directory")
     if not os.access(parent if parent != path.absolute() else path, os.W_OK):
         raise _bad(where, value, f"{parent} is not writable", "choose a path you may write to")
+    return value
+
+
+def key_ref(value: str, where: str) -> str:
+    """A key as cosign names one: a path, or env://VAR (the variable holds the PEM)."""
+    value = _text(value, where).strip()
+    if value.startswith("env://"):
+        if not re.fullmatch(r"env://[A-Za-z_][A-Za-z0-9_]*", value):
+            raise _bad(
+                where, value, "is not env://VARIABLE", "write env://NAME of a variable holding the PEM"
+            )
+        return value
+    if Path(value).expanduser().is_dir():
+        raise _bad(
+            where,
+            value,
+            "is a directory",
+            "name the key file in it (cosign.key to sign, cosign.pub to verify)",
+        )
+    return value
+
+
+def _folder(value: str, where: str) -> str:
+    path = Path(_text(value, where))
+    if path.exists() and not path.is_dir():
+        raise _bad(where, value, "is not a directory", "name a folder for cosign.key and cosign.pub")
     return value
 
 
@@ -316,8 +349,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("fail-fast", "start no further entry after the first failure", _RUN_COMMANDS, kind="flag"),
     Option(
         "lock",
-        "lock file to write",
-        frozenset({PUSH, CI}),
+        "lock file: push-images writes it, sign-images adds signatures, verify-images checks tags against it",
+        frozenset({PUSH, CI, SIGN, VERIFY}),
         metavar="PATH",
         convert=output_path,
         field="lock_path",
@@ -359,7 +392,50 @@ OPTIONS: tuple[Option, ...] = (
         frozenset({CI}),
         kind="flag",
     ),
-    Option("debug", "show debug lines and tracebacks", _CATALOG_COMMANDS | {REGISTRY_DOWN}, kind="flag"),
+    Option(
+        "signing-key",
+        "sign every digest pushed with this cosign key: a path or env://VAR (password: COSIGN_PASSWORD, asked on a "
+        "terminal when unset)",
+        _SIGNING_COMMANDS,
+        metavar="KEY",
+        env="COSIGN_KEY",
+        convert=key_ref,
+    ),
+    Option(
+        "keyless",
+        "sign keyless with cosign and GitHub Actions' OIDC identity (needs cosign on PATH and id-token: write)",
+        _SIGNING_COMMANDS,
+        kind="flag",
+        env="CI_IMAGES_SIGN_KEYLESS",
+    ),
+    Option(
+        "recursive",
+        "also sign each platform manifest of a multi-platform index",
+        _SIGNING_COMMANDS,
+        kind="flag",
+        env="CI_IMAGES_SIGN_RECURSIVE",
+    ),
+    Option(
+        "key",
+        "public key to verify with (cosign.pub, or env://VAR); without it, keyless verification with cosign",
+        frozenset({VERIFY}),
+        metavar="PUB",
+        convert=key_ref,
+    ),
+    Option(
+        "output",
+        "folder to write cosign.key and cosign.pub into",
+        frozenset({GENERATE_KEY}),
+        metavar="DIR",
+        convert=_folder,
+        default=".",
+    ),
+    Option(
+        "debug",
+        "show debug lines and tracebacks",
+        _CATALOG_COMMANDS | {REGISTRY_DOWN, GENERATE_KEY},
+        kind="flag",
+    ),
 )
 
 # Pairs of options that contradict each other, per command.
@@ -371,8 +447,10 @@ CONFLICTS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("matrix", "dry-run"),
         ("lock-only", "dry-run"),
         ("lock-only", "force"),
+        ("signing-key", "keyless"),
     ),
-    PUSH: (),
+    PUSH: (("signing-key", "keyless"),),
+    SIGN: (("signing-key", "keyless"),),
 }
 
 

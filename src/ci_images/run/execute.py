@@ -4,6 +4,10 @@ Order of events for an entry that needs work: resolve the upstream index to per-
 platform FROM its own digest, smoke-test every platform the host can run, upload every platform by digest, and only
 then write the index under the entry's tags. A failure anywhere before the last step leaves every tag as it was.
 
+With a signer, the digest the entry's tags point to is signed right after (unless this key already signed it) and
+the signature read back and verified; only ``.sig`` tags are written then. A signing failure fails the entry (exit
+9) with its tags already moved: the report and the lock file say so, and the lock keeps the previous record.
+
 An interrupt (SIGINT, SIGTERM) stops the run: no entry starts, running ones stop at their next step and move no
 further tag, the containers the run started are removed, and the run ends with a one-line summary of what was done.
 """
@@ -24,13 +28,20 @@ from ci_images.run.context import Context
 from ci_images.run.publish import Publisher
 from ci_images.run.report import Result
 from ci_images.run.settings import RunSettings
+from ci_images.sign.signer import Signer
+
+SIGNED_ACTIONS = frozenset({"built", "retagged", "skipped"})
 
 # How long an interrupted run waits for its running entries to reach their next step before it gives up on them.
 INTERRUPT_GRACE_S = 60.0
 
 
 def execute(
-    ctx: Context, decisions: Sequence[Decision], settings: RunSettings, publisher: Publisher | None
+    ctx: Context,
+    decisions: Sequence[Decision],
+    settings: RunSettings,
+    publisher: Publisher | None,
+    signer: Signer | None = None,
 ) -> list[Result]:
     """Run every decision; one entry failing does not stop the others unless ``fail_fast``.
 
@@ -48,14 +59,17 @@ def execute(
             why = "interrupted" if ctx.cancel.is_set() else "an earlier entry failed (--fail-fast)"
             return replace(base, action="failed", reason=f"not started: {why}")
         with log.group(f"{entry.key}: {decision.action} ({decision.reason})"):
+            published = base
             try:
-                result = _run_one(ctx, decision, settings, publisher, base)
+                published = _run_one(ctx, decision, settings, publisher, base)
+                result = _sign_one(ctx, decision, settings, signer, published)
             except CiImagesError as exc:
                 log.error(f"{entry.key}: {exc.render()}", title=f"{entry.key} failed")
                 if settings.fail_fast:
                     stop.set()
+                # `published`: a signing failure comes after the tags moved, and the report must say where to.
                 result = replace(
-                    base,
+                    published,
                     action="failed",
                     reason=("interrupted: " if ctx.cancel.is_set() else "")
                     + exc.message.splitlines()[0][:300],
@@ -175,3 +189,18 @@ def _remove_builds(ctx: Context, built: Built) -> None:
     """A push's per-platform images are intermediate once uploaded (or failed): removed unless --keep-images."""
     for image in built.images.values():
         ctx.engine.remove_image(image)
+
+
+def _sign_one(
+    ctx: Context, decision: Decision, settings: RunSettings, signer: Signer | None, result: Result
+) -> Result:
+    """Sign (when not signed by this signer yet) and verify the digest the entry's tags point to now."""
+    if signer is None or result.action not in SIGNED_ACTIONS or not result.digest:
+        return result
+    assert ctx.target is not None
+    entry = decision.entry
+    client = ctx.target.get(entry.target.api_host)
+    outcome = signer.sign(client, entry.target, result.digest, recursive=settings.sign_recursive)
+    how = "signed" if outcome.signed else "already signed"
+    log.info(f"{entry.key}: {how} and verified ({outcome.mode}: {outcome.signer})")
+    return replace(result, signature=outcome)

@@ -1,26 +1,31 @@
-"""The lock file, images.lock.json: every published tag -> digest, so consumers can pin image@sha256:..."""
+"""The lock file, images.lock.json: every published tag -> digest, so consumers can pin image@sha256:...
+
+``signatures`` records, per digest, how it is signed: ``{"signed_by": [{"key": "sha256:<fingerprint>"}]}`` or
+``{"keyless": IDENTITY, "issuer": ...}``; a platform manifest signed with --recursive also names its ``index``.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ci_images.cache import machine_lock
 from ci_images.errors import UsageError
 from ci_images.run.report import Result, atomic_write
+from ci_images.sign.signer import SignOutcome
 
 LOCK_VERSION = 1
 
 
-def read_lock(path: Path) -> dict[str, Any]:
-    """The tags a lock file records ({} when there is none yet). A file that is not a ci-images lock file is bad
-    input (exit 2): checked before a run starts, so it never surfaces after tags have moved."""
+def read_lock(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(images, signatures) a lock file records; empty when there is none yet. A file that is not a ci-images lock
+    file is bad input (exit 2): checked before a run starts, so it never surfaces after tags have moved."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return {}, {}
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(
             f"lock file {path} cannot be read: {exc}", fix="fix its permissions or pass --lock PATH"
@@ -37,21 +42,49 @@ def read_lock(path: Path) -> dict[str, Any]:
             f"lock file {path} has version {current.get('version')!r}; this ci-images writes version {LOCK_VERSION}",
             fix=fix,
         )
-    return dict(current["images"])
+    signatures = current.get("signatures", {})
+    if not isinstance(signatures, dict):
+        raise UsageError(f"lock file {path}: 'signatures' is not a mapping", fix=fix)
+    return dict(current["images"]), dict(signatures)
+
+
+def _add_signatures(signatures: dict[str, Any], outcomes: Iterable[SignOutcome]) -> None:
+    for outcome in outcomes:
+        signer = outcome.lock_record()
+        for digest, index in [
+            (outcome.digest, None),
+            *((d, outcome.digest) for d in outcome.platforms.values()),
+        ]:
+            record = dict(signatures.get(digest, {}))
+            signed_by = [s for s in record.get("signed_by", []) if s != signer]
+            record["signed_by"] = sorted([*signed_by, signer], key=lambda s: json.dumps(s, sort_keys=True))
+            if index:
+                record["index"] = index
+            signatures[digest] = record
+
+
+def _write(path: Path, images: Mapping[str, Any], signatures: Mapping[str, Any]) -> dict[str, Any]:
+    lock: dict[str, Any] = {"version": LOCK_VERSION, "images": dict(sorted(images.items()))}
+    if signatures:
+        lock["signatures"] = dict(sorted(signatures.items()))
+    atomic_write(path, json.dumps(lock, indent=2) + "\n")
+    return lock
 
 
 def update_lock(path: Path, results: Sequence[Result]) -> dict[str, Any]:
-    """Merge this run into the lock file: every target tag -> digest, source digest and platforms.
+    """Merge this run into the lock file: every target tag -> digest, source digest and platforms, and how each
+    digest is signed.
 
-    Tags this run did not touch (other images, filtered out with --images, or failed) keep their recorded values.
-    Two runs on one machine update it one after the other (a file lock), so neither loses the other's tags.
+    Tags this run did not touch (other images, filtered out with --images, or failed) keep their recorded values;
+    signature records of digests no tag points to any more are dropped. Two runs on one machine update it one
+    after the other (a file lock), so neither loses the other's tags.
     """
     with machine_lock(f"lockfile:{path.resolve()}"):
         return _update(path, results)
 
 
 def _update(path: Path, results: Sequence[Result]) -> dict[str, Any]:
-    images = read_lock(path)
+    images, signatures = read_lock(path)
     for r in results:
         if not r.digest or r.action not in {"built", "skipped", "retagged"}:
             continue
@@ -63,6 +96,22 @@ def _update(path: Path, results: Sequence[Result]) -> dict[str, Any]:
                 "source_digest": r.source_digest,
                 "platforms": list(r.platforms),
             }
-    lock = {"version": LOCK_VERSION, "images": dict(sorted(images.items()))}
-    atomic_write(path, json.dumps(lock, indent=2) + "\n")
-    return lock
+    _add_signatures(
+        signatures,
+        (
+            r.signature
+            for r in results
+            if r.signature is not None and r.action in {"built", "skipped", "retagged"}
+        ),
+    )
+    held = {record["digest"] for record in images.values()}
+    signatures = {d: s for d, s in signatures.items() if d in held or s.get("index") in held}
+    return _write(path, images, signatures)
+
+
+def record_signatures(path: Path, outcomes: Sequence[SignOutcome]) -> dict[str, Any]:
+    """sign-images: add how these digests are signed, leaving every tag record as it is."""
+    with machine_lock(f"lockfile:{path.resolve()}"):
+        images, signatures = read_lock(path)
+        _add_signatures(signatures, outcomes)
+        return _write(path, images, signatures)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ci_images.log import Logger, redact
 from ci_images.plan.decide import Decision
+from ci_images.sign.signer import SignOutcome
 
 CHANGING_ACTIONS = frozenset({"built", "retagged"})
 
@@ -36,6 +37,9 @@ class Result:
     tags_moved: tuple[str, ...] = ()  # when moving tags stopped part-way: those that moved ...
     tags_not_moved: tuple[str, ...] = ()  # ... and those that did not (the next run moves them)
     source: str = ""
+    signature: SignOutcome | None = (
+        None  # how the digest is signed after this run (push-images with a signer)
+    )
 
     @classmethod
     def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
@@ -90,21 +94,40 @@ class Result:
             "exit_code": self.exit_code,
             "tags_moved": list(self.tags_moved),
             "tags_not_moved": list(self.tags_not_moved),
+            "signature": self.signature.as_record() if self.signature else None,
         }
+
+    @property
+    def signed_text(self) -> str:
+        """The table's "signed" cell: new (signed by this run), yes (was signed already), - (not signed)."""
+        if self.signature is None:
+            return "-"
+        return "new" if self.signature.signed else "yes"
 
 
 def _short(digest: str | None) -> str:
     return digest.split(":", 1)[-1][:12] if digest else "-"
 
 
+def _signing(results: Sequence[Result]) -> bool:
+    return any(r.signature is not None for r in results)
+
+
 def table_rows(results: Sequence[Result]) -> list[list[str]]:
+    signing = _signing(results)
     return [
         [r.image, r.variant, r.version, r.action, r.reason, _short(r.digest), f"{r.duration_s:.1f}s"]
+        + ([r.signed_text] if signing else [])
         for r in results
     ]
 
 
 HEADERS = ["image", "variant", "version", "action", "reason", "digest", "duration"]
+
+
+def headers(results: Sequence[Result]) -> list[str]:
+    """The table's columns: "signed" only when the run signed (so unsigned runs look as they always did)."""
+    return [*HEADERS, "signed"] if _signing(results) else list(HEADERS)
 
 
 def print_table(
@@ -116,16 +139,17 @@ def print_table(
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(*HEADERS, title="ci-images", caption=quota or None)
+        table = Table(*headers(results), title="ci-images", caption=quota or None)
         for row in table_rows(results):
             table.add_row(*(redact(c) for c in row))
         Console(file=logger.stream).print(table)
         return
+    columns = headers(results)
     widths = [
         max(len(h), *(len(row[i]) for row in table_rows(results))) if results else len(h)
-        for i, h in enumerate(HEADERS)
+        for i, h in enumerate(columns)
     ]
-    logger.info("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)))
+    logger.info("  ".join(h.ljust(w) for h, w in zip(columns, widths, strict=True)))
     for row in table_rows(results):
         logger.info("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     if quota:
@@ -133,17 +157,20 @@ def print_table(
 
 
 def markdown_summary(results: Sequence[Result], *, title: str, ratelimit_remaining: int | None) -> str:
+    signing = _signing(results)
     lines = [
         f"### {title}",
         "",
-        "| image | variant | version | action | reason | digest | duration |",
-        "|---|---|---|---|---|---|---|",
+        "| image | variant | version | action | reason | digest | duration |"
+        + (" signed |" if signing else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if signing else ""),
     ]
     for r in results:
         icon = {"failed": "❌", "built": "✅", "retagged": "🔁", "skipped": "⏭️"}.get(r.action, "")
         reason = r.reason.replace("|", "\\|").replace("\n", " ")
         lines.append(
             f"| {r.image} | {r.variant} | {r.version} | {icon} {r.action} | {reason} | `{_short(r.digest)}` | {r.duration_s:.1f}s |"
+            + (f" {r.signed_text} |" if signing else "")
         )
     if ratelimit_remaining is not None:
         lines += ["", f"Upstream pull quota left: {ratelimit_remaining}"]

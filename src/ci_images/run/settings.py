@@ -48,3 +48,4 @@ class RunSettings:
     revision: str = "unknown"
     created: str = ""
     source_url: str = DEFAULT_SOURCE_URL
+    sign_recursive: bool = False  # with a signer: also sign each platform manifest

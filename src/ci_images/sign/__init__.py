@@ -1,0 +1,8 @@
+"""Signing adapter: cosign-compatible signatures for the digests the target holds.
+
+Key mode is done here, byte for byte in cosign's formats, because cosign is not installable on every machine:
+``keys`` (cosign's encrypted key file), ``payload`` (the simplesigning payload and the ``.sig`` manifest),
+``store`` (reading and writing ``sha256-<hex>.sig`` through the one registry client), ``verify`` (one digest against
+one public key). Keyless mode goes through the cosign CLI (``keyless``), run by ``ci_images.proc``. ``signer`` puts
+both behind one interface for ``run/`` and ``app``.
+"""
