@@ -115,5 +115,7 @@ def test_the_filter_reaches_the_model(catalog_files: CatalogFiles) -> None:
     path = catalog_files.write(UPDATES.format(body='{range: "<2", exclude: ["-ent$"]}'))
     spec = load_catalog(path, smoke_kinds=KINDS).images[0]
     assert spec.updates.as_record() == {"range": "<2", "exclude": ["-ent$"]}
-    plain = catalog_files.write('images:\n  a:\n    source: acme/a\n    versions: ["1.0.0"]\n', name="plain.yaml")
+    plain = catalog_files.write(
+        'images:\n  a:\n    source: acme/a\n    versions: ["1.0.0"]\n', name="plain.yaml"
+    )
     assert load_catalog(plain, smoke_kinds=KINDS).images[0].updates == UpdateFilter()

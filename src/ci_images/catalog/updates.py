@@ -28,7 +28,9 @@ _OPERATORS: dict[str, Callable[[tuple[int, ...], tuple[int, ...]], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
-_BOUND_RE = re.compile(r"^(>=|<=|==|!=|>|<)\s*(0|[1-9]\d{0,8})(?:\.(0|[1-9]\d{0,8}))?(?:\.(0|[1-9]\d{0,8}))?$")
+_BOUND_RE = re.compile(
+    r"^(>=|<=|==|!=|>|<)\s*(0|[1-9]\d{0,8})(?:\.(0|[1-9]\d{0,8}))?(?:\.(0|[1-9]\d{0,8}))?$"
+)
 
 
 @dataclass(frozen=True)
