@@ -25,6 +25,7 @@ from ci_images.options import Options, local_address, output_path
 from ci_images.plan import entries as planning
 from ci_images.plan.decide import Decision, TargetState
 from ci_images.plan.entries import Entry
+from ci_images.plan.matrix import job_matrix
 from ci_images.registry.auth import resolve_credentials, resolve_upstream_credentials
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool, RateBudget
@@ -271,13 +272,7 @@ def matrix(options: Options) -> dict[str, list[dict[str, object]]]:
     """The plan as a GitHub Actions matrix: one job per image that has work to do."""
     _, ctx, decisions = make_plan(options)
     ctx.close()
-    include: dict[str, dict[str, Any]] = {}
-    for d in decisions:
-        if d.action == "skip":
-            continue
-        job = include.setdefault(d.entry.image, {"image": d.entry.image, "entries": []})
-        job["entries"].append(d.entry.key)
-    result = {"include": list(include.values())}
+    result = job_matrix(decisions)
     sys.stdout.write(json.dumps(result) + "\n")
     log.set_output("matrix", json.dumps(result))
     return result
