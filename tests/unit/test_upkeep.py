@@ -104,3 +104,11 @@ def test_docs_check_fails_on_a_stale_readme_and_docs_repairs_it(tmp_path: Path) 
     assert run_door("invoke", check[:-1], env).returncode == 0
     assert "| stale |" not in readme.read_text()
     assert run_door("module", check, env).returncode == 0
+
+
+def test_the_readme_shows_what_the_shipped_catalog_publishes() -> None:
+    """README.md's reference table is what `invoke docs` makes from images.yaml: run `invoke docs` when this fails."""
+    catalog = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
+    assert catalog.registry is not None
+    current = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert docs.splice(current, docs.references_table(catalog, catalog.registry)) == current
