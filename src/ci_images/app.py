@@ -25,6 +25,7 @@ from ci_images.options import Options, local_address, output_path
 from ci_images.plan import entries as planning
 from ci_images.plan.decide import Decision, TargetState
 from ci_images.plan.entries import Entry
+from ci_images.plan.matrix import job_matrix
 from ci_images.registry.auth import resolve_credentials, resolve_upstream_credentials
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool, RateBudget
@@ -106,7 +107,7 @@ def entries_for(options: Options, catalog: Catalog, *, prefix: str) -> list[Entr
     )
 
 
-def _upstream_pool(options: Options, catalog: Catalog) -> ClientPool:
+def upstream_pool(options: Options, catalog: Catalog) -> ClientPool:
     credentials = resolve_upstream_credentials(options.env)
     mirror, plain = upstream_mirror(options, catalog)
     return ClientPool(
@@ -142,7 +143,7 @@ def _engine_factory() -> Engine:
 def _context(options: Options, catalog: Catalog, *, target_pool: ClientPool | None) -> Context:
     minimum = options.ratelimit_min_remaining
     return Context(
-        upstream=_upstream_pool(options, catalog),
+        upstream=upstream_pool(options, catalog),
         target=target_pool,
         engine_factory=_engine_factory,
         env=options.env,
@@ -271,13 +272,7 @@ def matrix(options: Options) -> dict[str, list[dict[str, object]]]:
     """The plan as a GitHub Actions matrix: one job per image that has work to do."""
     _, ctx, decisions = make_plan(options)
     ctx.close()
-    include: dict[str, dict[str, Any]] = {}
-    for d in decisions:
-        if d.action == "skip":
-            continue
-        job = include.setdefault(d.entry.image, {"image": d.entry.image, "entries": []})
-        job["entries"].append(d.entry.key)
-    result = {"include": list(include.values())}
+    result = job_matrix(decisions)
     sys.stdout.write(json.dumps(result) + "\n")
     log.set_output("matrix", json.dumps(result))
     return result
@@ -394,12 +389,22 @@ def _push_images(options: Options, signer: Signer | None) -> list[report.Result]
 
 
 def write_lock_only(options: Options) -> Path:
-    """Record what the target holds for every up-to-date entry (HEAD/GET only): for a job after parallel pushes."""
+    """Record what the target holds for every up-to-date entry (HEAD/GET only): for a job after parallel pushes.
+    With a signing key or --keyless it also records who signed each digest, read back by verifying it."""
+    verifier = signatures.lock_verifier(
+        options.signing_key, options.keyless, options.env, default_url=DEFAULT_SOURCE_URL
+    )
     catalog, ctx, decisions = make_plan(options, lock=True)
-    ctx.close()
-    results = [
-        replace(report.Result.from_decision(d), action="skipped") for d in decisions if d.action == "skip"
-    ]
+    up_to_date = [d for d in decisions if d.action == "skip"]
+    results = [replace(report.Result.from_decision(d), action="skipped") for d in up_to_date]
+    try:
+        if verifier is not None and ctx.target is not None:
+            held = [(r, d.entry.target) for r, d in zip(results, up_to_date, strict=True)]
+            results = signatures.with_observed_signatures(
+                ctx.target, held, verifier, recursive=options.recursive
+            )
+    finally:
+        ctx.close()
     lock = lock_file(options, catalog)
     lockfile.update_lock(lock, results)
     pending = [d.entry.key for d in decisions if d.action != "skip"]

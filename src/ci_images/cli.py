@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ci_images import app
+from ci_images import app, upkeep
 from ci_images.errors import CiImagesError, Interrupted, UsageError
 from ci_images.log import log, redact
 from ci_images.options import OPTIONS, Option, Options, parse
@@ -108,6 +108,21 @@ COMMANDS: tuple[Command, ...] = (
         "verify-images",
         app.verify_images,
         "Verify every catalog tag on the target: its signature, its payload, and its digest against the lock file.",
+    ),
+    Command(
+        "outdated",
+        upkeep.outdated,
+        "Per image, the upstream tags newer than its newest cataloged version (tag lists only; exits 0 either way).",
+    ),
+    Command(
+        "bump",
+        upkeep.bump,
+        "Add the releases `outdated` finds to the catalog, keeping its comments and layout; print the diff.",
+    ),
+    Command(
+        "docs",
+        upkeep.docs,
+        "Write README's table of every published reference from the catalog; --check only says whether it is current.",
     ),
 )
 

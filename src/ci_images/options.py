@@ -37,6 +37,8 @@ LIST, PLAN, BUILD, TEST, PUSH, CI, REGISTRY_DOWN = (
     "registry-down",
 )
 GENERATE_KEY, SIGN, VERIFY = "generate-key", "sign-images", "verify-images"
+OUTDATED, BUMP, DOCS = "outdated", "bump", "docs"
+_UPKEEP_COMMANDS = frozenset({OUTDATED, BUMP})  # read upstream tag lists
 _CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY})
 _TARGET_COMMANDS = frozenset({LIST, PLAN, PUSH, CI, SIGN, VERIFY})
 _SIGNING_COMMANDS = frozenset({SIGN, PUSH, CI})
@@ -71,6 +73,8 @@ class Options:
     recursive: bool = False
     key: str | None = None  # verify-images: the public key
     output: str | None = None  # generate-key: the folder
+    readme: str | None = None  # docs: the README with the reference table
+    check: bool = False  # docs: only check that the README is current
     debug: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
@@ -271,7 +275,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "catalog",
         "catalog file",
-        _CATALOG_COMMANDS,
+        _CATALOG_COMMANDS | _UPKEEP_COMMANDS | {DOCS},
         metavar="PATH",
         env="CI_IMAGES_CATALOG",
         default="./images.yaml",
@@ -280,7 +284,7 @@ OPTIONS: tuple[Option, ...] = (
         "images",
         "only these entries: globs on image, image/variant, image/variant/version or image:version; "
         "comma-separated or repeated",
-        _CATALOG_COMMANDS,
+        _CATALOG_COMMANDS | _UPKEEP_COMMANDS,
         kind="list",
         metavar="GLOB",
         convert=_globs,
@@ -306,7 +310,7 @@ OPTIONS: tuple[Option, ...] = (
         "upstream-mirror",
         "host[:port] of a Docker Hub mirror or pull-through cache (http://127.0.0.1:PORT for a plain-HTTP "
         "loopback one)",
-        _UPSTREAM_COMMANDS,
+        _UPSTREAM_COMMANDS | _UPKEEP_COMMANDS,
         metavar="HOST",
         env="CI_IMAGES_UPSTREAM_MIRROR",
         convert=_mirror,
@@ -332,7 +336,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "json",
         "JSON records: to standard output, or to PATH when given",
-        _CATALOG_COMMANDS,
+        _CATALOG_COMMANDS | _UPKEEP_COMMANDS,
         kind="optional",
         metavar="PATH",
         convert=output_path,
@@ -367,7 +371,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "registry-timeout",
         "seconds to wait for a registry's next bytes before the request is retried",
-        _UPSTREAM_COMMANDS | _TARGET_COMMANDS,
+        _UPSTREAM_COMMANDS | _TARGET_COMMANDS | _UPKEEP_COMMANDS,
         metavar="SECONDS",
         env="CI_IMAGES_REGISTRY_TIMEOUT",
         convert=_jobs,
@@ -431,9 +435,23 @@ OPTIONS: tuple[Option, ...] = (
         default=".",
     ),
     Option(
+        "readme",
+        "the README whose reference table (between its markers) docs rewrites",
+        frozenset({DOCS}),
+        metavar="PATH",
+        convert=output_path,
+        default="README.md beside the catalog",
+    ),
+    Option(
+        "check",
+        "change nothing; exit 2 when the README's reference table is not what the catalog gives (for CI)",
+        frozenset({DOCS}),
+        kind="flag",
+    ),
+    Option(
         "debug",
         "show debug lines and tracebacks",
-        _CATALOG_COMMANDS | {REGISTRY_DOWN, GENERATE_KEY},
+        _CATALOG_COMMANDS | _UPKEEP_COMMANDS | {REGISTRY_DOWN, GENERATE_KEY, DOCS},
         kind="flag",
     ),
 )

@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(lab: Any, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return clean_env(**lab.env(), CI="true", XDG_CACHE_HOME=str(tmp_path / "cache"), **extra)
+    # extra may override the lab's own settings (e.g. CI_IMAGES_REGISTRY): merged first, not passed twice.
+    return clean_env(**{**lab.env(), "CI": "true", "XDG_CACHE_HOME": str(tmp_path / "cache"), **extra})
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

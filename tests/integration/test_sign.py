@@ -277,6 +277,23 @@ def test_verify_images_passes_for_every_tag(signed: Signed, tmp_path: Path) -> N
     assert all(r["ok"] and r["problem"] is None and r["mode"] == "key" for r in records)
 
 
+def test_lock_only_records_who_signed_each_digest(signed: Signed, tmp_path: Path) -> None:
+    """The lock job runs after the publish jobs, builds nothing and signs nothing: it reads who signed each digest
+    back by verifying it, so a fresh lock file carries the signature records a consumer checks against."""
+    fingerprint = signed.result.signature.signer if signed.result.signature else None
+    with_key = tmp_path / "with-key.json"
+    app.write_lock_only(_options(signed, "ci", lock_only=True, lock=str(with_key)))
+    lock = json.loads(with_key.read_text())
+    assert {lock["images"][ref]["digest"] for ref in signed.result.tags} == {signed.digest}
+    assert lock["signatures"] == {signed.digest: {"signed_by": [{"key": fingerprint}]}}
+    # Without a key or --keyless there is nothing to verify with: tags only, as before.
+    unsigned = tmp_path / "tags-only.json"
+    env = {k: v for k, v in signed.env.items() if k != "COSIGN_KEY"}
+    options = parse("ci", {"catalog": str(signed.catalog), "lock": str(unsigned), "lock_only": True}, env)
+    app.write_lock_only(options)
+    assert "signatures" not in json.loads(unsigned.read_text())
+
+
 def test_second_push_signs_nothing_new(signed: Signed, lab: Any) -> None:
     before = len(lab.target.requests())
     again = app.push_images(_options(signed, PUSH))

@@ -256,3 +256,20 @@ def test_keyless_signer_signs_only_what_its_workflows_have_not_signed(tmp_path: 
     other = "sha256:" + "cd" * 32
     verdict = signer.verify(client, repository, other)
     assert verdict.problem == "keyless" and "no matching signatures" in verdict.message
+
+
+def test_keyless_verification_names_the_identity_in_the_certificate(tmp_path: Path) -> None:
+    """What the lock file records for a keyless signature is the identity cosign found in the certificate, read
+    from the JSON line `cosign verify` prints (a stand-in cosign prints one as cosign does)."""
+    from ci_images.registry.client import RegistryClient
+    from ci_images.sign.signer import KeylessSigner
+
+    subject = "https://github.com/getsops/ci-container-images/.github/workflows/ci-images.yml@refs/heads/main"
+    line = json.dumps([{"critical": {}, "optional": {"Issuer": keyless.GITHUB_ISSUER, "Subject": subject}}])
+    _fake_cosign(tmp_path, f"echo 'Verification for ... --' >&2; echo '{line}'")
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    regexp = keyless.identity_regexp("getsops/ci-container-images")
+    verifier = KeylessSigner(env, identity=regexp, regexp=regexp)
+    verdict = verifier.verify(RegistryClient("ghcr.io"), parse_repository("ghcr.io/o/r/vault"), DIGEST)
+    assert verdict.ok and verdict.signer == subject
+    assert keyless.certificate_identity("no json here\n[not json") is None

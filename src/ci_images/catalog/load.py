@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_images.catalog import tags as tag_rules
+from ci_images.catalog import updates as update_rules
 from ci_images.catalog.model import Catalog, ImageSpec, Variant
 from ci_images.catalog.platforms import platform_problem
 from ci_images.catalog.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
@@ -375,7 +376,35 @@ def _build_image(
         platforms=platforms,
         tag_templates=templates,
         variants=tuple(variants),
+        updates=_update_filter(marked, name, (*base, "updates"), spec.get("updates")),
     )
+
+
+def _update_filter(
+    marked: Marked, name: str, path: tuple[str | int, ...], spec: dict[str, Any] | None
+) -> update_rules.UpdateFilter:
+    """An image's ``updates:`` (range and exclude patterns), each part checked where it is written."""
+    if spec is None:
+        return update_rules.NO_FILTER
+    try:
+        bounds = update_rules.parse_range(spec["range"]) if "range" in spec else ()
+    except ValueError as exc:
+        raise located_error(
+            marked, name, (*path, "range"), f"bad updates range: {exc}", "write e.g. '>=1.14, <2'"
+        ) from exc
+    patterns = []
+    for i, pattern in enumerate(spec.get("exclude", [])):
+        try:
+            patterns.append(update_rules.compile_exclude(pattern))
+        except ValueError as exc:
+            raise located_error(
+                marked,
+                name,
+                (*path, "exclude", i),
+                f"bad updates exclude pattern: {exc}",
+                "write a Python regular expression, e.g. '-ent$'",
+            ) from exc
+    return update_rules.UpdateFilter(bounds, tuple(patterns))
 
 
 def _check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ci_images.catalog.refs import Repository
+from ci_images.catalog.updates import NO_FILTER, UpdateFilter
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ImageSpec:
     platforms: tuple[str, ...]
     tag_templates: tuple[str, ...]
     variants: tuple[Variant, ...]  # the plain variant first
+    updates: UpdateFilter = NO_FILTER  # which upstream tags `outdated` and `bump` consider
 
     @property
     def mode(self) -> str:

