@@ -120,10 +120,14 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
     if error.validator == "type":
         expected = error.validator_value
         expected_types = [str(t) for t in (expected if isinstance(expected, list) else [expected])]
+        scalar_for_string = "string" in expected_types and isinstance(instance, (int, float, bool))
+        if scalar_for_string:
+            # versions: [1.10] is an unquoted tag, whatever else the place allows (a version may be a mapping too).
+            expected_types = ["string"]
         expected_text = " or ".join(_TYPE_WORDS.get(t, t) for t in expected_types)
         raw = marked.raw.get(path)
         fix = f"write {expected_text} here"
-        if expected == "string" and isinstance(instance, (int, float, bool)):
+        if scalar_for_string:
             shown = raw if raw is not None else str(instance)
             fix = f'quote it: "{shown}" (YAML reads {shown} unquoted as {instance!r})'
         return located_error(
