@@ -71,8 +71,12 @@ def image_labels(
 
 
 def mirror_recipe(entry: Entry, source_digest: str) -> str:
-    """A mirrored image changes only when upstream or the platform list does."""
+    """A mirrored image changes only when upstream or the platform list does.
+
+    "mirror-copy": mirrors are registry-to-registry copies now; a target still holding an older engine re-upload
+    (same source, other bytes) has another recipe label, so the next run replaces it with the copy.
+    """
     digest = hashlib.sha256()
-    for part in (RECIPE_VERSION, "mirror", source_digest, *sorted(entry.platforms)):
+    for part in (RECIPE_VERSION, "mirror-copy", source_digest, *(sorted(entry.platforms) or ["all"])):
         digest.update(part.encode() + b"\0")
     return f"sha256:{digest.hexdigest()}"
