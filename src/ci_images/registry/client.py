@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,7 +23,17 @@ import requests
 from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log, redact
+from ci_images.registry.stream import (
+    CHUNK,
+    BlobSource,
+    SizedChunks,
+    SourceInterrupted,
+    checked_chunks,
+    local_chunks,
+)
 from ci_images.registry.transport import (
+    Body,
+    ConnectionDropped,
     RateLimit,
     RequestKind,
     RetryPolicy,
@@ -190,34 +202,119 @@ class RegistryClient:
             raise RegistryError(f"{self.host}/{repo}: blob {digest} arrived with a different digest")
         return resp.content
 
+    @contextmanager
+    def open_blob(self, repo: str, digest: str, *, size: int | None = None) -> Iterator[Iterator[bytes]]:
+        """Stream a blob: its bytes as they arrive, exactly as stored (no content decoding), checked against
+        ``digest`` (and ``size``) at the end. A short or broken stream raises SourceInterrupted."""
+        resp = self._call(
+            "GET",
+            f"/v2/{repo}/blobs/{digest}",
+            kind="blob",
+            scope=_scope(repo, "pull"),
+            expect={200},
+            stream=True,
+        )
+        assert resp is not None
+        try:
+            yield checked_chunks(
+                resp.raw.stream(CHUNK, decode_content=False), f"{self.host}/{repo}", digest, size
+            )
+        finally:
+            resp.close()
+
     def upload_blob(
         self, repo: str, digest: str, data: bytes | Path, *, mount_from: str | None = None
-    ) -> None:
-        """Monolithic upload (POST then PUT ?digest=); nothing is sent when the blob is already there.
+    ) -> str:
+        """Upload a blob held in memory or in a file; see upload_blob_stream."""
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        return self.upload_blob_stream(repo, digest, size, lambda: local_chunks(data), mount_from=mount_from)
 
-        ``mount_from`` names another repo on this host that holds the blob: the registry links it instead.
+    def upload_blob_stream(
+        self, repo: str, digest: str, size: int, source: BlobSource, *, mount_from: str | None = None
+    ) -> str:
+        """Upload a blob unless the target has it: "present", "mounted" or "uploaded".
+
+        HEAD first: a blob already in ``repo`` is never sent again. ``mount_from`` names another repository on
+        this host that holds the blob: the registry links it instead of receiving the bytes. Otherwise one POST
+        opens an upload and one PUT streams the bytes from ``source`` with their digest. A connection that drops
+        part-way (on either side) leaves an upload session that cannot take the bytes again, so the whole upload
+        starts over: a new POST and ``source`` opened again from the start, within the retry policy's budget.
         """
         if self.blob_exists(repo, digest):
-            return
-        scope = _scope(repo, "pull,push")
+            return "present"
+        policy = self.transport.retry
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            location = self._start_upload(repo, digest, mount_from)
+            if location is None:
+                return "mounted"
+            try:
+                self._finish_upload(repo, location, digest, size, source, mount_from)
+                return "uploaded"
+            except (ConnectionDropped, SourceInterrupted, _UploadRefused) as exc:
+                wait = policy.next_wait(attempt, time.monotonic() - started)
+                what = f"upload of {digest} ({size} bytes) to {self.host}/{repo}"
+                if wait is None:
+                    raise RegistryError(
+                        f"{what} failed {attempt} times; last: {exc}",
+                        fix=f"check that {self.host} is up and that the connection to it holds; retry later",
+                    ) from exc
+                log.warning(f"{what} interrupted ({exc}); starting it again in {wait:.1f} s")
+                time.sleep(wait)
+
+    def _start_upload(self, repo: str, digest: str, mount_from: str | None) -> str | None:
+        """POST an upload (or a mount); the upload's location, or None when the blob was mounted."""
         query = {"mount": digest, "from": mount_from} if mount_from else {}
-        if mount_from:
-            scope = f"{scope} {_scope(mount_from, 'pull')}"
         started = self._call(
             "POST",
             f"/v2/{repo}/blobs/uploads/" + (f"?{urlencode(query)}" if query else ""),
             kind="upload",
-            scope=scope,
+            scope=self._upload_scope(repo, mount_from),
             expect={201, 202},
         )
         assert started is not None
-        if started.status_code == 201:  # mounted from the other repo
-            return
+        if started.status_code == 201:  # mounted from the other repository
+            return None
         location = urljoin(self.base_url + "/", started.headers["Location"])
-        location += ("&" if "?" in location else "?") + urlencode({"digest": digest})
-        size = data.stat().st_size if isinstance(data, Path) else len(data)
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        self._call("PUT", location, kind="upload", scope=scope, expect={201}, headers=headers, body=data)
+        return location + ("&" if "?" in location else "?") + urlencode({"digest": digest})
+
+    def _finish_upload(
+        self, repo: str, location: str, digest: str, size: int, source: BlobSource, mount_from: str | None
+    ) -> None:
+        @contextmanager
+        def body() -> Iterator[SizedChunks]:
+            with source() as chunks:
+                yield SizedChunks(chunks, size)
+
+        headers = {"Content-Type": "application/octet-stream"}
+        resp = self._call(
+            "PUT",
+            location,
+            kind="upload",
+            scope=self._upload_scope(repo, mount_from),  # the POST's token serves the PUT
+            expect=_ANY_STATUS,
+            headers=headers,
+            # requests would send an empty stream chunked: an empty blob goes as an empty body.
+            body=body if size else b"",
+            resend=False,
+        )
+        assert resp is not None
+        if resp.status_code in (401, 403):
+            raise RegistryError(
+                f"PUT {redact_url(location)}: {resp.status_code} {redact(registry_message(resp))}",
+                fix=self._credentials_fix(),
+            )
+        if resp.status_code != 201:
+            raise _UploadRefused(f"{resp.status_code} {redact(registry_message(resp))}")
+        claimed = resp.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise RegistryError(f"{self.host}/{repo}: registry stored blob {claimed}, expected {digest}")
+
+    def _upload_scope(self, repo: str, mount_from: str | None) -> str:
+        scope = _scope(repo, "pull,push")
+        return f"{scope} {_scope(mount_from, 'pull')}" if mount_from else scope
 
     def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
         """PUT a manifest under a tag or its own digest; returns the digest, checked against the registry's."""
@@ -265,23 +362,35 @@ class RegistryClient:
         *,
         kind: RequestKind,
         scope: str | None,
-        expect: set[int],
+        expect: AbstractSet[int],
         missing_ok: bool = False,
         headers: Mapping[str, str] | None = None,
-        body: bytes | Path | None = None,
+        body: Body = None,
+        stream: bool = False,
+        resend: bool = True,
     ) -> requests.Response | None:
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
         if self._bearer and not self._auth_header(scope):
             self._fetch_token(self._bearer, scope)  # known token registry: skip the anonymous round trip
-        resp = self.transport.send(
-            method, url, kind=kind, headers={**(headers or {}), **self._auth_header(scope)}, body=body
-        )
-        if resp.status_code == 401 and self._authenticate(resp, scope):
-            resp = self.transport.send(
-                method, url, kind=kind, headers={**(headers or {}), **self._auth_header(scope)}, body=body
+
+        def send() -> requests.Response:
+            return self.transport.send(
+                method,
+                url,
+                kind=kind,
+                headers={**(headers or {}), **self._auth_header(scope)},
+                body=body,
+                stream=stream,
+                resend=resend,
             )
+
+        resp = send()
+        if resp.status_code == 401 and self._authenticate(resp, scope):
+            resp.close()
+            resp = send()
         if resp.status_code in expect:
             return resp
+        resp.close()
         if resp.status_code == 404 and missing_ok:
             return None
         where = f"{method} {redact_url(url)}"
@@ -347,6 +456,13 @@ class RegistryClient:
         lifetime = float(answer.get("expires_in") or 60)
         key = cache_as if cache_as is not None else scope
         self._tokens[key or ""] = (token, time.monotonic() + max(lifetime - 10, 5))
+
+
+class _UploadRefused(Exception):
+    """The registry answered an upload's PUT with an error: the session is spent, the upload starts over."""
+
+
+_ANY_STATUS = frozenset(range(100, 600))
 
 
 def _scope(repo: str, actions: str) -> str:
