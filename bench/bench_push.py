@@ -75,10 +75,10 @@ def main() -> int:
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
 
-    standins, platforms = standins_for(Path(args.catalog))
+    standins, platforms, narrowed = standins_for(Path(args.catalog))
     workdir = Path(tempfile.mkdtemp(prefix="ci-images-bench-"))
     print(f"lab: starting in {workdir} ...", flush=True)
-    the_lab = lab.lab_up(workdir, standins=standins, platforms=platforms)
+    the_lab = lab.lab_up(workdir, standins=standins, platforms=platforms, narrowed=narrowed)
     try:
         env = {**the_lab.env(), "CI": "true"}
         options: Options = parse(

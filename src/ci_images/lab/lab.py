@@ -41,8 +41,16 @@ VERSION_LABEL = "org.opencontainers.image.version"
 INPUTS_LABEL = "io.github.getsops.ci-images.lab.inputs"
 IMAGE_PREFIX = "ci-images-lab"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
-# Real upstream repository -> stand-in recipe folder in lab/files/.
-STANDIN_KINDS: dict[str, str] = {"nsmithuk/local-kms": "local-kms", "hashicorp/vault": "vault"}
+# Real upstream repository -> stand-in recipe folder in lab/files/. library/vault is the official `vault` image
+# (docker.io/vault): Vault releases before 1.14 are published there, not under hashicorp/vault.
+STANDIN_KINDS: dict[str, str] = {
+    "nsmithuk/local-kms": "local-kms",
+    "hashicorp/vault": "vault",
+    "library/vault": "vault",
+}
+# "repo:version" -> the only platforms upstream has for that version (an old amd64-only release); every other
+# stand-in has all of the lab's platforms.
+Narrowed = Mapping[str, Sequence[str]]
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
 
 
@@ -149,6 +157,10 @@ class Lab:
     platforms: list[str]
     # repo -> version -> index digest in upstream
     standins: dict[str, dict[str, str]] = field(default_factory=dict)
+    narrowed: dict[str, list[str]] = field(default_factory=dict)
+
+    def platforms_of(self, repo: str, version: str) -> list[str]:
+        return _platforms_of(repo, version, self.platforms, self.narrowed)
 
     @property
     def target_repository(self) -> str:
@@ -184,6 +196,7 @@ class Lab:
             "ca_bundle": str(self.ca_bundle),
             "platforms": self.platforms,
             "standins": self.standins,
+            "narrowed": self.narrowed,
         }
         path = self.workdir / STATE_FILE
         path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
@@ -203,7 +216,12 @@ class Lab:
             ca_bundle=Path(state["ca_bundle"]),
             platforms=list(state["platforms"]),
             standins={k: dict(v) for k, v in state["standins"].items()},
+            narrowed={k: list(v) for k, v in state.get("narrowed", {}).items()},
         )
+
+
+def _platforms_of(repo: str, version: str, platforms: Sequence[str], narrowed: Narrowed) -> list[str]:
+    return list(narrowed.get(f"{repo}:{version}", platforms))
 
 
 def lab_up(
@@ -211,18 +229,23 @@ def lab_up(
     *,
     standins: Mapping[str, Sequence[str]],
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    narrowed: Narrowed | None = None,
     engine: Engine | None = None,
     reuse_store: bool = True,
 ) -> Lab:
     """Start (or reuse) the lab in ``workdir`` and make sure upstream holds every requested stand-in version.
 
-    ``reuse_store=False`` ignores a cached upstream store: stand-ins are then pushed from the engine's images.
+    ``narrowed`` ("repo:version" -> platforms) gives a version fewer platforms, as an old upstream release may
+    have; a version with one platform is pushed as that platform's manifest alone (what `docker push` of one
+    build leaves), not as an index. ``reuse_store=False`` ignores a cached upstream store: stand-ins are then
+    pushed from the engine's images.
     """
+    narrowed_lists = {key: list(value) for key, value in (narrowed or {}).items()}
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for repo in standins:
         _kind(repo)
-    for platform in platforms:
+    for platform in [*platforms, *(p for value in narrowed_lists.values() for p in value)]:
         _arch(platform)
     existing = Lab.load(workdir)
     if existing is not None and existing.upstream.alive() and existing.target.alive():
@@ -232,14 +255,17 @@ def lab_up(
         if existing is not None:
             _stop(existing)
         engine = engine or Engine.connect()
-        lab = _start(workdir, standins, list(platforms), reuse_store=reuse_store, engine=engine)
+        lab = _start(
+            workdir, standins, list(platforms), narrowed_lists, reuse_store=reuse_store, engine=engine
+        )
     missing = {
         repo: [v for v in versions if v not in lab.standins.get(repo, {})]
         for repo, versions in standins.items()
     }
     if any(missing.values()):
         engine = engine or Engine.connect()
-        _push_standins(lab, engine, missing, list(platforms))
+        lab.narrowed.update(narrowed_lists)
+        _push_standins(lab, engine, missing)
         lab.save()
     lab.upstream.reset_requests()  # tests count the tool's upstream traffic, not the lab's own pushes
     lab.save()
@@ -266,6 +292,7 @@ def _start(
     workdir: Path,
     standins: Mapping[str, Sequence[str]],
     platforms: list[str],
+    narrowed: dict[str, list[str]],
     *,
     reuse_store: bool,
     engine: Engine,
@@ -276,8 +303,8 @@ def _start(
     user, password = f"lab-{secrets.token_hex(3)}", secrets.token_urlsafe(18)
     log.add_mask(password)
     # A previously filled upstream store with exactly these stand-ins skips building and pushing entirely.
-    image_ids = _standin_image_ids(engine, standins, platforms)
-    store_key = _store_key(standins, platforms, image_ids or "")
+    image_ids = _standin_image_ids(engine, standins, platforms, narrowed)
+    store_key = _store_key(standins, platforms, narrowed, image_ids or "")
     cached_store = lab_assets.assets_dir() / "upstream-store" / store_key
     upstream_dir = workdir / "upstream"
     seeded = bool(reuse_store and image_ids and lab_assets.clone_store(cached_store, upstream_dir / "data"))
@@ -287,7 +314,15 @@ def _start(
     except LabError:
         upstream.stop()
         raise
-    lab = Lab(workdir=workdir, ca=ca, upstream=upstream, target=target, ca_bundle=bundle, platforms=platforms)
+    lab = Lab(
+        workdir=workdir,
+        ca=ca,
+        upstream=upstream,
+        target=target,
+        ca_bundle=bundle,
+        platforms=platforms,
+        narrowed=narrowed,
+    )
     if seeded:
         state = json.loads((cached_store / "standins.json").read_text(encoding="utf-8"))
         lab.standins = _present(lab, {k: dict(v) for k, v in state.items()})
@@ -314,7 +349,7 @@ def _present(lab: Lab, standins: dict[str, dict[str, str]]) -> dict[str, dict[st
 
 
 def _standin_image_ids(
-    engine: Engine, standins: Mapping[str, Sequence[str]], platforms: Sequence[str]
+    engine: Engine, standins: Mapping[str, Sequence[str]], platforms: Sequence[str], narrowed: Narrowed
 ) -> str | None:
     """The engine's image ids of these stand-ins, or None when one is missing.
 
@@ -324,7 +359,7 @@ def _standin_image_ids(
     ids = []
     for repo in sorted(standins):
         for version in sorted(standins[repo]):
-            for platform in sorted(platforms):
+            for platform in sorted(_platforms_of(repo, version, platforms, narrowed)):
                 try:
                     ids.append(
                         str(engine.client.api.inspect_image(standin_ref(repo, version, platform))["Id"])
@@ -334,12 +369,14 @@ def _standin_image_ids(
     return ",".join(ids)
 
 
-def _store_key(standins: Mapping[str, Sequence[str]], platforms: Sequence[str], image_ids: str) -> str:
+def _store_key(
+    standins: Mapping[str, Sequence[str]], platforms: Sequence[str], narrowed: Narrowed, image_ids: str
+) -> str:
     parts = [
         f"{repo}:{version}:{platform}:{_version_hash(_kind(repo), platform, version)}"
         for repo in sorted(standins)
         for version in sorted(standins[repo])
-        for platform in sorted(platforms)
+        for platform in sorted(_platforms_of(repo, version, platforms, narrowed))
     ]
     parts.append(image_ids)
     # The pushed bytes also depend on how ci_images.oci writes layers and manifests.
@@ -347,14 +384,12 @@ def _store_key(standins: Mapping[str, Sequence[str]], platforms: Sequence[str], 
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
-def _push_standins(
-    lab: Lab, engine: Engine, standins: Mapping[str, Sequence[str]], platforms: list[str]
-) -> None:
+def _push_standins(lab: Lab, engine: Engine, standins: Mapping[str, Sequence[str]]) -> None:
     jobs = [
         (repo, version, platform)
         for repo, versions in standins.items()
         for version in versions
-        for platform in platforms
+        for platform in lab.platforms_of(repo, version)
     ]
     # Ingredients are network/subprocess bound: fetch them side by side (the arm64 rootfs under QEMU is the slowest).
     kinds_arches = sorted({(_kind(repo), _arch(platform)) for repo, _, platform in jobs})
@@ -370,8 +405,13 @@ def _push_standins(
         try:
             manifests = [
                 push_engine_image(engine, client, repo, refs[(repo, version, p)], platform=p)
-                for p in platforms
+                for p in lab.platforms_of(repo, version)
             ]
+            if f"{repo}:{version}" in lab.narrowed and len(manifests) == 1:
+                # An old single-platform release: the tag names the platform's manifest, no index.
+                got = client.get_manifest(repo, manifests[0].digest)
+                assert got is not None
+                return repo, version, put_tags(client, repo, got[1], got[0].media_type, [version])
             body, media_type = make_index(manifests, {VERSION_LABEL: version})
             return repo, version, put_tags(client, repo, body, media_type, [version])
         finally:
@@ -395,7 +435,12 @@ def _push_standins(
         lab.upstream.data_dir,
         lab_assets.assets_dir()
         / "upstream-store"
-        / _store_key(all_standins, platforms, _standin_image_ids(engine, all_standins, platforms) or ""),
+        / _store_key(
+            all_standins,
+            lab.platforms,
+            lab.narrowed,
+            _standin_image_ids(engine, all_standins, lab.platforms, lab.narrowed) or "",
+        ),
         lab.standins,
     )
 
