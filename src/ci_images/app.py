@@ -182,11 +182,12 @@ def list_images(options: Options) -> list[dict[str, Any]]:
     prefix = target(options, catalog, start_local=False).prefix
     rows = [e.as_row() for e in entries_for(options, catalog, prefix=prefix)]
     if not _emit_json(options, rows):
+        width = max((len(row["image"]) for row in rows), default=0)
         for row in rows:
             tags = ", ".join(row["tags"])
             platforms = ",".join(row["platforms"])
             sys.stdout.write(
-                f"{row['image']:<12} {row['variant']:<8} {row['version']:<10} {row['mode']:<6} {row['source']}  ->  {tags}  [{platforms}]\n"
+                f"{row['image']:<{width}} {row['variant']:<8} {row['version']:<10} {row['mode']:<6} {row['source']}  ->  {tags}  [{platforms}]\n"
             )
     return rows
 
@@ -316,7 +317,9 @@ def push_images(options: Options) -> list[report.Result]:
     try:
         assert ctx.target is not None
         publisher: Publisher = (
-            DryRunPublisher() if options.dry_run else RegistryPublisher(lambda: ctx.engine, ctx.target)
+            DryRunPublisher()
+            if options.dry_run
+            else RegistryPublisher(lambda: ctx.engine, ctx.target, upstream=ctx.upstream, budget=ctx.budget)
         )
         results = execute(ctx, decisions, _settings(options, catalog, publish=True), publisher)
         if not options.dry_run:

@@ -17,6 +17,7 @@ RECIPE_VERSION = "ci-images-recipe/1"
 # What the next plan compares with what it would build: the recipe hash and the upstream digest it was built from.
 RECIPE_LABEL = "io.github.ci-images.recipe"
 SOURCE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
+BASE_NAME_LABEL = "org.opencontainers.image.base.name"
 _IGNORED_DIRS = frozenset({".git", "__pycache__", ".mypy_cache", ".pytest_cache"})
 
 
@@ -64,7 +65,7 @@ def image_labels(
         "org.opencontainers.image.version": entry.version,
         "org.opencontainers.image.title": entry.title,
         "org.opencontainers.image.description": entry.description,
-        "org.opencontainers.image.base.name": entry.source_ref,
+        BASE_NAME_LABEL: entry.source_ref,
         SOURCE_DIGEST_LABEL: source_digest,
         RECIPE_LABEL: recipe,
     }

@@ -2,7 +2,9 @@
 
 Order of events for an entry that needs work: resolve the upstream index to per-platform digests, build every
 platform FROM its own digest, smoke-test every platform the host can run, upload every platform by digest, and only
-then write the index under the entry's tags. A failure anywhere before the last step leaves every tag as it was.
+then write the index under the entry's tags. A mirror entry copies upstream's image into the target by digest
+instead, and smoke-tests that copy (run/mirror.py). A failure anywhere before the last step leaves every tag as it
+was.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import replace
 from ci_images.errors import CiImagesError, PlanError
 from ci_images.log import log
 from ci_images.plan.decide import Decision
-from ci_images.run.build import build_entry, local_images, mirror_entry, smoke_entry
+from ci_images.run.build import build_entry, local_images, smoke_entry
 from ci_images.run.context import Context
+from ci_images.run.mirror import mirror_entry
 from ci_images.run.publish import Publisher
 from ci_images.run.report import Result
 from ci_images.run.settings import RunSettings
@@ -88,19 +91,18 @@ def _run_one(
         return replace(base, action="retagged", digest=decision.current.digest, previous_digests=moved)
     ctx.budget.check(entry.key)
     if decision.action == "mirror":
-        built = mirror_entry(ctx, decision)
-    elif decision.action == "test":
+        return mirror_entry(ctx, decision, publisher if settings.publish else None, base)
+    if decision.action == "test":
         built = smoke_entry(ctx, entry, local_images(ctx, entry))
         return replace(base, action="tested", smoked=built.smoked)
-    else:
-        built = build_entry(
-            ctx,
-            decision,
-            revision=settings.revision,
-            created=settings.created,
-            source_url=settings.source_url,
-            smoke=settings.smoke,
-        )
+    built = build_entry(
+        ctx,
+        decision,
+        revision=settings.revision,
+        created=settings.created,
+        source_url=settings.source_url,
+        smoke=settings.smoke,
+    )
     if not settings.publish or publisher is None:
         return replace(base, action="built", smoked=built.smoked)
     digest, previous = publisher.publish(entry, decision, built.images)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ci_images.run.report import Result, atomic_write
+from ci_images.run.report import HELD_ACTIONS, Result, atomic_write
 
 LOCK_VERSION = 1
 
@@ -25,7 +25,7 @@ def update_lock(path: Path, results: Sequence[Result]) -> dict[str, Any]:
     except (FileNotFoundError, json.JSONDecodeError, AttributeError):
         images = {}
     for r in results:
-        if not r.digest or r.action not in {"built", "skipped", "retagged"}:
+        if not r.digest or r.action not in HELD_ACTIONS:
             continue
         for tag in r.tags:
             images[tag] = {

@@ -1,7 +1,9 @@
 """Publishing: the one step that changes the target registry. Dry runs swap in a publisher that only tells.
 
-Per entry: upload each platform's image by digest (no tag is written), then write the multi-platform index under
-every tag. Tags therefore move only once every platform is uploaded.
+Per built entry: upload each platform's image by digest (no tag is written), then write the multi-platform index
+under every tag. Per mirrored entry: copy upstream's image into the target by digest (``stage_copy``: no tag is
+written), and once it has passed its smoke tests, write its index under every tag (``publish_copy``). Tags
+therefore move only once everything they point at is in place.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from ci_images.errors import RegistryError
 from ci_images.log import log
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
-from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL
+from ci_images.plan.recipe import BASE_NAME_LABEL, RECIPE_LABEL, SOURCE_DIGEST_LABEL
 from ci_images.registry import oci
-from ci_images.registry.pool import ClientPool
+from ci_images.registry.copy import Copied, Endpoint, copy_image
+from ci_images.registry.pool import ClientPool, RateBudget
 from ci_images.registry.push import push_engine_image
 
 if TYPE_CHECKING:
@@ -35,11 +38,30 @@ class Publisher(Protocol):
         """Point the tags of ``entry`` that do not hold ``digest`` at it."""
         ...
 
+    def stage_copy(self, entry: Entry, decision: Decision, fetched: tuple[str, bytes]) -> Copied | None:
+        """Copy upstream's image of a mirror entry into the target by digest, without tags; None: nothing copied.
+
+        ``fetched`` is upstream's top manifest (media type, bytes), already read by the run."""
+        ...
+
+    def publish_copy(self, entry: Entry, decision: Decision, copied: Copied) -> tuple[str, PreviousDigests]:
+        """Point every tag of ``entry`` at what stage_copy copied."""
+        ...
+
 
 class RegistryPublisher:
-    def __init__(self, engine: Callable[[], Engine], target: ClientPool) -> None:
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        target: ClientPool,
+        *,
+        upstream: ClientPool | None = None,
+        budget: RateBudget | None = None,
+    ) -> None:
         self._engine = engine
         self._target = target
+        self._upstream = upstream
+        self._budget = budget
 
     def publish(
         self, entry: Entry, decision: Decision, images: Mapping[str, str]
@@ -80,9 +102,43 @@ class RegistryPublisher:
                 log.info(f"{entry.key}: moved {entry.target.with_tag(tag)} -> {digest}")
         return moved
 
+    def stage_copy(self, entry: Entry, decision: Decision, fetched: tuple[str, bytes]) -> Copied | None:
+        assert self._upstream is not None and decision.source_digest is not None
+        # A narrowed index gets its own digest: it records what it was made from, for the next plan to compare.
+        annotations = {
+            BASE_NAME_LABEL: entry.source_ref,
+            SOURCE_DIGEST_LABEL: decision.source_digest,
+            **({RECIPE_LABEL: decision.recipe} if decision.recipe else {}),
+        }
+        log.info(f"{entry.key}: copying {entry.pull.with_digest(decision.source_digest)} to {entry.target}")
+        return copy_image(
+            Endpoint(self._upstream, entry.pull.api_host, entry.pull.path),
+            decision.source_digest,
+            Endpoint(self._target, entry.target.api_host, entry.target.path),
+            platforms=entry.platforms,
+            annotations=annotations,
+            fetched=fetched,
+            budget=self._budget,
+            what=entry.key,
+        )
+
+    def publish_copy(self, entry: Entry, decision: Decision, copied: Copied) -> tuple[str, PreviousDigests]:
+        client = self._target.get(entry.target.api_host)
+        previous: PreviousDigests = {tag: decision.current.tag_digests.get(tag) for tag in entry.tags}
+        digest = oci.put_tags(client, entry.target.path, copied.body, copied.media_type, entry.tags)
+        log.info(f"{entry.key}: {', '.join(entry.tag_refs)} -> {digest}")
+        return digest, previous
+
 
 class DryRunPublisher:
     """--dry-run: everything up to publishing happens (plan, build, smoke tests); nothing is uploaded."""
+
+    def stage_copy(self, entry: Entry, decision: Decision, fetched: tuple[str, bytes]) -> Copied | None:
+        log.info(f"{entry.key}: dry run: would copy {entry.source_ref} to {entry.target} by digest")
+        return None
+
+    def publish_copy(self, entry: Entry, decision: Decision, copied: Copied) -> tuple[str, PreviousDigests]:
+        raise AssertionError("a dry run copies nothing, so it has nothing to tag")
 
     def publish(
         self, entry: Entry, decision: Decision, images: Mapping[str, str]

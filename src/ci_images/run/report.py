@@ -13,7 +13,9 @@ from typing import Any
 from ci_images.log import Logger, redact
 from ci_images.plan.decide import Decision
 
-CHANGING_ACTIONS = frozenset({"built", "retagged"})
+CHANGING_ACTIONS = frozenset({"built", "mirrored", "retagged"})
+# Actions after which the target's tags hold the result's digest (the lock file and step outputs record them).
+HELD_ACTIONS = frozenset({"built", "mirrored", "skipped", "retagged"})
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Result:
     image: str
     variant: str
     version: str
-    action: str  # built, skipped, retagged, failed, tested (test-images), planned
+    action: str  # built, mirrored, skipped, retagged, failed, tested (test-images), planned
     reason: str
     tags: tuple[str, ...]
     digest: str | None
@@ -34,6 +36,7 @@ class Result:
     error: str | None = None  # the whole error text, fix included, of a failed entry
     exit_code: int | None = None  # that error's exit code
     source: str = ""
+    copy: Mapping[str, Any] | None = None  # a mirror's copy: exact or not, upstream's digest, what moved
 
     @classmethod
     def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
@@ -47,7 +50,7 @@ class Result:
             tags=entry.tag_refs,
             digest=decision.current.digest,
             source_digest=decision.source_digest,
-            platforms=entry.platforms,
+            platforms=tuple(entry.platform_names),
             ratelimit_remaining=ratelimit_remaining,
             source=entry.source_ref,
         )
@@ -86,6 +89,7 @@ class Result:
             "ratelimit_remaining": self.ratelimit_remaining,
             "error": redact(self.error) if self.error else None,
             "exit_code": self.exit_code,
+            "copy": dict(self.copy) if self.copy is not None else None,
         }
 
 
@@ -136,7 +140,9 @@ def markdown_summary(results: Sequence[Result], *, title: str, ratelimit_remaini
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        icon = {"failed": "❌", "built": "✅", "retagged": "🔁", "skipped": "⏭️"}.get(r.action, "")
+        icon = {"failed": "❌", "built": "✅", "mirrored": "✅", "retagged": "🔁", "skipped": "⏭️"}.get(
+            r.action, ""
+        )
         reason = r.reason.replace("|", "\\|").replace("\n", " ")
         lines.append(
             f"| {r.image} | {r.variant} | {r.version} | {icon} {r.action} | {reason} | `{_short(r.digest)}` | {r.duration_s:.1f}s |"
@@ -154,7 +160,7 @@ def write_json(path: Path, results: Sequence[Result]) -> None:
 def digests_output(results: Sequence[Result]) -> dict[str, str]:
     out: dict[str, str] = {}
     for r in results:
-        if r.digest and r.action in {"built", "skipped", "retagged"}:
+        if r.digest and r.action in HELD_ACTIONS:
             for tag in r.tags:
                 out[tag] = r.digest
     return out
