@@ -73,10 +73,16 @@ def test_good_catalog_loads_into_frozen_dataclasses(catalog_files: CatalogFiles)
 
 def test_shipped_catalog_is_valid() -> None:
     loaded = load_catalog(MAIN / "images.yaml", smoke_kinds=KINDS)
-    assert [spec.name for spec in loaded.images] == ["local-kms", "vault"]
+    names = [spec.name for spec in loaded.images]
+    assert names == ["local-kms", "vault", "local-kms-upstream", "vault-upstream"]
     for spec in loaded.images:
-        assert spec.dockerfile is not None
-        assert check_dockerfile(spec.dockerfile) is None
+        if spec.mode == "build":
+            assert spec.dockerfile is not None
+            assert check_dockerfile(spec.dockerfile) is None
+        else:  # digest-exact mirrors keep upstream's repository path and every platform upstream has
+            assert spec.target == f"mirror/{spec.source.path}"
+            assert spec.platforms == ALL_PLATFORMS
+            assert spec.tag_templates == ("{version}",)
 
 
 def test_variant_smoke_null_disables_the_smoke_test(catalog_files: CatalogFiles) -> None:

@@ -73,9 +73,15 @@ def test_shipped_catalog_tag_rules() -> None:
     assert tags["local-kms/plain/3.11.7"] == ("3.11.7", "3.11")
     assert tags["local-kms/seeded/3.12.0"] == ("3.12.0-seeded", "3.12-seeded", "seeded")
     assert tags["local-kms/seeded/3.11.7"] == ("3.11.7-seeded", "3.11-seeded")
+    assert tags["local-kms/plain/3.11.1"] == ("3.11.1",)  # 3.11 goes to the newest patch, 3.11.7
+    assert tags["vault/plain/1.10.0"] == ("1.10.0", "1.10")
     assert tags["vault/plain/2.0.0"] == ("2.0.0", "2.0", "latest")
+    assert tags["local-kms-upstream/plain/3.11.1"] == ("3.11.1",)
+    assert tags["vault-upstream/plain/1.10.0"] == ("1.10.0",)
     # every target tag has exactly one owner
-    owned = [(key.split("/")[0], tag) for key, entry_tags in tags.items() for tag in entry_tags]
+    owned = [
+        (entry.target, tag) for entry in expand(catalog, registry=catalog.registry) for tag in entry.tags
+    ]
     assert len(owned) == len(set(owned))
 
 
@@ -87,20 +93,30 @@ def test_expand_applies_mirror_registry_and_platforms() -> None:
         images="vault",
         platforms=["linux/arm64"],
     )
-    assert [e.key for e in entries] == ["vault/plain/1.14.10", "vault/plain/1.21.4", "vault/plain/2.0.0"]
-    first = entries[0]
+    assert [e.key for e in entries] == [
+        "vault/plain/1.10.0",
+        "vault/plain/1.14.10",
+        "vault/plain/1.21.4",
+        "vault/plain/2.0.0",
+    ]
+    first = entries[1]
     assert first.source_ref == "docker.io/hashicorp/vault:1.14.10"
     assert first.pull_ref == "mirror.test:5001/hashicorp/vault:1.14.10"
     assert first.tag_refs == ("127.0.0.1:5000/ci/vault:1.14.10", "127.0.0.1:5000/ci/vault:1.14")
     assert first.platforms == ("linux/arm64",)
+    # 1.10.0 is the official image: docker.io/vault, which the mirror serves as library/vault
+    assert entries[0].pull_ref == "mirror.test:5001/library/vault:1.10.0"
 
 
 @pytest.mark.parametrize(
     ("images", "keys"),
     [
-        ("local-kms/seeded", ["local-kms/seeded/3.11.7", "local-kms/seeded/3.12.0"]),
+        (
+            "local-kms/seeded",
+            ["local-kms/seeded/3.11.1", "local-kms/seeded/3.11.7", "local-kms/seeded/3.12.0"],
+        ),
         ("local-kms:3.12.0", ["local-kms/plain/3.12.0", "local-kms/seeded/3.12.0"]),
-        ("*/seeded/3.11.*", ["local-kms/seeded/3.11.7"]),
+        ("*/seeded/3.11.*", ["local-kms/seeded/3.11.1", "local-kms/seeded/3.11.7"]),
         ("vault/plain/2.0.0, local-kms/plain/3.11.7", ["local-kms/plain/3.11.7", "vault/plain/2.0.0"]),
         (["vault:1.14.10", "vault:2.0.0"], ["vault/plain/1.14.10", "vault/plain/2.0.0"]),
     ],
