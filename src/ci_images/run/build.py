@@ -4,7 +4,7 @@ smoke-test every platform the host can run."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log
@@ -12,6 +12,7 @@ from ci_images.plan import recipe
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
 from ci_images.registry import oci
+from ci_images.registry.push import BaseLayers, read_base_layers
 from ci_images.run.context import Context
 from ci_images.run.resolve import upstream_manifest
 
@@ -28,6 +29,8 @@ class Built:
     images: dict[str, str]
     smoked: list[str]
     unsmoked: list[str]
+    # platform -> the base it was built FROM upstream: its layers are uploaded as upstream's own blobs
+    bases: dict[str, BaseLayers] = field(default_factory=dict)
 
 
 def upstream_platforms(ctx: Context, entry: Entry, source_digest: str) -> dict[str, str]:
@@ -90,9 +93,27 @@ def build_entry(
     if host in images:
         for tag in entry.tag_refs:
             engine.tag(images[host], tag)
+    bases = {platform: base_layers(ctx, entry, platform_digests[platform]) for platform in images}
     if not smoke:
-        return Built(images, [], list(images))
-    return smoke_entry(ctx, entry, images)
+        return Built(images, [], list(images), bases)
+    return replace(smoke_entry(ctx, entry, images), bases=bases)
+
+
+def base_layers(ctx: Context, entry: Entry, manifest_digest: str) -> BaseLayers:
+    """The upstream base of one platform's build; its layer list is read when first published (a manifest GET,
+    spent from the budget, once per run per base)."""
+    host, repo = entry.pull.api_host, entry.pull.path
+
+    def read() -> dict[str, oci.Descriptor]:
+        ctx.budget.spend(1, what=entry.key)
+        return read_base_layers(ctx.upstream.get(host), repo, manifest_digest)
+
+    return BaseLayers(
+        host=host,
+        repo=repo,
+        client=lambda: ctx.upstream.get(host),
+        layers=lambda: ctx.once(("base-layers", host, repo, manifest_digest), read),
+    )
 
 
 def smoke_entry(ctx: Context, entry: Entry, images: Mapping[str, str]) -> Built:

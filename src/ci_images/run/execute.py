@@ -105,5 +105,5 @@ def _run_one(
     )
     if not settings.publish or publisher is None:
         return replace(base, action="built", smoked=built.smoked)
-    digest, previous = publisher.publish(entry, decision, built.images)
+    digest, previous = publisher.publish(entry, decision, built.images, built.bases)
     return replace(base, action="built", digest=digest, previous_digests=previous, smoked=built.smoked)

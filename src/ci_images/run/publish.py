@@ -19,7 +19,7 @@ from ci_images.plan.recipe import BASE_NAME_LABEL, RECIPE_LABEL, SOURCE_DIGEST_L
 from ci_images.registry import oci
 from ci_images.registry.copy import Copied, Endpoint, copy_image
 from ci_images.registry.pool import ClientPool, RateBudget
-from ci_images.registry.push import push_engine_image
+from ci_images.registry.push import BaseLayers, push_engine_image
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
@@ -29,9 +29,14 @@ PreviousDigests = dict[str, str | None]
 
 class Publisher(Protocol):
     def publish(
-        self, entry: Entry, decision: Decision, images: Mapping[str, str]
+        self,
+        entry: Entry,
+        decision: Decision,
+        images: Mapping[str, str],
+        bases: Mapping[str, BaseLayers] | None = None,
     ) -> tuple[str | None, PreviousDigests]:
-        """Upload ``images`` (platform -> engine image) and point every tag of ``entry`` at their index."""
+        """Upload ``images`` (platform -> engine image) and point every tag of ``entry`` at their index; ``bases``
+        (platform -> upstream base) lets base layers go up as upstream's own blobs."""
         ...
 
     def retag(self, entry: Entry, digest: str, tag_digests: Mapping[str, str | None]) -> PreviousDigests:
@@ -64,7 +69,11 @@ class RegistryPublisher:
         self._budget = budget
 
     def publish(
-        self, entry: Entry, decision: Decision, images: Mapping[str, str]
+        self,
+        entry: Entry,
+        decision: Decision,
+        images: Mapping[str, str],
+        bases: Mapping[str, BaseLayers] | None = None,
     ) -> tuple[str | None, PreviousDigests]:
         client = self._target.get(entry.target.api_host)
         engine = self._engine()
@@ -72,7 +81,14 @@ class RegistryPublisher:
         for platform in entry.platforms:
             log.info(f"{entry.key}: uploading {platform} to {entry.target}")
             descriptors.append(
-                push_engine_image(engine, client, entry.target.path, images[platform], platform=platform)
+                push_engine_image(
+                    engine,
+                    client,
+                    entry.target.path,
+                    images[platform],
+                    platform=platform,
+                    base=(bases or {}).get(platform),
+                )
             )
         annotations = {k: v for k, v in engine.image_labels(images[entry.platforms[0]]).items() if v}
         # What the next plan compares: also on mirrored images, whose labels are upstream's own.
@@ -141,7 +157,11 @@ class DryRunPublisher:
         raise AssertionError("a dry run copies nothing, so it has nothing to tag")
 
     def publish(
-        self, entry: Entry, decision: Decision, images: Mapping[str, str]
+        self,
+        entry: Entry,
+        decision: Decision,
+        images: Mapping[str, str],
+        bases: Mapping[str, BaseLayers] | None = None,
     ) -> tuple[str | None, PreviousDigests]:
         log.info(
             f"{entry.key}: dry run: would upload {', '.join(images)} and tag {', '.join(entry.tag_refs)}"
