@@ -26,6 +26,7 @@ from ci_images.registry.client import (
     docker_hub_location,
     parse_www_authenticate,
 )
+from ci_images.registry.pool import ClientPool
 from ci_images.registry.stream import SizedChunks, SourceInterrupted, checked_chunks
 from ci_images.registry.transport import RateLimit, RetryPolicy, parse_retry_after, verify_bundle
 
@@ -498,3 +499,28 @@ def test_checked_chunks_verify_size_and_digest() -> None:
         list(checked_chunks(iter(data), "r/x", digest, 12))
     with pytest.raises(RegistryError, match="arrived with digest"):
         list(checked_chunks(iter(data), "r/x", "sha256:" + "0" * 64, None))
+
+
+def test_clients_of_one_pool_share_what_the_host_asked_for(serve: Callable[[App], _AppServer]) -> None:
+    """A new thread's client sends credentials (or reuses the token) at once: no second 401, no second token."""
+    holder: dict[str, _AppServer] = {}
+    seen: list[tuple[str, str]] = []
+
+    def app(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        seen.append((path, headers.get("authorization", "")))
+        if path.startswith("/token"):
+            return _json(200, {"token": "tok-shared-123"})
+        if headers.get("authorization") != "Bearer tok-shared-123":
+            challenge = f'Bearer realm="http://{holder["s"].host}/token",service="unit"'
+            return 401, {"WWW-Authenticate": challenge}, b""
+        return 200, {}, b""
+
+    holder["s"] = server = serve(app)
+    pool = ClientPool(lambda host: RegistryClient(host, credentials=Credentials("u", "p-x"), plain_http=True))
+    pool.get(server.host).ping()
+    other = threading.Thread(target=lambda: pool.get(server.host).ping())
+    other.start()
+    other.join()
+    assert [path for path, _ in seen] == ["/v2/", "/token?service=unit", "/v2/", "/v2/"]
+    assert pool.count("GET", "token") == 1
+    pool.close()

@@ -89,6 +89,19 @@ class Credentials:
         log.add_mask(self.password)
 
 
+@dataclass
+class AuthState:
+    """What a registry host asked for (basic auth, or tokens from a realm) and the tokens fetched so far.
+
+    Clients of one host in one run share it (ClientPool gives each thread its own client): a thread's first request
+    is then neither refused once before credentials go with it, nor waits for a token another thread already has.
+    """
+
+    basic: bool = False  # the registry asked for basic auth
+    bearer: dict[str, str] | None = None  # realm and service, once the registry asked for a token
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # scope -> (token, monotonic expiry)
+
+
 @dataclass(frozen=True)
 class ManifestInfo:
     digest: str
@@ -121,9 +134,11 @@ class RegistryClient:
         self.role = role
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
         self.transport = Transport(retry=retry, ca_bundle=ca_bundle)
-        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, monotonic expiry)
-        self._basic = False  # set once the registry asked for basic auth
-        self._bearer: dict[str, str] | None = None  # realm/service once the registry asked for a token
+        self.auth = AuthState()
+
+    def share_auth(self, state: AuthState) -> None:
+        """Use ``state`` (what the host asked for, and its tokens) with the other clients of the same host."""
+        self.auth = state
 
     @property
     def request_count(self) -> int:
@@ -370,8 +385,9 @@ class RegistryClient:
         resend: bool = True,
     ) -> requests.Response | None:
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-        if self._bearer and not self._auth_header(scope):
-            self._fetch_token(self._bearer, scope)  # known token registry: skip the anonymous round trip
+        bearer = self.auth.bearer
+        if bearer and not self._auth_header(scope):
+            self._fetch_token(bearer, scope)  # known token registry: skip the anonymous round trip
 
         def send() -> requests.Response:
             return self.transport.send(
@@ -406,9 +422,9 @@ class RegistryClient:
         return f"the credentials for {self.host} (user {self.credentials.username!r}) were refused or lack access: {how}"
 
     def _auth_header(self, scope: str | None) -> dict[str, str]:
-        if self._basic and self.credentials:
+        if self.auth.basic and self.credentials:
             return {"Authorization": _basic_header(self.credentials)}
-        token = self._tokens.get(scope or "")
+        token = self.auth.tokens.get(scope or "")
         if token and token[1] > time.monotonic():
             return {"Authorization": f"Bearer {token[0]}"}
         return {}
@@ -417,8 +433,8 @@ class RegistryClient:
         """Act on a 401 challenge; True when sending the request again can help."""
         scheme, params = parse_www_authenticate(challenge_resp.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
-            already = self._basic
-            self._basic = True
+            already = self.auth.basic
+            self.auth.basic = True
             return self.credentials is not None and not already
         if scheme != "bearer" or "realm" not in params:
             return False
@@ -428,8 +444,8 @@ class RegistryClient:
                 f"{self.host} asks for credentials at a plain-HTTP token realm {redact_url(realm)}",
                 fix="use the registry's HTTPS endpoint",
             )
-        self._bearer = {"realm": realm, **({"service": params["service"]} if "service" in params else {})}
-        self._fetch_token(self._bearer, scope or params.get("scope"), cache_as=scope)
+        self.auth.bearer = {"realm": realm, **({"service": params["service"]} if "service" in params else {})}
+        self._fetch_token(self.auth.bearer, scope or params.get("scope"), cache_as=scope)
         return True
 
     def _fetch_token(
@@ -455,7 +471,7 @@ class RegistryClient:
         # Refresh a little early so a long push never sends an expired token.
         lifetime = float(answer.get("expires_in") or 60)
         key = cache_as if cache_as is not None else scope
-        self._tokens[key or ""] = (token, time.monotonic() + max(lifetime - 10, 5))
+        self.auth.tokens[key or ""] = (token, time.monotonic() + max(lifetime - 10, 5))
 
 
 class _UploadRefused(Exception):
