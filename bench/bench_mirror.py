@@ -3,8 +3,10 @@
 One run, one lab: the lab's upstream serves the stand-in index (two platforms, about 210 MB of layers); every
 measurement copies it into a new, empty TLS registry with auth, so neither tool finds a blob it copied before.
 Both tools run as the commands people type (`python -m ci_images push-images` for a catalog with one mirror entry,
-no smoke test; `skopeo copy --all`), alternating, several rounds; the median counts. Both must end with the
-target serving upstream's digest. Upstream and target requests come from the registries' own logs.
+no smoke test; `skopeo copy --all`), alternating, several rounds; the median counts. A third row times ci-images'
+copy alone (registry.copy.copy_image in this process: no interpreter start-up, no plan, no tags), to tell the
+per-byte path from the fixed cost of a run. All must end with the target serving upstream's digest. Upstream and
+target requests come from the registries' own logs.
 
     nox -s bench -- mirror        # or: python bench/bench_mirror.py [--rounds 3] [--keep-lab]
 """
@@ -25,6 +27,8 @@ from common import authfile, empty_registry, manifest_gets, median, table, write
 from ci_images import proc
 from ci_images.lab import lab
 from ci_images.registry.client import Credentials, RegistryClient
+from ci_images.registry.copy import Endpoint, copy_image
+from ci_images.registry.pool import ClientPool
 
 GOAL, BUG = 1.0, 1.2
 REPO, VERSION = "nsmithuk/local-kms", "3.12.0"
@@ -73,7 +77,31 @@ def run_skopeo(the_lab: Any, target: Any, workdir: Path) -> None:
     )
 
 
-TOOLS = {"ci-images": run_ci_images, "skopeo": run_skopeo}
+def run_copy_only(the_lab: Any, target: Any, workdir: Path) -> None:
+    upstream = ClientPool(lambda host: RegistryClient(host, role="upstream"))
+    credentials = Credentials(target.username or "", target.password or "")
+    pool = ClientPool(lambda host: RegistryClient(host, credentials=credentials))
+    try:
+        copy_image(
+            Endpoint(upstream, the_lab.upstream.host, REPO),
+            the_lab.standins[REPO][VERSION],
+            Endpoint(pool, target.host, f"bench/mirror/{REPO}"),
+        )
+        pool.get(target.host).put_manifest(
+            f"bench/mirror/{REPO}", VERSION, *_index(the_lab, pool.get(target.host))
+        )
+    finally:
+        upstream.close()
+        pool.close()
+
+
+def _index(the_lab: Any, client: RegistryClient) -> tuple[bytes, str]:
+    got = client.get_manifest(f"bench/mirror/{REPO}", the_lab.standins[REPO][VERSION])
+    assert got is not None
+    return got[1], got[0].media_type
+
+
+TOOLS = {"ci-images": run_ci_images, "skopeo": run_skopeo, "ci-images copy only": run_copy_only}
 
 
 def main() -> int:
