@@ -524,3 +524,43 @@ def test_clients_of_one_pool_share_what_the_host_asked_for(serve: Callable[[App]
     assert [path for path, _ in seen] == ["/v2/", "/token?service=unit", "/v2/", "/v2/"]
     assert pool.count("GET", "token") == 1
     pool.close()
+
+
+def test_a_thread_refused_while_another_learnt_basic_auth_still_resends(
+    serve: Callable[[App], _AppServer],
+) -> None:
+    """Both threads' first requests go out without credentials; the slower refusal arrives after the other thread
+    has learnt the registry wants basic auth. It must still resend with credentials (a shared-state race)."""
+    anonymous: list[float] = []
+    lock = threading.Lock()
+
+    def app(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if "authorization" in headers:
+            return 200, {}, b""
+        with lock:
+            anonymous.append(time.monotonic())
+            second = len(anonymous) == 2
+        if second:
+            time.sleep(0.3)  # this refusal arrives after the first thread has learnt "basic"
+        return 401, {"WWW-Authenticate": 'Basic realm="unit"'}, b""
+
+    server = serve(app)
+    pool = ClientPool(lambda host: RegistryClient(host, credentials=Credentials("u", "p-y"), plain_http=True))
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def ping() -> None:
+        client = pool.get(server.host)
+        start.wait()
+        try:
+            client.ping()
+        except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ping) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(anonymous) == 2
+    pool.close()

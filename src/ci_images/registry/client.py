@@ -389,28 +389,30 @@ class RegistryClient:
         if bearer and not self._auth_header(scope):
             self._fetch_token(bearer, scope)  # known token registry: skip the anonymous round trip
 
-        def send() -> requests.Response:
+        def send(auth: Mapping[str, str]) -> requests.Response:
             return self.transport.send(
                 method,
                 url,
                 kind=kind,
-                headers={**(headers or {}), **self._auth_header(scope)},
+                headers={**(headers or {}), **auth},
                 body=body,
                 stream=stream,
                 resend=resend,
             )
 
-        resp = send()
-        if resp.status_code == 401 and self._authenticate(resp, scope):
+        sent = self._auth_header(scope)
+        resp = send(sent)
+        if resp.status_code == 401 and self._authenticate(resp, scope, sent_credentials=bool(sent)):
             resp.close()
-            resp = send()
+            resp = send(self._auth_header(scope))
         if resp.status_code in expect:
             return resp
-        resp.close()
         if resp.status_code == 404 and missing_ok:
+            resp.close()
             return None
         where = f"{method} {redact_url(url)}"
         detail = redact(registry_message(resp))
+        resp.close()
         if resp.status_code in (401, 403):
             raise RegistryError(f"{where}: {resp.status_code} {detail}", fix=self._credentials_fix())
         raise RegistryError(f"{where}: unexpected {resp.status_code} {detail}")
@@ -429,13 +431,18 @@ class RegistryClient:
             return {"Authorization": f"Bearer {token[0]}"}
         return {}
 
-    def _authenticate(self, challenge_resp: requests.Response, scope: str | None) -> bool:
-        """Act on a 401 challenge; True when sending the request again can help."""
+    def _authenticate(
+        self, challenge_resp: requests.Response, scope: str | None, *, sent_credentials: bool
+    ) -> bool:
+        """Act on a 401 challenge; True when sending the request again can help.
+
+        Basic auth helps when the refused request went without credentials: not "when this client had not learnt
+        it yet", since the clients of one host share what they learn and another thread may have just learnt it.
+        """
         scheme, params = parse_www_authenticate(challenge_resp.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
-            already = self.auth.basic
             self.auth.basic = True
-            return self.credentials is not None and not already
+            return self.credentials is not None and not sent_credentials
         if scheme != "bearer" or "realm" not in params:
             return False
         realm = params["realm"]
