@@ -15,7 +15,7 @@ import pytest
 
 from ci_images import app
 from ci_images.errors import PublishError
-from ci_images.options import PUSH, Options, parse
+from ci_images.options import BUILD, PUSH, TEST, Options, parse
 from ci_images.registry import oci
 from ci_images.registry.client import OCI_INDEX, Credentials, RegistryClient
 from ci_images.registry.copy import Endpoint, copy_image
@@ -294,3 +294,23 @@ def test_single_platform_upstream_mirrors_as_is_and_builds_need_the_version_narr
     assert results["kms-old"].action == "built", results["kms-old"].reason
     client = target_client(lab)
     assert set(oci.platform_digests(client, f"{PREFIX_PATH}/kms-old", "3.11.0")) == {"linux/amd64"}
+
+
+def test_build_images_then_test_images_on_a_mirror_of_every_platform(lab: Any, tmp_path: Path) -> None:
+    """With no target, a mirror's upstream images are pulled by digest and smoke-tested; test-images finds them."""
+    catalog = write_catalog(
+        tmp_path,
+        lab,
+        f"""  kms-old-mirror-{secrets.token_hex(2)}:
+    source: docker.io/{KMS}
+    versions: ["3.11.0"]
+    platforms: all
+    tags: ["{{version}}"]
+    smoke: kms
+""",
+    )
+    env = {**lab.env(), "CI": "true"}
+    (built,) = app.build_images(parse(BUILD, {"catalog": str(catalog)}, env), smoke=True)
+    assert (built.action, built.platforms, built.smoked) == ("built", ("linux/amd64",), ["linux/amd64"])
+    (tested,) = app.test_images(parse(TEST, {"catalog": str(catalog)}, env))
+    assert (tested.action, tested.smoked) == ("tested", ["linux/amd64"])

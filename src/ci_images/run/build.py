@@ -142,7 +142,15 @@ def local_images(ctx: Context, entry: Entry) -> dict[str, str]:
     engine = ctx.engine
     found: dict[str, str] = {}
     missing: list[str] = []
-    for platform in entry.platforms:
+    platforms = list(entry.platforms)
+    if not platforms:  # a mirror of every platform upstream has: the ones build-images pulled
+        repository, _, prefix = local_ref(entry, "").rpartition(":")
+        platforms = [
+            tag.removeprefix(prefix).replace("-", "/")
+            for tag in sorted(engine.local_tags(repository))
+            if tag.startswith(prefix)
+        ] or ["linux/amd64"]
+    for platform in platforms:
         ref = local_ref(entry, platform)
         if engine.has_image(ref):
             found[platform] = ref
@@ -170,10 +178,14 @@ def pull_upstream_images(ctx: Context, entry: Entry, source_digest: str) -> dict
             fix="give this version the platforms upstream publishes in the catalog",
         )
     images: dict[str, str] = {}
+    host = ctx.engine.host_platform() if entry.smoke is not None else None
     for platform in platforms:
         ref = entry.pull.with_digest(digests[platform])
         if entry.smoke is not None and ctx.engine.can_run(platform):
             ctx.budget.spend(1, what=entry.key)
             ctx.engine.pull(ref, platform=platform, auth=ctx.upstream.engine_auth(entry.pull.api_host))
+            # Where test-images finds it, and (the host's) under the target tags: as for a build.
+            for tag in [local_ref(entry, platform), *(entry.tag_refs if platform == host else ())]:
+                ctx.engine.tag(ref, tag)
         images[platform] = ref
     return images
