@@ -1,28 +1,28 @@
 """The one registry client: a thin layer over ``requests`` for the distribution v2 API.
 
 Anonymous first; a 401 answer's ``WWW-Authenticate`` picks token auth (Docker Hub, GHCR) or basic auth (a
-``docker-registry`` with htpasswd). Every request is retried on 429, 5xx and connection failures, counted by
-(method, kind) so reports and tests can prove that an unchanged run made no pulls or uploads.
+``docker-registry`` with htpasswd): see ``challenge.py``. Every request is retried on 429, 5xx and connection
+failures, counted by (method, kind) so reports and tests can prove that an unchanged run made no pulls or uploads.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import requests
 
 from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log, redact
+from ci_images.registry.challenge import Authenticator, AuthState, Credentials, parse_www_authenticate
 from ci_images.registry.stream import (
     CHUNK,
     BlobSource,
@@ -68,40 +68,6 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-_CHALLENGE_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
-
-
-def parse_www_authenticate(value: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="...",service="...",scope="repo:x:pull,push"`` -> ("bearer", {realm, service, scope})."""
-    scheme, _, rest = value.strip().partition(" ")
-    params: dict[str, str] = {}
-    for key, raw in _CHALLENGE_PARAM.findall(rest):
-        params[key.lower()] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
-    return scheme.lower(), params
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        log.add_mask(self.password)
-
-
-@dataclass
-class AuthState:
-    """What a registry host asked for (basic auth, or tokens from a realm) and the tokens fetched so far.
-
-    Clients of one host in one run share it (ClientPool gives each thread its own client): a thread's first request
-    is then neither refused once before credentials go with it, nor waits for a token another thread already has.
-    """
-
-    basic: bool = False  # the registry asked for basic auth
-    bearer: dict[str, str] | None = None  # realm and service, once the registry asked for a token
-    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # scope -> (token, monotonic expiry)
-
-
 @dataclass(frozen=True)
 class ManifestInfo:
     digest: str
@@ -134,11 +100,15 @@ class RegistryClient:
         self.role = role
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
         self.transport = Transport(retry=retry, ca_bundle=ca_bundle)
-        self.auth = AuthState()
+        self._authn = Authenticator(host, credentials, self.transport, self._credentials_fix)
+
+    @property
+    def auth(self) -> AuthState:
+        return self._authn.state
 
     def share_auth(self, state: AuthState) -> None:
         """Use ``state`` (what the host asked for, and its tokens) with the other clients of the same host."""
-        self.auth = state
+        self._authn.state = state
 
     @property
     def request_count(self) -> int:
@@ -385,9 +355,7 @@ class RegistryClient:
         resend: bool = True,
     ) -> requests.Response | None:
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-        bearer = self.auth.bearer
-        if bearer and not self._auth_header(scope):
-            self._fetch_token(bearer, scope)  # known token registry: skip the anonymous round trip
+        self._authn.prepare(scope)
 
         def send(auth: Mapping[str, str]) -> requests.Response:
             return self.transport.send(
@@ -400,11 +368,11 @@ class RegistryClient:
                 resend=resend,
             )
 
-        sent = self._auth_header(scope)
+        sent = self._authn.header(scope)
         resp = send(sent)
-        if resp.status_code == 401 and self._authenticate(resp, scope, sent_credentials=bool(sent)):
+        if resp.status_code == 401 and self._authn.on_challenge(resp, scope, sent_credentials=bool(sent)):
             resp.close()
-            resp = send(self._auth_header(scope))
+            resp = send(self._authn.header(scope))
         if resp.status_code in expect:
             return resp
         if resp.status_code == 404 and missing_ok:
@@ -423,63 +391,6 @@ class RegistryClient:
             return f"no credentials were given for {self.host}: {how}"
         return f"the credentials for {self.host} (user {self.credentials.username!r}) were refused or lack access: {how}"
 
-    def _auth_header(self, scope: str | None) -> dict[str, str]:
-        if self.auth.basic and self.credentials:
-            return {"Authorization": _basic_header(self.credentials)}
-        token = self.auth.tokens.get(scope or "")
-        if token and token[1] > time.monotonic():
-            return {"Authorization": f"Bearer {token[0]}"}
-        return {}
-
-    def _authenticate(
-        self, challenge_resp: requests.Response, scope: str | None, *, sent_credentials: bool
-    ) -> bool:
-        """Act on a 401 challenge; True when sending the request again can help.
-
-        Basic auth helps when the refused request went without credentials: not "when this client had not learnt
-        it yet", since the clients of one host share what they learn and another thread may have just learnt it.
-        """
-        scheme, params = parse_www_authenticate(challenge_resp.headers.get("WWW-Authenticate", ""))
-        if scheme == "basic":
-            self.auth.basic = True
-            return self.credentials is not None and not sent_credentials
-        if scheme != "bearer" or "realm" not in params:
-            return False
-        realm = params["realm"]
-        if urlsplit(realm).scheme != "https" and not is_loopback(urlsplit(realm).netloc):
-            raise RegistryError(
-                f"{self.host} asks for credentials at a plain-HTTP token realm {redact_url(realm)}",
-                fix="use the registry's HTTPS endpoint",
-            )
-        self.auth.bearer = {"realm": realm, **({"service": params["service"]} if "service" in params else {})}
-        self._fetch_token(self.auth.bearer, scope or params.get("scope"), cache_as=scope)
-        return True
-
-    def _fetch_token(
-        self, challenge: Mapping[str, str], scope: str | None, *, cache_as: str | None = None
-    ) -> None:
-        realm = challenge["realm"]
-        query = [("service", challenge["service"])] if "service" in challenge else []
-        query += [("scope", s) for s in (scope or "").split()]
-        url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
-        headers = {"Authorization": _basic_header(self.credentials)} if self.credentials else {}
-        resp = self.transport.send("GET", url, kind="token", headers=headers, body=None)
-        if resp.status_code != 200:
-            raise RegistryError(
-                f"token request to {redact_url(realm)} for {scope or 'login'}: {resp.status_code} "
-                f"{redact(registry_message(resp))}",
-                fix=self._credentials_fix(),
-            )
-        answer = resp.json()
-        token = answer.get("token") or answer.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"token endpoint {redact_url(realm)} answered without a token")
-        log.add_mask(token)
-        # Refresh a little early so a long push never sends an expired token.
-        lifetime = float(answer.get("expires_in") or 60)
-        key = cache_as if cache_as is not None else scope
-        self.auth.tokens[key or ""] = (token, time.monotonic() + max(lifetime - 10, 5))
-
 
 class _UploadRefused(Exception):
     """The registry answered an upload's PUT with an error: the session is spent, the upload starts over."""
@@ -496,7 +407,17 @@ def _content_type(resp: requests.Response) -> str:
     return resp.headers.get("Content-Type", "").split(";")[0].strip()
 
 
-def _basic_header(credentials: Credentials) -> str:
-    header = requests.auth._basic_auth_str(credentials.username, credentials.password)
-    log.add_mask(header.removeprefix("Basic "))
-    return header
+__all__ = [  # Credentials, AuthState and parse_www_authenticate live in challenge.py; importable from here too
+    "DOCKER_HUB_ALIASES",
+    "INDEX_MEDIA_TYPES",
+    "MANIFEST_MEDIA_TYPES",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "AuthState",
+    "Credentials",
+    "ManifestInfo",
+    "RegistryClient",
+    "docker_hub_location",
+    "parse_www_authenticate",
+    "sha256_digest",
+]
