@@ -1,20 +1,18 @@
 """The hermetic image lab: a CA, an "upstream" registry (Docker Hub's stand-in) and a "target" registry (GHCR's),
-both TLS on loopback, and offline-built stand-ins pushed to upstream under the real names as multi-arch indexes.
+both TLS on loopback, and offline-built stand-ins (``standins.py``) pushed to upstream under the real names as
+multi-arch indexes.
 
-Stand-ins are built from ``lab/files/`` and cached in the engine under a content hash of their inputs; the slow
-ingredients (Debian rootfs, wheels, busybox, the OpenBao binary) are cached under ``$XDG_CACHE_HOME/ci-images/lab``
-keyed the same way, and so is a filled upstream registry store, so a warm ``lab_up`` builds and pushes nothing.
+A filled upstream registry store is cached under ``$XDG_CACHE_HOME/ci-images/lab`` keyed by what it holds, so a
+warm ``lab_up`` builds and pushes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,17 @@ import docker.errors
 from ci_images.engine.client import Engine
 from ci_images.errors import LabError
 from ci_images.lab import assets as lab_assets
+from ci_images.lab.standins import (
+    LAB_FILES,
+    STANDIN_KINDS,
+    arch_of,
+    base_ref,
+    ensure_standin,
+    kind_of,
+    recipe_hash,
+    standin_ref,
+    version_hash,
+)
 from ci_images.log import log
 from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
@@ -34,114 +43,14 @@ from ci_images.registry.client import Credentials, RegistryClient
 from ci_images.registry.oci import make_index, put_tags
 from ci_images.registry.push import push_engine_image
 
-LAB_FILES = Path(__file__).parent / "files"
 STATE_FILE = "lab.json"
 TARGET_NAMESPACE = "getsops/ci-container-images"
 VERSION_LABEL = "org.opencontainers.image.version"
-INPUTS_LABEL = "io.github.getsops.ci-images.lab.inputs"
-IMAGE_PREFIX = "ci-images-lab"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
-# Real upstream repository -> stand-in recipe folder in lab/files/. library/vault is the official `vault` image
-# (docker.io/vault): Vault releases before 1.14 are published there, not under hashicorp/vault.
-STANDIN_KINDS: dict[str, str] = {
-    "nsmithuk/local-kms": "local-kms",
-    "hashicorp/vault": "vault",
-    "library/vault": "vault",
-}
 # "repo:version" -> the only platforms upstream has for that version (an old amd64-only release); every other
 # stand-in has all of the lab's platforms.
 Narrowed = Mapping[str, Sequence[str]]
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
-
-
-# -- stand-in images ------------------------------------------------------------------------------------------------
-
-
-def _arch(platform: str) -> str:
-    parts = platform.split("/")
-    if len(parts) != 2 or parts[0] != "linux" or parts[1] not in lab_assets.DEBIAN_ARCH:
-        raise LabError(f"no stand-ins for platform {platform!r}", fix="use linux/amd64 or linux/arm64")
-    return parts[1]
-
-
-def recipe_hash(kind: str, platform: str) -> str:
-    """Content hash of everything a stand-in base is made from (files, pins, package lists, architecture)."""
-    sha = hashlib.sha256(f"{kind}\0{platform}\0{lab_assets.RECIPE_VERSION}\n".encode())
-    for path in sorted((LAB_FILES / kind).rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            sha.update(path.relative_to(LAB_FILES).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    sha.update(lab_assets.recipe_inputs(kind, _arch(platform)).encode())
-    return sha.hexdigest()[:16]
-
-
-def _version_hash(kind: str, platform: str, version: str) -> str:
-    sha = hashlib.sha256(f"{recipe_hash(kind, platform)}\0{version}\0".encode())
-    sha.update((LAB_FILES / "version.Dockerfile").read_bytes())
-    return sha.hexdigest()[:16]
-
-
-def base_ref(kind: str, platform: str) -> str:
-    return f"{IMAGE_PREFIX}/{kind}-base:{_arch(platform)}-{recipe_hash(kind, platform)}"
-
-
-def standin_ref(repo: str, version: str, platform: str) -> str:
-    """The local engine reference of one stand-in version for one platform (unique per content hash)."""
-    kind = _kind(repo)
-    return f"{IMAGE_PREFIX}/{kind}:{version}-{_arch(platform)}-{_version_hash(kind, platform, version)}"
-
-
-def _kind(repo: str) -> str:
-    try:
-        return STANDIN_KINDS[repo]
-    except KeyError:
-        raise LabError(f"no stand-in for {repo!r}", fix=f"use one of {sorted(STANDIN_KINDS)}") from None
-
-
-def _image_exists(engine: Engine, ref: str) -> bool:
-    try:
-        engine.client.api.inspect_image(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
-def ensure_standin(engine: Engine, repo: str, version: str, platform: str) -> str:
-    """Build (or reuse) the stand-in for ``repo:version`` on ``platform``; returns its local reference."""
-    kind = _kind(repo)
-    ref = standin_ref(repo, version, platform)
-    if _image_exists(engine, ref):
-        return ref
-    base = base_ref(kind, platform)
-    if not _image_exists(engine, base):
-        with log.group(f"lab: build {kind} stand-in base for {platform}"), _context_dir() as context:
-            lab_assets.make_context(kind, _arch(platform), LAB_FILES / kind, context)
-            engine.build(
-                context,
-                tag=base,
-                platform=platform,
-                buildargs={},
-                labels={INPUTS_LABEL: recipe_hash(kind, platform)},
-            )
-    with _context_dir() as context:
-        shutil.copyfile(LAB_FILES / "version.Dockerfile", context / "Dockerfile")
-        engine.build(
-            context,
-            tag=ref,
-            platform=platform,
-            buildargs={"BASE": base, "VERSION": version},
-            labels={INPUTS_LABEL: _version_hash(kind, platform, version)},
-        )
-    log.info(f"lab: built {ref}")
-    return ref
-
-
-@contextlib.contextmanager
-def _context_dir() -> Iterator[Path]:
-    # Under the cache folder (not /tmp): the kms context hard-links the cached rootfs, which needs one filesystem.
-    tmp = lab_assets.assets_dir() / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="context-", dir=tmp) as context:
-        yield Path(context)
 
 
 # -- the lab --------------------------------------------------------------------------------------------------------
@@ -244,9 +153,9 @@ def lab_up(
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for repo in standins:
-        _kind(repo)
+        kind_of(repo)
     for platform in [*platforms, *(p for value in narrowed_lists.values() for p in value)]:
-        _arch(platform)
+        arch_of(platform)
     existing = Lab.load(workdir)
     if existing is not None and existing.upstream.alive() and existing.target.alive():
         lab = existing
@@ -373,7 +282,7 @@ def _store_key(
     standins: Mapping[str, Sequence[str]], platforms: Sequence[str], narrowed: Narrowed, image_ids: str
 ) -> str:
     parts = [
-        f"{repo}:{version}:{platform}:{_version_hash(_kind(repo), platform, version)}"
+        f"{repo}:{version}:{platform}:{version_hash(kind_of(repo), platform, version)}"
         for repo in sorted(standins)
         for version in sorted(standins[repo])
         for platform in sorted(_platforms_of(repo, version, platforms, narrowed))
@@ -392,7 +301,7 @@ def _push_standins(lab: Lab, engine: Engine, standins: Mapping[str, Sequence[str
         for platform in lab.platforms_of(repo, version)
     ]
     # Ingredients are network/subprocess bound: fetch them side by side (the arm64 rootfs under QEMU is the slowest).
-    kinds_arches = sorted({(_kind(repo), _arch(platform)) for repo, _, platform in jobs})
+    kinds_arches = sorted({(kind_of(repo), arch_of(platform)) for repo, _, platform in jobs})
     with ThreadPoolExecutor(max_workers=4) as pool:
         for prepared in [
             pool.submit(lab_assets.prepare, kind, arch, LAB_FILES / kind) for kind, arch in kinds_arches
@@ -450,3 +359,15 @@ def _system_cas() -> bytes:
         if path.is_file():
             return path.read_bytes()
     return Path(certifi.where()).read_bytes()
+
+
+__all__ = [  # the stand-in helpers live in standins.py; importable from here too
+    "STANDIN_KINDS",
+    "Lab",
+    "base_ref",
+    "ensure_standin",
+    "lab_down",
+    "lab_up",
+    "recipe_hash",
+    "standin_ref",
+]
