@@ -108,12 +108,19 @@ def docs(session: nox.Session) -> None:
     session.run("python", "-m", "ci_images", "docs", *session.posargs)
 
 
+BENCHES = {"push": "bench_push.py", "mirror": "bench_mirror.py", "cold": "bench_cold.py"}
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmark in the lab: a no-change push run against the naive pull-build-push loop; prints the ratios."""
+    """Benchmarks in the lab, each a table and ratios from one run: no-change push vs the naive loop (push), a
+    mirror vs skopeo copy --all (mirror), a cold push-images vs docker build + push (cold). `-- mirror` runs one."""
     _install(session, "test")
     session.run("python", "-m", "ci_images.engine.dockerd")
-    session.run("python", str(ROOT / "bench" / "bench_push.py"), *session.posargs)
+    chosen = [arg for arg in session.posargs if arg in BENCHES] or list(BENCHES)
+    options = [arg for arg in session.posargs if arg not in BENCHES]
+    for name in chosen:
+        session.run("python", str(ROOT / "bench" / BENCHES[name]), *options)
 
 
 @nox.session(python=PYTHON, venv_backend="none")

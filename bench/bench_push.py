@@ -1,10 +1,11 @@
-"""Benchmark: a no-change `push-images` run against the naive weekly loop (pull, build FROM source, push everything).
+"""Benchmark: a no-change `push-images` run against the naive weekly loop (pull, build FROM source, push everything;
+mirrors: pull, tag, push).
 
 Both run in one process against the same lab (stand-in upstream, TLS target with auth), so the ratios compare like
 with like. Upstream manifest GETs are counted from the upstream registry's own request log. Prints a table and the
 ratios; exits non-zero if the no-change/naive time ratio misses the goal (<= 0.1) so CI can watch it.
 
-    nox -s bench            # or: python bench/bench_push.py [--catalog images.yaml] [--keep-lab]
+    nox -s bench -- push    # or: python bench/bench_push.py [--catalog images.yaml] [--keep-lab]
 """
 
 from __future__ import annotations
@@ -50,10 +51,15 @@ def naive_loop(the_lab: Any, options: Options) -> None:
     catalog = app.load(options)
     prefix = app.target(options, catalog, start_local=False).prefix
     for entry in app.entries_for(options, catalog, prefix=prefix):
-        assert entry.context is not None
-        for platform in entry.platforms:
+        for platform in entry.platforms or the_lab.platforms:
             engine.client.images.pull(str(entry.pull), tag=entry.version, platform=platform)
             tag = f"{entry.tags[0]}-naive-{platform.replace('/', '-')}"
+            if entry.context is None:  # a mirror: pull, tag, push
+                engine.tag(entry.pull_ref, entry.target.with_tag(tag))
+                for line in engine.client.images.push(str(entry.target), tag=tag, stream=True, decode=True):
+                    if "error" in line:
+                        raise RuntimeError(line["error"])
+                continue
             engine.build(
                 entry.context,
                 tag=local_ref(entry, platform) + "-naive",
@@ -73,12 +79,12 @@ def main() -> int:
     )
     parser.add_argument("--catalog", default=str(REPO_ROOT / "images.yaml"))
     parser.add_argument("--keep-lab", action="store_true")
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # nox -s bench passes the same options to every benchmark
 
-    standins, platforms = standins_for(Path(args.catalog))
+    standins, platforms, narrowed = standins_for(Path(args.catalog))
     workdir = Path(tempfile.mkdtemp(prefix="ci-images-bench-"))
     print(f"lab: starting in {workdir} ...", flush=True)
-    the_lab = lab.lab_up(workdir, standins=standins, platforms=platforms)
+    the_lab = lab.lab_up(workdir, standins=standins, platforms=platforms, narrowed=narrowed)
     try:
         env = {**the_lab.env(), "CI": "true"}
         options: Options = parse(

@@ -192,11 +192,12 @@ def list_images(options: Options) -> list[dict[str, Any]]:
     prefix = target(options, catalog, start_local=False).prefix
     rows = [e.as_row() for e in entries_for(options, catalog, prefix=prefix)]
     if not _emit_json(options, rows):
+        width = max((len(row["image"]) for row in rows), default=0)
         for row in rows:
             tags = ", ".join(row["tags"])
             platforms = ",".join(row["platforms"])
             sys.stdout.write(
-                f"{row['image']:<12} {row['variant']:<8} {row['version']:<10} {row['mode']:<6} {row['source']}  ->  {tags}  [{platforms}]\n"
+                f"{row['image']:<{width}} {row['variant']:<8} {row['version']:<10} {row['mode']:<6} {row['source']}  ->  {tags}  [{platforms}]\n"
             )
     return rows
 
@@ -372,7 +373,9 @@ def _push_images(options: Options, signer: Signer | None) -> list[report.Result]
         publisher: Publisher = (
             DryRunPublisher()
             if options.dry_run
-            else RegistryPublisher(lambda: ctx.engine, ctx.target, ctx.cancel)
+            else RegistryPublisher(
+                lambda: ctx.engine, ctx.target, ctx.cancel, upstream=ctx.upstream, budget=ctx.budget
+            )
         )
         if signer is not None and options.dry_run:
             log.info(f"dry run: would sign what the tags point to ({signer.mode}: {signer.signer})")

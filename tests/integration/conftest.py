@@ -20,12 +20,16 @@ from ci_images.lab.lab import Lab, ensure_standin, lab_down, lab_up
 from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
 
-# Every upstream version images.yaml names: the tests may publish any of them.
+# Every upstream version images.yaml names (the tests may publish any of them), plus local-kms 3.11.0: upstream
+# pushed it as one amd64 image (its workflow: `docker build` + `docker push`, no buildx), so the lab does too and the
+# catalog's per-version platforms are exercised against a real single-platform manifest.
 LAB_STANDINS: dict[str, list[str]] = {
-    "nsmithuk/local-kms": ["3.11.7", "3.12.0"],
+    "nsmithuk/local-kms": ["3.11.0", "3.11.1", "3.11.7", "3.12.0"],
     "hashicorp/vault": ["1.14.10", "1.21.4", "2.0.0"],
+    "library/vault": ["1.10.0"],
 }
 LAB_PLATFORMS = ["linux/amd64", "linux/arm64"]
+LAB_NARROWED: dict[str, list[str]] = {"nsmithuk/local-kms:3.11.0": ["linux/amd64"]}
 # The versions standin_images hands out: vault 2.x, so images/vault's SKIP_SETCAP fix is really exercised.
 STANDIN_VERSIONS = {"nsmithuk/local-kms": "3.11.7", "hashicorp/vault": "2.0.0"}
 
@@ -64,7 +68,9 @@ def lab(lab_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             unavailable(f"{tool} is not installed (apt-get install docker-registry apache2-utils)")
     workdir = tmp_path_factory.mktemp("lab")
     try:
-        yield lab_up(workdir, standins=LAB_STANDINS, platforms=LAB_PLATFORMS, engine=lab_engine)
+        yield lab_up(
+            workdir, standins=LAB_STANDINS, platforms=LAB_PLATFORMS, narrowed=LAB_NARROWED, engine=lab_engine
+        )
     finally:
         lab_down(workdir)
 

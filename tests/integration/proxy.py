@@ -8,6 +8,7 @@ request body, cuts the response body short, or answers only after a delay.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import struct
@@ -37,6 +38,7 @@ class Request:
     method: str
     path: str
     user_agent: str
+    length: int = 0  # Content-Length of the request body
 
     @property
     def from_engine(self) -> bool:
@@ -56,7 +58,9 @@ class Fault:
 
 
 TOO_MANY = Fault.status_code(429, "1")
-RESET = Fault("reset")  # the connection is reset half-way through the request body (or at once, without one)
+# The connection is reset half-way through the request body, after that half went on to the registry (which then
+# holds a partial upload, as after a real network failure); at once for a request without a body.
+RESET = Fault("reset")
 TRUNCATE = Fault("truncate")  # the answer promises its full length and stops half-way
 
 
@@ -75,6 +79,29 @@ def first(n: int, fault: Fault, matches: Callable[[Request], bool]) -> Callable[
         return fault if seen[0] <= n else None
 
     return rule
+
+
+def _forward_then_cut(
+    upstream_host: str, ca_bundle: str, method: str, path: str, headers: Mapping[str, str], part: bytes
+) -> None:
+    """Send ``method path`` to the registry with the full Content-Length but only ``part`` of the body, then close
+    the connection: the registry sees a client that went away mid-upload."""
+    host, _, port = upstream_host.rpartition(":")
+    connection = http.client.HTTPSConnection(
+        host, int(port), context=ssl.create_default_context(cafile=ca_bundle), timeout=60
+    )
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for key, value in headers.items():
+            if key.lower() not in _HOP_BY_HOP | {"host"}:
+                connection.putheader(key, value)
+        connection.endheaders()
+        connection.send(part)
+        time.sleep(0.2)  # let the registry write what arrived before the connection goes
+    finally:
+        if connection.sock is not None:
+            connection.sock.shutdown(socket.SHUT_RDWR)
+        connection.close()
 
 
 @contextmanager
@@ -107,11 +134,15 @@ def fault_proxy(
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            request = Request(self.command, self.path, self.headers.get("User-Agent", ""))
+            request = Request(self.command, self.path, self.headers.get("User-Agent", ""), length)
             with lock:
                 chosen = fault(request)
             if chosen is not None and chosen.kind == "reset":
-                self.rfile.read(length // 2)
+                half = self.rfile.read(length // 2)
+                if half:
+                    _forward_then_cut(
+                        upstream_host, ca_bundle, self.command, self.path, dict(self.headers), half
+                    )
                 self._record(0)
                 self._reset()
                 return
@@ -202,12 +233,16 @@ def throttling_proxy(
     ca_bundle: str,
     *,
     throttle: Callable[[str, str], bool] = lambda method, path: False,
+    drop: Callable[[str, str, int], bool] = lambda method, path, length: False,
     extra_headers: Mapping[str, str] | None = None,
     tls: tuple[Path, Path] | None = None,
 ) -> Iterator[tuple[str, list[tuple[str, str, int]]]]:
-    """The fault proxy answering 429 with Retry-After: 1 to the requests ``throttle(method, path)`` picks."""
+    """The fault proxy answering 429 with Retry-After: 1 to the requests ``throttle(method, path)`` picks, and
+    resetting those ``drop(method, path, content_length)`` picks half-way through their body."""
 
     def fault(request: Request) -> Fault | None:
+        if drop(request.method, request.path, request.length):
+            return RESET
         return TOO_MANY if throttle(request.method, request.path) else None
 
     with fault_proxy(upstream_host, ca_bundle, fault=fault, extra_headers=extra_headers, tls=tls) as found:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ci_images.engine.client import CONTAINER_LABEL, Engine
-from ci_images.lab.lab import IMAGE_PREFIX, prune_stale_standins, standin_ref
+from ci_images.lab.standins import IMAGE_PREFIX, prune_stale_standins, standin_ref
 from ci_images.registry.client import Credentials, RegistryClient
 from tests.doors import MAIN, clean_env, run_door
 

@@ -116,7 +116,7 @@ def test_plan_and_matrix_only_read(lab: Any, tmp_path: Path) -> None:
     records = json.loads(plan.stdout)
     shipped = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
     assert len(records) == sum(len(s.versions) * len(s.variants) for s in shipped.images)
-    assert {r["action"] for r in records} == {"build"}
+    assert {(r["image"], r["action"]) for r in records} == {(s.name, s.mode) for s in shipped.images}
     matrix = _cli(["ci", "--matrix"], env)
     assert matrix.returncode == 0, matrix.stderr[-2000:]
     include = json.loads(matrix.stdout)["include"]

@@ -11,6 +11,7 @@ import pytest
 
 from ci_images.catalog import load as catalog
 from ci_images.catalog.load import check_dockerfile, load_catalog
+from ci_images.catalog.model import ALL_PLATFORMS
 from ci_images.catalog.refs import Repository
 from ci_images.catalog.yamlmarks import load_marked
 from ci_images.errors import CatalogError, UsageError
@@ -72,10 +73,16 @@ def test_good_catalog_loads_into_frozen_dataclasses(catalog_files: CatalogFiles)
 
 def test_shipped_catalog_is_valid() -> None:
     loaded = load_catalog(MAIN / "images.yaml", smoke_kinds=KINDS)
-    assert [spec.name for spec in loaded.images] == ["local-kms", "vault"]
+    names = [spec.name for spec in loaded.images]
+    assert names == ["local-kms", "vault", "local-kms-upstream", "vault-upstream"]
     for spec in loaded.images:
-        assert spec.dockerfile is not None
-        assert check_dockerfile(spec.dockerfile) is None
+        if spec.mode == "build":
+            assert spec.dockerfile is not None
+            assert check_dockerfile(spec.dockerfile) is None
+        else:  # digest-exact mirrors keep upstream's repository path and every platform upstream has
+            assert spec.target == f"mirror/{spec.source.path}"
+            assert spec.platforms == ALL_PLATFORMS
+            assert spec.tag_templates == ("{version}",)
 
 
 def test_variant_smoke_null_disables_the_smoke_test(catalog_files: CatalogFiles) -> None:
@@ -113,6 +120,56 @@ def test_yaml_merge_keys_may_override_merged_values(catalog_files: CatalogFiles)
     assert one.versions == ("1.0.0",)
     assert two.versions == ("2.0.0",)
     assert two.source == one.source
+
+
+def test_per_version_source_and_platforms(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write(
+        """
+        platforms: [linux/amd64, linux/arm64]
+        images:
+          vault:
+            source: docker.io/hashicorp/vault
+            versions:
+              - version: "1.10.0"
+                source: docker.io/vault
+                platforms: [linux/amd64]
+              - "1.14.10"
+              - {version: "2.0.0", platforms: [linux/arm64]}
+            build: img
+        """,
+        build_folders=["img"],
+    )
+    spec = load_catalog(path, smoke_kinds=KINDS).images[0]
+    assert spec.versions == ("1.10.0", "1.14.10", "2.0.0")
+    old, middle, new = spec.releases
+    assert (old.source, old.platforms) == (Repository("docker.io", "library/vault"), ("linux/amd64",))
+    assert (middle.source, middle.platforms) == (spec.source, ("linux/amd64", "linux/arm64"))
+    assert (new.source, new.platforms) == (spec.source, ("linux/arm64",))
+    assert spec.release("1.10.0") is old
+    assert spec.target == "vault"
+
+
+def test_mirror_with_target_path_and_all_platforms(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write(
+        """
+        images:
+          local-kms-upstream:
+            source: docker.io/nsmithuk/local-kms
+            target: mirror/nsmithuk/local-kms
+            versions: ["3.11.1", {version: "3.11.0", platforms: [linux/amd64]}]
+            platforms: all
+            tags: ["{version}"]
+          local-kms:
+            source: docker.io/nsmithuk/local-kms
+            versions: ["3.11.1"]
+            tags: ["{version}"]
+        """
+    )
+    mirror, plain = load_catalog(path, smoke_kinds=KINDS).images
+    assert mirror.target == "mirror/nsmithuk/local-kms"
+    assert mirror.platforms == ALL_PLATFORMS
+    assert [r.platforms for r in mirror.releases] == [ALL_PLATFORMS, ("linux/amd64",)]
+    assert plain.target == "local-kms"  # the same tag 3.11.1 in another repository: no collision
 
 
 def test_catalog_path_precedence() -> None:
@@ -475,6 +532,91 @@ BAD: dict[str, Bad] = {
     ),
     "bad registry": Bad(
         "registry: ghcr.io:99999/acme\n" + ONE, 1, 11, "bad registry 'ghcr.io:99999/acme'", "HOST[:PORT]/PATH"
+    ),
+    "version mapping without version": Bad(
+        "images:\n  a:\n    source: acme/a\n    versions:\n      - source: acme/b\n",
+        5,
+        9,
+        "images.a.versions[0] is missing the required key 'version'",
+        "add 'version:'",
+    ),
+    "unknown per-version key": Bad(
+        'images:\n  a:\n    source: acme/a\n    versions:\n      - version: "1.0.0"\n        platfroms: []\n',
+        6,
+        9,
+        "unknown key 'platfroms' in images.a.versions[0]",
+        "allowed keys here: platforms, source, version",
+    ),
+    "unquoted version inside a version mapping": Bad(
+        "images:\n  a:\n    source: acme/a\n    versions:\n      - {version: 1.10}\n",
+        5,
+        19,
+        "images.a.versions[0].version must be a string, not a number 1.1",
+        'quote it: "1.10"',
+    ),
+    "bad per-version source": Bad(
+        'images:\n  a:\n    source: acme/a\n    versions:\n      - {version: "1.0.0", source: Acme/B}\n',
+        5,
+        36,
+        "bad source 'Acme/B'",
+        "[HOST/]NAMESPACE/NAME",
+    ),
+    "bad per-version platform": Bad(
+        'images:\n  a:\n    source: acme/a\n    versions:\n      - version: "1.0.0"\n'
+        "        platforms: [linux/amd64, linux/x86]\n",
+        6,
+        34,
+        "bad platform 'linux/x86'",
+        "OS/ARCH[/VARIANT]",
+    ),
+    "version twice, once as a mapping": Bad(
+        'images:\n  a:\n    source: acme/a\n    versions: ["1.0.0", {version: "1.0.0"}]\n',
+        4,
+        35,
+        "version '1.0.0' is listed twice",
+        "remove the duplicate",
+    ),
+    "platforms all on a build": Bad(
+        ONE + "    build: img\n    platforms: all\n",
+        6,
+        16,
+        "platforms: all is for mirrored images only",
+        "list the platforms to build",
+        {"img": ARG_FROM},
+    ),
+    "per-version platforms all on a build": Bad(
+        'images:\n  a:\n    source: acme/a\n    build: img\n    versions:\n      - {version: "1.0.0", platforms: all}\n',
+        6,
+        39,
+        "platforms: all is for mirrored images only",
+        "list the platforms to build",
+        {"img": ARG_FROM},
+    ),
+    "platforms a word other than all": Bad(
+        ONE + "    platforms: every\n",
+        5,
+        16,
+        "platforms must be a list or the word 'all', not 'every'",
+        "[linux/amd64, linux/arm64]",
+    ),
+    "target with a host": Bad(
+        ONE + "    target: ghcr.io/acme/a\n",
+        5,
+        13,
+        "bad target 'ghcr.io/acme/a'",
+        "mirror/nsmithuk/local-kms",
+    ),
+    "target with a tag": Bad(
+        ONE + "    target: mirror/a:1\n", 5, 13, "bad target 'mirror/a:1'", "no host, no tag"
+    ),
+    "two images writing one tag through one target": Bad(
+        ONE
+        + "    target: shared\n"
+        + '  b:\n    source: acme/b\n    target: shared\n    versions: ["1.0.0"]\n',
+        9,
+        16,
+        "target tag shared:1.0.0 is produced twice: by b/plain/1.0.0 and by a/plain/1.0.0",
+        "remove the duplicate version",
     ),
     "negative ratelimit_min_remaining": Bad(
         "ratelimit_min_remaining: -1\n" + ONE, 1, 26, "less than the minimum of 0", "catalog reference"

@@ -82,8 +82,30 @@ def test_invoke_list_images_json_shipped_catalog() -> None:
     proc = run(["-m", "invoke", "list-images", "--json"])
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert len(rows) == 7
+    assert len(rows) == 12
     assert all(set(row) == ROW_KEYS for row in rows)
+    # The tags SOPS' tests pull, with the upstream each comes from.
+    sources = {(r["image"], r["variant"], r["version"]): r["source"] for r in rows}
+    assert sources[("local-kms", "plain", "3.11.1")] == "docker.io/nsmithuk/local-kms:3.11.1"
+    assert sources[("vault", "plain", "1.10.0")] == "docker.io/library/vault:1.10.0"
+    assert sources[("vault", "plain", "1.14.10")] == "docker.io/hashicorp/vault:1.14.10"
+    mirrors = {r["tags"][0]: r for r in rows if r["mode"] == "mirror"}
+    assert set(mirrors) == {
+        "ghcr.io/getsops/ci-container-images/mirror/nsmithuk/local-kms:3.11.1",
+        "ghcr.io/getsops/ci-container-images/mirror/library/vault:1.10.0",
+    }
+    assert all(r["platforms"] == ["all"] and len(r["tags"]) == 1 for r in mirrors.values())
+
+
+def test_invoke_list_images_table_shows_the_sops_tags_and_their_sources() -> None:
+    proc = run(["-m", "invoke", "list-images", "--images", "local-kms:3.11.1,vault:1.10.0"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any("3.11.1" in line and "docker.io/nsmithuk/local-kms:3.11.1" in line for line in lines)
+    assert any(
+        "1.10.0" in line and "docker.io/library/vault:1.10.0" in line and "vault:1.10.0," in line
+        for line in lines
+    )
 
 
 # In-process: the same door, faster, for the cases that do not need a fresh interpreter.

@@ -211,3 +211,44 @@ def test_no_engine_is_an_engine_error_that_says_how_to_get_one(
     assert caught.value.fix is not None
     assert "docker.io" in caught.value.fix
     assert "DOCKER_HOST" in caught.value.fix
+
+
+def test_standins_for_follows_per_version_sources_and_platforms(tmp_path: Path) -> None:
+    from ci_images.lab.cli import standins_for
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n", encoding="utf-8")
+    catalog = tmp_path / "images.yaml"
+    catalog.write_text(
+        """
+platforms: [linux/amd64, linux/arm64]
+images:
+  kms:
+    source: docker.io/nsmithuk/local-kms
+    versions: [{version: "3.11.0", platforms: [linux/amd64]}, "3.11.1"]
+    build: img
+  vault:
+    source: docker.io/hashicorp/vault
+    versions: [{version: "1.10.0", source: docker.io/vault, platforms: [linux/amd64]}, "2.0.0"]
+    build: img
+  vault-upstream:
+    source: docker.io/library/vault
+    target: mirror/library/vault
+    versions: ["1.10.0"]
+    platforms: all
+    tags: ["{version}"]
+  elsewhere:
+    source: quay.io/acme/tool
+    versions: ["1.0.0"]
+""",
+        encoding="utf-8",
+    )
+    standins, platforms, narrowed = standins_for(catalog)
+    assert standins == {
+        "nsmithuk/local-kms": ["3.11.0", "3.11.1"],
+        "library/vault": ["1.10.0"],
+        "hashicorp/vault": ["2.0.0"],
+    }
+    assert platforms == ["linux/amd64", "linux/arm64"]
+    # 3.11.0 is taken for amd64 only; vault 1.10.0 too by the build, but the mirror takes all upstream has.
+    assert narrowed == {"nsmithuk/local-kms:3.11.0": ["linux/amd64"]}

@@ -14,7 +14,7 @@ from ci_images.catalog.model import Catalog
 from ci_images.errors import UsageError
 from ci_images.plan.decide import TargetState, decide
 from ci_images.plan.entries import Entry, expand, split_patterns
-from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL
+from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL, mirror_recipe
 from ci_images.smoke import KINDS
 from tests.unit.conftest import CatalogFiles, EntryFactory
 
@@ -73,9 +73,15 @@ def test_shipped_catalog_tag_rules() -> None:
     assert tags["local-kms/plain/3.11.7"] == ("3.11.7", "3.11")
     assert tags["local-kms/seeded/3.12.0"] == ("3.12.0-seeded", "3.12-seeded", "seeded")
     assert tags["local-kms/seeded/3.11.7"] == ("3.11.7-seeded", "3.11-seeded")
+    assert tags["local-kms/plain/3.11.1"] == ("3.11.1",)  # 3.11 goes to the newest patch, 3.11.7
+    assert tags["vault/plain/1.10.0"] == ("1.10.0", "1.10")
     assert tags["vault/plain/2.0.0"] == ("2.0.0", "2.0", "latest")
+    assert tags["local-kms-upstream/plain/3.11.1"] == ("3.11.1",)
+    assert tags["vault-upstream/plain/1.10.0"] == ("1.10.0",)
     # every target tag has exactly one owner
-    owned = [(key.split("/")[0], tag) for key, entry_tags in tags.items() for tag in entry_tags]
+    owned = [
+        (entry.target, tag) for entry in expand(catalog, registry=catalog.registry) for tag in entry.tags
+    ]
     assert len(owned) == len(set(owned))
 
 
@@ -87,20 +93,30 @@ def test_expand_applies_mirror_registry_and_platforms() -> None:
         images="vault",
         platforms=["linux/arm64"],
     )
-    assert [e.key for e in entries] == ["vault/plain/1.14.10", "vault/plain/1.21.4", "vault/plain/2.0.0"]
-    first = entries[0]
+    assert [e.key for e in entries] == [
+        "vault/plain/1.10.0",
+        "vault/plain/1.14.10",
+        "vault/plain/1.21.4",
+        "vault/plain/2.0.0",
+    ]
+    first = entries[1]
     assert first.source_ref == "docker.io/hashicorp/vault:1.14.10"
     assert first.pull_ref == "mirror.test:5001/hashicorp/vault:1.14.10"
     assert first.tag_refs == ("127.0.0.1:5000/ci/vault:1.14.10", "127.0.0.1:5000/ci/vault:1.14")
     assert first.platforms == ("linux/arm64",)
+    # 1.10.0 is the official image: docker.io/vault, which the mirror serves as library/vault
+    assert entries[0].pull_ref == "mirror.test:5001/library/vault:1.10.0"
 
 
 @pytest.mark.parametrize(
     ("images", "keys"),
     [
-        ("local-kms/seeded", ["local-kms/seeded/3.11.7", "local-kms/seeded/3.12.0"]),
+        (
+            "local-kms/seeded",
+            ["local-kms/seeded/3.11.1", "local-kms/seeded/3.11.7", "local-kms/seeded/3.12.0"],
+        ),
         ("local-kms:3.12.0", ["local-kms/plain/3.12.0", "local-kms/seeded/3.12.0"]),
-        ("*/seeded/3.11.*", ["local-kms/seeded/3.11.7"]),
+        ("*/seeded/3.11.*", ["local-kms/seeded/3.11.1", "local-kms/seeded/3.11.7"]),
         ("vault/plain/2.0.0, local-kms/plain/3.11.7", ["local-kms/plain/3.11.7", "vault/plain/2.0.0"]),
         (["vault:1.14.10", "vault:2.0.0"], ["vault/plain/1.14.10", "vault/plain/2.0.0"]),
     ],
@@ -252,3 +268,85 @@ def test_decide_mirror_reuploaded_with_labels(make_entry: EntryFactory) -> None:
     assert decide(entry, source_digest=D_NEW, recipe=R_NEW, current=current).action == "mirror"
     platforms_changed = decide(entry, source_digest=D_OLD, recipe=R_NEW, current=current)
     assert (platforms_changed.action, platforms_changed.reason[:15]) == ("mirror", "recipe changed:")
+
+
+def test_decide_mirror_byte_copy_with_platforms_changed(make_entry: EntryFactory) -> None:
+    """A byte copy is up to date for `platforms: all` and for the platforms it holds; narrowing writes a new index."""
+    held = TargetState(digest=D_OLD, tag_digests={"1.0.0": D_OLD}, platforms=("linux/amd64", "linux/arm64"))
+    every = make_entry(mode="mirror", tags=("1.0.0",), platforms=())
+    assert decide(every, source_digest=D_OLD, recipe=R_OLD, current=held).action == "skip"
+    same = make_entry(mode="mirror", tags=("1.0.0",), platforms=("linux/arm64", "linux/amd64"))
+    assert decide(same, source_digest=D_OLD, recipe=R_OLD, current=held).action == "skip"
+    narrower = make_entry(mode="mirror", tags=("1.0.0",), platforms=("linux/amd64",))
+    decision = decide(narrower, source_digest=D_OLD, recipe=R_OLD, current=held)
+    assert (decision.action, decision.reason) == (
+        "mirror",
+        "platforms changed: target holds linux/amd64, linux/arm64, catalog asks for linux/amd64",
+    )
+
+
+def test_decide_mirror_narrowed_copy_is_compared_by_its_annotations(make_entry: EntryFactory) -> None:
+    """A narrowed copy has its own digest; the annotations it carries say which upstream and platforms made it,
+    so an unchanged upstream skips with nothing read from upstream but the HEAD."""
+    entry = make_entry(mode="mirror", tags=("1.0.0",), platforms=("linux/amd64",))
+    narrowed = TargetState(
+        digest=D_TARGET,
+        labels={SOURCE_DIGEST_LABEL: D_OLD, RECIPE_LABEL: R_OLD},
+        tag_digests={"1.0.0": D_TARGET},
+        platforms=("linux/amd64",),
+    )
+    assert decide(entry, source_digest=D_OLD, recipe=R_OLD, current=narrowed).action == "skip"
+    moved = decide(entry, source_digest=D_NEW, recipe=R_NEW, current=narrowed)
+    assert (moved.action, moved.reason) == ("mirror", "upstream changed: 111111111111 -> 222222222222")
+    widened = decide(entry, source_digest=D_OLD, recipe=R_NEW, current=narrowed)
+    assert (widened.action, widened.reason) == ("mirror", "recipe changed: aaaaaaaaaaaa -> bbbbbbbbbbbb")
+
+
+def test_mirror_recipe_tells_platforms_and_the_old_engine_uploads_apart(make_entry: EntryFactory) -> None:
+    every = make_entry(mode="mirror", platforms=())
+    amd64 = make_entry(mode="mirror", platforms=("linux/amd64",))
+    both = make_entry(mode="mirror", platforms=("linux/arm64", "linux/amd64"))
+    both_sorted = make_entry(mode="mirror", platforms=("linux/amd64", "linux/arm64"))
+    recipes = {mirror_recipe(e, D_OLD) for e in (every, amd64, both)}
+    assert len(recipes) == 3
+    assert mirror_recipe(both, D_OLD) == mirror_recipe(both_sorted, D_OLD)
+    assert mirror_recipe(amd64, D_OLD) != mirror_recipe(amd64, D_NEW)
+
+
+def test_expand_uses_per_version_source_platforms_and_target(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write(
+        """
+        images:
+          vault:
+            source: docker.io/hashicorp/vault
+            versions:
+              - {version: "1.10.0", source: docker.io/library/vault, platforms: [linux/amd64]}
+              - "2.0.0"
+            platforms: [linux/amd64, linux/arm64]
+          vault-upstream:
+            source: docker.io/library/vault
+            target: mirror/library/vault
+            versions: ["1.10.0"]
+            platforms: all
+            tags: ["{version}"]
+        """
+    )
+    old, new, mirror = expand(
+        load_catalog(path, smoke_kinds=KINDS), registry="ghcr.io/acme/ci", mirror="127.0.0.1:5001"
+    )
+    assert (old.source_ref, old.pull_ref) == (
+        "docker.io/library/vault:1.10.0",
+        "127.0.0.1:5001/library/vault:1.10.0",
+    )
+    assert old.platforms == ("linux/amd64",) and new.platforms == ("linux/amd64", "linux/arm64")
+    assert new.source_ref == "docker.io/hashicorp/vault:2.0.0"
+    assert mirror.tag_refs == ("ghcr.io/acme/ci/mirror/library/vault:1.10.0",)
+    assert mirror.all_platforms and mirror.as_row()["platforms"] == ["all"]
+    # --platform narrows every entry, `all` included
+    (narrowed,) = expand(
+        load_catalog(path, smoke_kinds=KINDS),
+        registry="ghcr.io/acme/ci",
+        images="vault-upstream",
+        platforms=["linux/arm64"],
+    )
+    assert narrowed.platforms == ("linux/arm64",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -25,6 +26,8 @@ from ci_images.registry.client import (
     docker_hub_location,
     parse_www_authenticate,
 )
+from ci_images.registry.pool import ClientPool
+from ci_images.registry.stream import SizedChunks, SourceInterrupted, checked_chunks
 from ci_images.registry.transport import RateLimit, verify_bundle
 from ci_images.retry import RetryPolicy, parse_retry_after
 
@@ -423,3 +426,142 @@ def test_token_flow_push_scope_for_uploads(serve: Callable[[App], _AppServer]) -
     assert (
         client.count("HEAD", "blob") == 4
     )  # first HEAD probed anonymously, then token known: no more probes
+
+
+def test_streamed_upload_starts_over_with_a_new_session_when_a_put_fails(
+    serve: Callable[[App], _AppServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A PUT that fails leaves an upload session that cannot take the bytes again: a new POST, the source again."""
+    data = b"x" * (3 * (1 << 20) + 17)  # several chunks
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    sessions: list[str] = []
+    stored: dict[str, bytes] = {}
+
+    def app(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if method == "HEAD":
+            return _error(404, "BLOB_UNKNOWN", "blob unknown")
+        if method == "POST":
+            sessions.append(f"u{len(sessions)}")
+            return 202, {"Location": f"/v2/a/b/blobs/uploads/{sessions[-1]}?_state=s"}, b""
+        if method == "PUT" and "/uploads/u0?" in path:
+            return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+        if method == "PUT":
+            assert headers["content-length"] == str(len(data)) and "transfer-encoding" not in headers
+            stored[path.rsplit("=", 1)[1].replace("%3A", ":")] = body
+            return 201, {"Docker-Content-Digest": digest}, b""
+        return _error(500, "UNEXPECTED", path)
+
+    server = serve(app)
+    client = RegistryClient(server.host, plain_http=True, retry=FAST)
+    opened: list[int] = []
+
+    @contextlib.contextmanager
+    def source() -> Iterator[Iterator[bytes]]:
+        opened.append(1)
+        yield (data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20))
+
+    assert client.upload_blob_stream("a/b", digest, len(data), source) == "uploaded"
+    assert stored == {digest: data}
+    assert sessions == ["u0", "u1"] and len(opened) == 2
+    assert "starting it again" in capsys.readouterr().err
+
+
+def test_streamed_upload_gives_up_within_the_retry_budget(serve: Callable[[App], _AppServer]) -> None:
+    def app(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if method == "HEAD":
+            return 404, {}, b""
+        if method == "POST":
+            return 202, {"Location": "/v2/a/b/blobs/uploads/u?_state=s"}, b""
+        return _error(400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+
+    client = RegistryClient(serve(app).host, plain_http=True, retry=FAST)
+    with pytest.raises(RegistryError, match="failed 4 times; last: 400 DIGEST_INVALID"):
+        client.upload_blob("a/b", "sha256:" + "0" * 64, b"data")
+    assert client.count("POST", "upload") == client.count("PUT", "upload") == 4
+
+
+def test_sized_chunks_turn_a_broken_or_short_source_into_source_interrupted() -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"abc"
+        raise ConnectionResetError("peer went away")
+
+    with pytest.raises(SourceInterrupted, match="ConnectionResetError: peer went away"):
+        list(SizedChunks(broken(), 10))
+    with pytest.raises(SourceInterrupted, match="source gave 3 bytes, expected 10"):
+        list(SizedChunks(iter([b"abc"]), 10))
+    assert list(SizedChunks(iter([b"ab", b"c"]), 3)) == [b"ab", b"c"]
+
+
+def test_checked_chunks_verify_size_and_digest() -> None:
+    data = [b"hello ", b"world"]
+    digest = "sha256:" + hashlib.sha256(b"hello world").hexdigest()
+    assert b"".join(checked_chunks(iter(data), "r/x", digest, 11)) == b"hello world"
+    with pytest.raises(SourceInterrupted, match="ended after 11 of 12 bytes"):
+        list(checked_chunks(iter(data), "r/x", digest, 12))
+    with pytest.raises(RegistryError, match="arrived with digest"):
+        list(checked_chunks(iter(data), "r/x", "sha256:" + "0" * 64, None))
+
+
+def test_clients_of_one_pool_share_what_the_host_asked_for(serve: Callable[[App], _AppServer]) -> None:
+    """A new thread's client sends credentials (or reuses the token) at once: no second 401, no second token."""
+    holder: dict[str, _AppServer] = {}
+    seen: list[tuple[str, str]] = []
+
+    def app(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        seen.append((path, headers.get("authorization", "")))
+        if path.startswith("/token"):
+            return _json(200, {"token": "tok-shared-123"})
+        if headers.get("authorization") != "Bearer tok-shared-123":
+            challenge = f'Bearer realm="http://{holder["s"].host}/token",service="unit"'
+            return 401, {"WWW-Authenticate": challenge}, b""
+        return 200, {}, b""
+
+    holder["s"] = server = serve(app)
+    pool = ClientPool(lambda host: RegistryClient(host, credentials=Credentials("u", "p-x"), plain_http=True))
+    pool.get(server.host).ping()
+    other = threading.Thread(target=lambda: pool.get(server.host).ping())
+    other.start()
+    other.join()
+    assert [path for path, _ in seen] == ["/v2/", "/token?service=unit", "/v2/", "/v2/"]
+    assert pool.count("GET", "token") == 1
+    pool.close()
+
+
+def test_a_thread_refused_while_another_learnt_basic_auth_still_resends(
+    serve: Callable[[App], _AppServer],
+) -> None:
+    """Both threads' first requests go out without credentials; the slower refusal arrives after the other thread
+    has learnt the registry wants basic auth. It must still resend with credentials (a shared-state race)."""
+    anonymous: list[float] = []
+    lock = threading.Lock()
+
+    def app(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if "authorization" in headers:
+            return 200, {}, b""
+        with lock:
+            anonymous.append(time.monotonic())
+            second = len(anonymous) == 2
+        if second:
+            time.sleep(0.3)  # this refusal arrives after the first thread has learnt "basic"
+        return 401, {"WWW-Authenticate": 'Basic realm="unit"'}, b""
+
+    server = serve(app)
+    pool = ClientPool(lambda host: RegistryClient(host, credentials=Credentials("u", "p-y"), plain_http=True))
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def ping() -> None:
+        client = pool.get(server.host)
+        start.wait()
+        try:
+            client.ping()
+        except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ping) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(anonymous) == 2
+    pool.close()

@@ -38,6 +38,7 @@ RECORD_KEYS = {
     "ratelimit_remaining",
     "error",
     "exit_code",
+    "copy",
 }
 
 
@@ -115,6 +116,18 @@ def test_record_keys_and_values() -> None:
     json.dumps(record)  # serialisable as it is
     failed = replace(result(action="failed"), error="boom; fix: retry", exit_code=4).as_record()
     assert (failed["error"], failed["exit_code"]) == ("boom; fix: retry", 4)
+
+
+def test_a_mirrored_result_records_its_copy_and_is_held_like_a_build(tmp_path: Path) -> None:
+    copy = {"exact": False, "digest": D1, "upstream_digest": SRC, "platforms": {"linux/amd64": D2}}
+    mirrored = replace(result(action="mirrored", tags=("3.12.0",)), copy=copy, platforms=("linux/amd64",))
+    record = mirrored.as_record()
+    assert record["copy"] == copy and record["source_digest"] == SRC and record["digest"] == D1
+    assert result().as_record()["copy"] is None
+    assert report.digests_output([mirrored]) == {f"{REPO}:3.12.0": D1}
+    lock = update_lock(tmp_path / "lock.json", [mirrored])["images"][f"{REPO}:3.12.0"]
+    assert (lock["digest"], lock["source_digest"], lock["platforms"]) == (D1, SRC, ["linux/amd64"])
+    assert "✅ mirrored" in markdown_summary([mirrored], title="t", ratelimit_remaining=None)
 
 
 def test_previous_digest_is_the_version_tags_not_an_aliases() -> None:

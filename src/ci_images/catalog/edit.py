@@ -68,7 +68,11 @@ def add_versions(text: str, additions: Mapping[str, Sequence[str]]) -> str:
             raise ValueError(f"image {image!r} has no 'versions' list") from exc
         if not isinstance(listed, list):
             raise ValueError(f"image {image!r}: 'versions' is not a list")  # noqa: TRY004  (bad input, not a bug)
+        # A listed version is a string, or a mapping with its own settings ({version: ..., source: ...}).
+        present = {str(item.get("version")) if isinstance(item, dict) else str(item) for item in listed}
+        plain = [item for item in listed if not isinstance(item, dict)]
         for version in versions:
-            if version not in listed:
-                listed.append(_scalar(version, listed[-1] if listed else None))
+            if version not in present:
+                listed.append(_scalar(version, plain[-1] if plain else None))
+                present.add(version)
     return _dump(yaml, data)

@@ -15,8 +15,8 @@ from typing import Any
 from ci_images.catalog import tags as tag_rules
 from ci_images.catalog import updates as update_rules
 from ci_images.catalog.model import Catalog, ImageSpec, Variant
-from ci_images.catalog.platforms import platform_problem
 from ci_images.catalog.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
+from ci_images.catalog.releases import check_platform, platform_list, releases, target_path
 from ci_images.catalog.schema import located_error, validate_schema
 from ci_images.catalog.yamlmarks import Marked, decode, load_marked
 from ci_images.errors import UsageError
@@ -61,19 +61,6 @@ def load_catalog(path: str | os.PathLike[str], *, smoke_kinds: Collection[str]) 
     marked = load_marked(decode(data, name), name)
     validate_schema(marked, name)
     return _build(marked, file, name, tuple(smoke_kinds))
-
-
-def _check_platform(marked: Marked, name: str, path: Sequence[str | int], value: str) -> str:
-    problem = platform_problem(value)
-    if problem:
-        raise located_error(
-            marked,
-            name,
-            path,
-            f"bad platform {value!r}: {problem}",
-            "write OS/ARCH[/VARIANT], e.g. linux/amd64, linux/arm64 or linux/arm/v7",
-        )
-    return value
 
 
 def _check_templates(marked: Marked, name: str, path: Sequence[str | int], templates: Sequence[str]) -> None:
@@ -158,7 +145,7 @@ def _build(marked: Marked, file: Path, name: str, smoke_kinds: tuple[str, ...]) 
                 "write host[:port], e.g. mirror.example.com:5000",
             ) from exc
     platforms = tuple(
-        _check_platform(marked, name, ("platforms", i), p)
+        check_platform(marked, name, ("platforms", i), p)
         for i, p in enumerate(data.get("platforms", DEFAULT_PLATFORMS))
     )
     default_templates = tuple(data.get("tags", tag_rules.DEFAULT_TEMPLATES))
@@ -241,35 +228,23 @@ def _build_image(
     templates = tuple(spec.get("tags", default_templates))
     if "tags" in spec:
         _check_templates(marked, name, (*base, "tags"), templates)
-    needs_semver = any(tag_rules.template_fields(t) & {"major", "minor", "patch"} for t in templates)
-    versions: list[str] = []
-    for i, version in enumerate(spec["versions"]):
-        vpath = (*base, "versions", i)
-        if not is_valid_tag(version):
-            raise located_error(
-                marked,
-                name,
-                vpath,
-                f"bad version {version!r}: not a valid image tag",
-                "versions are upstream tags: letters, digits, '.', '_' and '-', up to 128 characters",
-            )
-        if needs_semver and tag_rules.parse_version(version) is None:
-            raise located_error(
-                marked,
-                name,
-                vpath,
-                f"bad version {version!r}: the tag templates need MAJOR.MINOR[.PATCH]",
-                "use a release version like 1.2.3, or drop {major}/{minor}/{patch} from this image's tags",
-            )
-        if version in versions:
-            raise located_error(
-                marked, name, vpath, f"version {version!r} is listed twice", "remove the duplicate"
-            )
-        versions.append(version)
-    platforms = tuple(
-        _check_platform(marked, name, (*base, "platforms", i), p)
-        for i, p in enumerate(spec.get("platforms", default_platforms))
+    mirror = "build" not in spec
+    platforms = (
+        platform_list(marked, name, (*base, "platforms"), spec["platforms"], mirror=mirror)
+        if "platforms" in spec
+        else default_platforms
     )
+    image_releases = releases(
+        marked,
+        name,
+        base,
+        spec["versions"],
+        source=source,
+        platforms=platforms,
+        templates=templates,
+        mirror=mirror,
+    )
+    target = target_path(marked, name, (*base, "target"), spec["target"]) if "target" in spec else image_name
     build: Path | None = None
     dockerfile: Path | None = None
     if "build" in spec:
@@ -367,7 +342,9 @@ def _build_image(
     return ImageSpec(
         name=image_name,
         source=source,
-        versions=tuple(versions),
+        versions=tuple(r.version for r in image_releases),
+        releases=image_releases,
+        target=target,
         build=build,
         dockerfile=dockerfile,
         smoke=smoke,
@@ -408,7 +385,8 @@ def _update_filter(
 
 
 def _check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]) -> None:
-    """Two entries must never write the same target tag: the second push would silently replace the first."""
+    """Two entries must never write the same target tag: the second push would silently replace the first. Images
+    are told apart by their target path, so two images with one ``target:`` share its tags."""
     owners: dict[tuple[str, str], tuple[str, str, str]] = {}
     for image in images:
         for variant in image.variants:
@@ -425,14 +403,14 @@ def _check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]
                     )
                 for tag in version_tags:
                     full = tag_rules.variant_tag(tag, variant.name, DEFAULT_VARIANT)
-                    key = (image.name, full)
+                    key = (image.target, full)
                     if key in owners:
                         other = owners[key]
                         raise located_error(
                             marked,
                             name,
                             ("images", image.name, "versions", i),
-                            f"target tag {image.name}:{full} is produced twice: by {image.name}/{variant.name}/{version} and by {other[0]}/{other[1]}/{other[2]}",
+                            f"target tag {image.target}:{full} is produced twice: by {image.name}/{variant.name}/{version} and by {other[0]}/{other[1]}/{other[2]}",
                             "make every tag template contain {version}, or remove the duplicate version or variant",
                         )
                     owners[key] = (image.name, variant.name, version)

@@ -9,6 +9,24 @@ from pathlib import Path
 from ci_images.catalog.refs import Repository
 from ci_images.catalog.updates import NO_FILTER, UpdateFilter
 
+# ``platforms: all`` in the catalog: every platform upstream publishes (mirrors only). The model says it with an empty
+# tuple, so "all" can never be mistaken for a platform name further down.
+ALL_PLATFORMS_WORD = "all"
+ALL_PLATFORMS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Release:
+    """One version of an image with its own settings: where upstream keeps it and which platforms to take.
+
+    ``source`` and ``platforms`` are the image's unless the catalog gives them for this version (an old release may
+    live in another repository, or be amd64-only upstream while newer ones are multi-arch).
+    """
+
+    version: str
+    source: Repository
+    platforms: tuple[str, ...]  # ALL_PLATFORMS (empty): whatever upstream's index lists
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -23,12 +41,14 @@ class ImageSpec:
     name: str
     source: Repository
     versions: tuple[str, ...]
+    releases: tuple[Release, ...]  # one per version, in the same order
+    target: str  # repository path under the registry prefix (default: the image's name)
     build: Path | None  # None: mirror the upstream image as it is
     dockerfile: Path | None
     smoke: str | None
     title: str
     description: str
-    platforms: tuple[str, ...]
+    platforms: tuple[str, ...]  # the image's default; ALL_PLATFORMS (empty) for `platforms: all`
     tag_templates: tuple[str, ...]
     variants: tuple[Variant, ...]  # the plain variant first
     updates: UpdateFilter = NO_FILTER  # which upstream tags `outdated` and `bump` consider
@@ -36,6 +56,9 @@ class ImageSpec:
     @property
     def mode(self) -> str:
         return "build" if self.build is not None else "mirror"
+
+    def release(self, version: str) -> Release:
+        return next(r for r in self.releases if r.version == version)
 
 
 @dataclass(frozen=True)

@@ -124,12 +124,16 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
     if error.validator == "type":
         expected = error.validator_value
         expected_types = [str(t) for t in (expected if isinstance(expected, list) else [expected])]
+        scalar_for_string = "string" in expected_types and isinstance(instance, (int, float, bool, datetime.date))
+        if scalar_for_string:
+            # versions: [1.10] is an unquoted tag, whatever else the place allows (a version may be a mapping too).
+            expected_types = ["string"]
         expected_text = " or ".join(_TYPE_WORDS.get(t, t) for t in expected_types)
         raw = marked.raw.get(path)
         kind = _json_type(instance)
         shown = raw if raw is not None and kind == "date" else repr(instance)
         fix = f"write {expected_text} here"
-        if expected == "string" and isinstance(instance, (int, float, bool, datetime.date)):
+        if scalar_for_string or (expected == "string" and isinstance(instance, datetime.date)):
             written = raw if raw is not None else str(instance)
             reads = "a date" if kind == "date" else repr(instance)
             fix = f'quote it: "{written}" (YAML reads {written} unquoted as {reads})'

@@ -271,6 +271,16 @@ class Engine:
         tail = "\n".join(f"  | {line}" for line in lines[-BUILD_LOG_TAIL:])
         return f"build of {tag} ({platform}) from {context} failed; last build log lines:\n{tail}"
 
+    def local_tags(self, repository: str) -> list[str]:
+        """The tags of the images the engine holds under ``repository`` (``ci-images/vault``)."""
+        images = self._call(f"list images of {repository}", self.client.images.list, name=repository)
+        return [
+            tag.rpartition(":")[2]
+            for image in images
+            for tag in image.tags
+            if tag.rpartition(":")[0] == repository
+        ]
+
     def has_image(self, ref: str) -> bool:
         try:
             self.client.api.inspect_image(ref)

@@ -56,17 +56,35 @@ LAB_OPTIONS: tuple[Option, ...] = (
 )
 
 
-def standins_for(catalog_file: Path) -> tuple[dict[str, list[str]], list[str]]:
-    """What the lab must serve as upstream for a catalog: Docker Hub repository path -> versions, and platforms."""
+def standins_for(catalog_file: Path) -> tuple[dict[str, list[str]], list[str], dict[str, list[str]]]:
+    """What the lab must serve as upstream for a catalog: Docker Hub repository path -> versions, the platforms,
+    and "repo:version" -> platforms for the versions the catalog takes on fewer platforms than the others (the lab
+    serves only those, as an old amd64-only upstream release has only amd64)."""
     catalog = load_catalog(catalog_file, smoke_kinds=smoke.KINDS)
     standins: dict[str, list[str]] = {}
     platforms: list[str] = []
+    needs: dict[
+        str, set[str] | None
+    ] = {}  # "repo:version" -> platforms some entry takes; None: all upstream has
     for spec in catalog.images:
-        if spec.source.is_docker_hub:
-            versions = standins.setdefault(spec.source.path, [])
-            versions += [v for v in spec.versions if v not in versions]
-        platforms += [p for p in spec.platforms if p not in platforms]
-    return standins, platforms
+        for release in spec.releases:
+            if not release.source.is_docker_hub:
+                continue
+            versions = standins.setdefault(release.source.path, [])
+            versions += [] if release.version in versions else [release.version]
+            platforms += [p for p in release.platforms if p not in platforms]
+            key = f"{release.source.path}:{release.version}"
+            if not release.platforms or needs.get(key, set()) is None:
+                needs[key] = None
+            else:
+                needs[key] = (needs.get(key) or set()) | set(release.platforms)
+    platforms = platforms or list(catalog.platforms)
+    narrowed = {
+        key: [p for p in platforms if p in need]
+        for key, need in needs.items()
+        if need is not None and need != set(platforms)
+    }
+    return standins, platforms, narrowed
 
 
 def export_lines(env: Mapping[str, str], secret_dir: Path) -> list[str]:
@@ -88,8 +106,8 @@ def up(options: LabOptions) -> lab.Lab:
     from ci_images.engine.dockerd import ensure_engine
 
     ensure_engine()
-    standins, platforms = standins_for(catalog_path(options.catalog, options.env))
-    started = lab.lab_up(options.folder, standins=standins, platforms=platforms)
+    standins, platforms, narrowed = standins_for(catalog_path(options.catalog, options.env))
+    started = lab.lab_up(options.folder, standins=standins, platforms=platforms, narrowed=narrowed)
     sys.stdout.write("".join(line + "\n" for line in export_lines(started.env(), options.folder)))
     return started
 

@@ -1,24 +1,20 @@
 """The hermetic image lab: a CA, an "upstream" registry (Docker Hub's stand-in) and a "target" registry (GHCR's),
-both TLS on loopback, and offline-built stand-ins pushed to upstream under the real names as multi-arch indexes.
+both TLS on loopback, and offline-built stand-ins (``standins.py``) pushed to upstream under the real names as
+multi-arch indexes.
 
-Stand-ins are built from ``lab/files/`` and cached in the engine under a content hash of their inputs; the slow
-ingredients (Debian rootfs, wheels, busybox, the OpenBao binary) are cached under ``$XDG_CACHE_HOME/ci-images/lab``
-keyed the same way, and so is a filled upstream registry store, so a warm ``lab_up`` builds and pushes nothing.
+A filled upstream registry store is cached under ``$XDG_CACHE_HOME/ci-images/lab`` keyed by what it holds, so a
+warm ``lab_up`` builds and pushes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import secrets
 import shutil
-import tempfile
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +24,18 @@ import docker.errors
 from ci_images.engine.client import Engine
 from ci_images.errors import LabError
 from ci_images.lab import assets as lab_assets
+from ci_images.lab.standins import (
+    LAB_FILES,
+    STANDIN_KINDS,
+    arch_of,
+    base_ref,
+    ensure_standin,
+    kind_of,
+    prune_stale_standins,
+    recipe_hash,
+    standin_ref,
+    version_hash,
+)
 from ci_images.log import log
 from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
@@ -36,107 +44,14 @@ from ci_images.registry.client import Credentials, RegistryClient
 from ci_images.registry.oci import make_index, put_tags
 from ci_images.registry.push import push_engine_image
 
-LAB_FILES = Path(__file__).parent / "files"
 STATE_FILE = "lab.json"
 TARGET_NAMESPACE = "getsops/ci-container-images"
 VERSION_LABEL = "org.opencontainers.image.version"
-INPUTS_LABEL = "io.github.getsops.ci-images.lab.inputs"
-IMAGE_PREFIX = "ci-images-lab"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
-# Real upstream repository -> stand-in recipe folder in lab/files/.
-STANDIN_KINDS: dict[str, str] = {"nsmithuk/local-kms": "local-kms", "hashicorp/vault": "vault"}
-STALE_GRACE_S = 6 * 3600.0
+# "repo:version" -> the only platforms upstream has for that version (an old amd64-only release); every other
+# stand-in has all of the lab's platforms.
+Narrowed = Mapping[str, Sequence[str]]
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
-
-
-# -- stand-in images ------------------------------------------------------------------------------------------------
-
-
-def _arch(platform: str) -> str:
-    parts = platform.split("/")
-    if len(parts) != 2 or parts[0] != "linux" or parts[1] not in lab_assets.DEBIAN_ARCH:
-        raise LabError(f"no stand-ins for platform {platform!r}", fix="use linux/amd64 or linux/arm64")
-    return parts[1]
-
-
-def recipe_hash(kind: str, platform: str) -> str:
-    """Content hash of everything a stand-in base is made from (files, pins, package lists, architecture)."""
-    sha = hashlib.sha256(f"{kind}\0{platform}\0{lab_assets.RECIPE_VERSION}\n".encode())
-    for path in sorted((LAB_FILES / kind).rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            sha.update(path.relative_to(LAB_FILES).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    sha.update(lab_assets.recipe_inputs(kind, _arch(platform)).encode())
-    return sha.hexdigest()[:16]
-
-
-def _version_hash(kind: str, platform: str, version: str) -> str:
-    sha = hashlib.sha256(f"{recipe_hash(kind, platform)}\0{version}\0".encode())
-    sha.update((LAB_FILES / "version.Dockerfile").read_bytes())
-    return sha.hexdigest()[:16]
-
-
-def base_ref(kind: str, platform: str) -> str:
-    return f"{IMAGE_PREFIX}/{kind}-base:{_arch(platform)}-{recipe_hash(kind, platform)}"
-
-
-def standin_ref(repo: str, version: str, platform: str) -> str:
-    """The local engine reference of one stand-in version for one platform (unique per content hash)."""
-    kind = _kind(repo)
-    return f"{IMAGE_PREFIX}/{kind}:{version}-{_arch(platform)}-{_version_hash(kind, platform, version)}"
-
-
-def _kind(repo: str) -> str:
-    try:
-        return STANDIN_KINDS[repo]
-    except KeyError:
-        raise LabError(f"no stand-in for {repo!r}", fix=f"use one of {sorted(STANDIN_KINDS)}") from None
-
-
-def _image_exists(engine: Engine, ref: str) -> bool:
-    try:
-        engine.client.api.inspect_image(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
-def ensure_standin(engine: Engine, repo: str, version: str, platform: str) -> str:
-    """Build (or reuse) the stand-in for ``repo:version`` on ``platform``; returns its local reference."""
-    kind = _kind(repo)
-    ref = standin_ref(repo, version, platform)
-    if _image_exists(engine, ref):
-        return ref
-    base = base_ref(kind, platform)
-    if not _image_exists(engine, base):
-        with log.group(f"lab: build {kind} stand-in base for {platform}"), _context_dir() as context:
-            lab_assets.make_context(kind, _arch(platform), LAB_FILES / kind, context)
-            engine.build(
-                context,
-                tag=base,
-                platform=platform,
-                buildargs={},
-                labels={INPUTS_LABEL: recipe_hash(kind, platform)},
-            )
-    with _context_dir() as context:
-        shutil.copyfile(LAB_FILES / "version.Dockerfile", context / "Dockerfile")
-        engine.build(
-            context,
-            tag=ref,
-            platform=platform,
-            buildargs={"BASE": base, "VERSION": version},
-            labels={INPUTS_LABEL: _version_hash(kind, platform, version)},
-        )
-    log.info(f"lab: built {ref}")
-    return ref
-
-
-@contextlib.contextmanager
-def _context_dir() -> Iterator[Path]:
-    # Under the cache folder (not /tmp): the kms context hard-links the cached rootfs, which needs one filesystem.
-    tmp = lab_assets.assets_dir() / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="context-", dir=tmp) as context:
-        yield Path(context)
 
 
 # -- the lab --------------------------------------------------------------------------------------------------------
@@ -152,6 +67,10 @@ class Lab:
     platforms: list[str]
     # repo -> version -> index digest in upstream
     standins: dict[str, dict[str, str]] = field(default_factory=dict)
+    narrowed: dict[str, list[str]] = field(default_factory=dict)
+
+    def platforms_of(self, repo: str, version: str) -> list[str]:
+        return _platforms_of(repo, version, self.platforms, self.narrowed)
 
     @property
     def target_repository(self) -> str:
@@ -187,6 +106,7 @@ class Lab:
             "ca_bundle": str(self.ca_bundle),
             "platforms": self.platforms,
             "standins": self.standins,
+            "narrowed": self.narrowed,
         }
         path = self.workdir / STATE_FILE
         path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
@@ -206,7 +126,12 @@ class Lab:
             ca_bundle=Path(state["ca_bundle"]),
             platforms=list(state["platforms"]),
             standins={k: dict(v) for k, v in state["standins"].items()},
+            narrowed={k: list(v) for k, v in state.get("narrowed", {}).items()},
         )
+
+
+def _platforms_of(repo: str, version: str, platforms: Sequence[str], narrowed: Narrowed) -> list[str]:
+    return list(narrowed.get(f"{repo}:{version}", platforms))
 
 
 def lab_up(
@@ -214,19 +139,24 @@ def lab_up(
     *,
     standins: Mapping[str, Sequence[str]],
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    narrowed: Narrowed | None = None,
     engine: Engine | None = None,
     reuse_store: bool = True,
 ) -> Lab:
     """Start (or reuse) the lab in ``workdir`` and make sure upstream holds every requested stand-in version.
 
-    ``reuse_store=False`` ignores a cached upstream store: stand-ins are then pushed from the engine's images.
+    ``narrowed`` ("repo:version" -> platforms) gives a version fewer platforms, as an old upstream release may
+    have; a version with one platform is pushed as that platform's manifest alone (what `docker push` of one
+    build leaves), not as an index. ``reuse_store=False`` ignores a cached upstream store: stand-ins are then
+    pushed from the engine's images.
     """
+    narrowed_lists = {key: list(value) for key, value in (narrowed or {}).items()}
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for repo in standins:
-        _kind(repo)
-    for platform in platforms:
-        _arch(platform)
+        kind_of(repo)
+    for platform in [*platforms, *(p for value in narrowed_lists.values() for p in value)]:
+        arch_of(platform)
     existing = Lab.load(workdir)
     if existing is not None and existing.upstream.alive() and existing.target.alive():
         lab = existing
@@ -235,57 +165,22 @@ def lab_up(
         if existing is not None:
             _stop(existing)
         engine = engine or Engine.connect()
-        lab = _start(workdir, standins, list(platforms), reuse_store=reuse_store, engine=engine)
+        lab = _start(
+            workdir, standins, list(platforms), narrowed_lists, reuse_store=reuse_store, engine=engine
+        )
     missing = {
         repo: [v for v in versions if v not in lab.standins.get(repo, {})]
         for repo, versions in standins.items()
     }
     if any(missing.values()):
         engine = engine or Engine.connect()
-        _push_standins(lab, engine, missing, list(platforms))
+        lab.narrowed.update(narrowed_lists)
+        _push_standins(lab, engine, missing)
         lab.save()
     prune_stale_standins(engine or Engine.connect())
     lab.upstream.reset_requests()  # tests count the tool's upstream traffic, not the lab's own pushes
     lab.save()
     return lab
-
-
-def stale_standin(ref: str) -> bool:
-    """True for a lab image whose recipe changed since it was built (``ref`` as the engine lists it)."""
-    repository, _, tag = ref.rpartition(":")
-    prefix, _, name = repository.partition("/")
-    if prefix != IMAGE_PREFIX:
-        return False
-    if name.endswith("-base"):
-        kind, (arch, _, digest) = name.removesuffix("-base"), tag.partition("-")
-        known = kind in STANDIN_KINDS.values() and arch in lab_assets.DEBIAN_ARCH
-        return not known or digest != recipe_hash(kind, f"linux/{arch}")
-    version, _, rest = tag.rpartition("-")  # {version}-{arch}-{hash}: split the hash, then the architecture
-    version, _, arch = version.rpartition("-")
-    if name not in STANDIN_KINDS.values() or arch not in lab_assets.DEBIAN_ARCH or not version:
-        return True
-    return rest != _version_hash(name, f"linux/{arch}", version)
-
-
-def prune_stale_standins(engine: Engine, *, older_than_s: float = STALE_GRACE_S) -> list[str]:
-    """Remove stand-in images built from another recipe more than ``older_than_s`` ago (each recipe change leaves
-    ~300 MB per architecture). The grace period spares a checkout of another branch sharing this engine, whose
-    stand-ins are "stale" only from this checkout's point of view."""
-    removed = []
-    now = time.time()
-    for image in engine.client.images.list(name=f"{IMAGE_PREFIX}/*"):
-        created = datetime.fromisoformat(str(image.attrs.get("Created", "")).split(".")[0]).replace(
-            tzinfo=UTC
-        )
-        if now - created.timestamp() < older_than_s:
-            continue
-        for ref in image.tags:
-            if stale_standin(ref):
-                engine.remove_image(ref)
-                removed.append(ref)
-    if removed:
-        log.info(f"lab: removed {len(removed)} stale stand-in image(s): {', '.join(removed)}")
-    return removed
 
 
 def lab_down(workdir: Path) -> bool:
@@ -308,6 +203,7 @@ def _start(
     workdir: Path,
     standins: Mapping[str, Sequence[str]],
     platforms: list[str],
+    narrowed: dict[str, list[str]],
     *,
     reuse_store: bool,
     engine: Engine,
@@ -318,8 +214,8 @@ def _start(
     user, password = f"lab-{secrets.token_hex(3)}", secrets.token_urlsafe(18)
     log.add_mask(password)
     # A previously filled upstream store with exactly these stand-ins skips building and pushing entirely.
-    image_ids = _standin_image_ids(engine, standins, platforms)
-    store_key = _store_key(standins, platforms, image_ids or "")
+    image_ids = _standin_image_ids(engine, standins, platforms, narrowed)
+    store_key = _store_key(standins, platforms, narrowed, image_ids or "")
     cached_store = lab_assets.assets_dir() / "upstream-store" / store_key
     upstream_dir = workdir / "upstream"
     seeded = bool(reuse_store and image_ids and lab_assets.clone_store(cached_store, upstream_dir / "data"))
@@ -329,7 +225,15 @@ def _start(
     except LabError:
         upstream.stop()
         raise
-    lab = Lab(workdir=workdir, ca=ca, upstream=upstream, target=target, ca_bundle=bundle, platforms=platforms)
+    lab = Lab(
+        workdir=workdir,
+        ca=ca,
+        upstream=upstream,
+        target=target,
+        ca_bundle=bundle,
+        platforms=platforms,
+        narrowed=narrowed,
+    )
     if seeded:
         state = json.loads((cached_store / "standins.json").read_text(encoding="utf-8"))
         lab.standins = _present(lab, {k: dict(v) for k, v in state.items()})
@@ -356,7 +260,7 @@ def _present(lab: Lab, standins: dict[str, dict[str, str]]) -> dict[str, dict[st
 
 
 def _standin_image_ids(
-    engine: Engine, standins: Mapping[str, Sequence[str]], platforms: Sequence[str]
+    engine: Engine, standins: Mapping[str, Sequence[str]], platforms: Sequence[str], narrowed: Narrowed
 ) -> str | None:
     """The engine's image ids of these stand-ins, or None when one is missing.
 
@@ -366,7 +270,7 @@ def _standin_image_ids(
     ids = []
     for repo in sorted(standins):
         for version in sorted(standins[repo]):
-            for platform in sorted(platforms):
+            for platform in sorted(_platforms_of(repo, version, platforms, narrowed)):
                 try:
                     ids.append(
                         str(engine.client.api.inspect_image(standin_ref(repo, version, platform))["Id"])
@@ -376,12 +280,14 @@ def _standin_image_ids(
     return ",".join(ids)
 
 
-def _store_key(standins: Mapping[str, Sequence[str]], platforms: Sequence[str], image_ids: str) -> str:
+def _store_key(
+    standins: Mapping[str, Sequence[str]], platforms: Sequence[str], narrowed: Narrowed, image_ids: str
+) -> str:
     parts = [
-        f"{repo}:{version}:{platform}:{_version_hash(_kind(repo), platform, version)}"
+        f"{repo}:{version}:{platform}:{version_hash(kind_of(repo), platform, version)}"
         for repo in sorted(standins)
         for version in sorted(standins[repo])
-        for platform in sorted(platforms)
+        for platform in sorted(_platforms_of(repo, version, platforms, narrowed))
     ]
     parts.append(image_ids)
     # The pushed bytes also depend on how ci_images.oci writes layers and manifests.
@@ -389,17 +295,15 @@ def _store_key(standins: Mapping[str, Sequence[str]], platforms: Sequence[str], 
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
-def _push_standins(
-    lab: Lab, engine: Engine, standins: Mapping[str, Sequence[str]], platforms: list[str]
-) -> None:
+def _push_standins(lab: Lab, engine: Engine, standins: Mapping[str, Sequence[str]]) -> None:
     jobs = [
         (repo, version, platform)
         for repo, versions in standins.items()
         for version in versions
-        for platform in platforms
+        for platform in lab.platforms_of(repo, version)
     ]
     # Ingredients are network/subprocess bound: fetch them side by side (the arm64 rootfs under QEMU is the slowest).
-    kinds_arches = sorted({(_kind(repo), _arch(platform)) for repo, _, platform in jobs})
+    kinds_arches = sorted({(kind_of(repo), arch_of(platform)) for repo, _, platform in jobs})
     with ThreadPoolExecutor(max_workers=4) as pool:
         for prepared in [
             pool.submit(lab_assets.prepare, kind, arch, LAB_FILES / kind) for kind, arch in kinds_arches
@@ -412,8 +316,13 @@ def _push_standins(
         try:
             manifests = [
                 push_engine_image(engine, client, repo, refs[(repo, version, p)], platform=p)
-                for p in platforms
+                for p in lab.platforms_of(repo, version)
             ]
+            if f"{repo}:{version}" in lab.narrowed and len(manifests) == 1:
+                # An old single-platform release: the tag names the platform's manifest, no index.
+                got = client.get_manifest(repo, manifests[0].digest)
+                assert got is not None
+                return repo, version, put_tags(client, repo, got[1], got[0].media_type, [version])
             body, media_type = make_index(manifests, {VERSION_LABEL: version})
             return repo, version, put_tags(client, repo, body, media_type, [version])
         finally:
@@ -437,7 +346,12 @@ def _push_standins(
         lab.upstream.data_dir,
         lab_assets.assets_dir()
         / "upstream-store"
-        / _store_key(all_standins, platforms, _standin_image_ids(engine, all_standins, platforms) or ""),
+        / _store_key(
+            all_standins,
+            lab.platforms,
+            lab.narrowed,
+            _standin_image_ids(engine, all_standins, lab.platforms, lab.narrowed) or "",
+        ),
         lab.standins,
     )
 
@@ -447,3 +361,15 @@ def _system_cas() -> bytes:
         if path.is_file():
             return path.read_bytes()
     return Path(certifi.where()).read_bytes()
+
+
+__all__ = [  # the stand-in helpers live in standins.py; importable from here too
+    "STANDIN_KINDS",
+    "Lab",
+    "base_ref",
+    "ensure_standin",
+    "lab_down",
+    "lab_up",
+    "recipe_hash",
+    "standin_ref",
+]

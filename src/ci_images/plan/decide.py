@@ -18,6 +18,7 @@ class TargetState:
     digest: str | None  # the version tag's digest; None when it does not exist
     labels: Mapping[str, str] = field(hash=False, default_factory=dict)
     tag_digests: Mapping[str, str | None] = field(hash=False, default_factory=dict)
+    platforms: tuple[str, ...] | None = None  # the image platforms the version tag holds; None: not read
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,22 @@ def decide(
         return made(work, f"new: {entry.target.with_tag(entry.tags[0])} does not exist")
     old_source = current.labels.get(SOURCE_DIGEST_LABEL)
     old_recipe = current.labels.get(RECIPE_LABEL)
-    if entry.mode == "mirror" and old_recipe is None:
-        # No ci-images labels: up to date only when the target holds upstream's very manifest (a byte copy).
-        if current.digest != source_digest:
-            return made(work, f"upstream changed: {_short(current.digest)} -> {_short(source_digest)}")
+    if entry.mode == "mirror" and current.digest == source_digest:
+        # A byte copy of upstream (same bytes, same digest). It is what the entry asks for unless the entry now
+        # narrows (or widens) the platforms: then a new index must be written.
+        holds = current.platforms
+        if not entry.all_platforms and holds is not None and set(holds) != set(entry.platforms):
+            return made(
+                work,
+                f"platforms changed: target holds {', '.join(sorted(holds))}, "
+                f"catalog asks for {', '.join(sorted(entry.platforms))}",
+            )
+    elif entry.mode == "mirror" and old_recipe is None:
+        # Not a byte copy and not one of ours: upstream moved on since the copy was made.
+        return made(work, f"upstream changed: {_short(current.digest)} -> {_short(source_digest)}")
     else:
-        # A build, or a mirror re-uploaded through the engine (its digest differs from upstream's, so the
-        # recipe and source-digest labels say what it was made from).
+        # A build; or a mirror narrowed to some platforms, whose new index records upstream's digest and the
+        # platforms (the recipe) in its annotations, so it is compared without reading upstream's index.
         if old_recipe is None:
             return made(work, "target was not built by ci-images (no recipe label)")
         if old_source != source_digest:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ci_images.catalog import tags as tag_rules
 from ci_images.catalog.load import DEFAULT_VARIANT, target_repository
-from ci_images.catalog.model import Catalog
+from ci_images.catalog.model import ALL_PLATFORMS_WORD, Catalog
 from ci_images.catalog.refs import Repository, apply_mirror
 from ci_images.errors import UsageError
 
@@ -30,7 +30,7 @@ class Entry:
     pull: Repository  # where it is actually fetched from (after the upstream mirror)
     target: Repository
     tags: tuple[str, ...]  # tag names on the target repository; the first is the version tag
-    platforms: tuple[str, ...]
+    platforms: tuple[str, ...]  # empty: every platform upstream publishes (a mirror with `platforms: all`)
     context: Path | None
     dockerfile: Path | None
     build_args: Mapping[str, str] = field(hash=False)
@@ -54,6 +54,15 @@ class Entry:
     def tag_refs(self) -> tuple[str, ...]:
         return tuple(self.target.with_tag(t) for t in self.tags)
 
+    @property
+    def all_platforms(self) -> bool:
+        return not self.platforms
+
+    @property
+    def platform_names(self) -> list[str]:
+        """The platforms as the catalog says them (``["all"]`` for every platform upstream has)."""
+        return list(self.platforms) or [ALL_PLATFORMS_WORD]
+
     def as_row(self) -> dict[str, Any]:
         """The listing record (``invoke list-images --json``)."""
         return {
@@ -63,7 +72,7 @@ class Entry:
             "mode": self.mode,
             "source": self.source_ref,
             "tags": list(self.tag_refs),
-            "platforms": list(self.platforms),
+            "platforms": self.platform_names,
         }
 
 
@@ -96,11 +105,10 @@ def expand(
     patterns = split_patterns(images)
     entries: list[Entry] = []
     for spec in catalog.images:
-        target = target_repository(registry, spec.name)
-        pull = apply_mirror(spec.source, mirror)
-        chosen_platforms = tuple(platforms) if platforms else spec.platforms
+        target = target_repository(registry, spec.target)
         for variant in spec.variants:
-            for version in spec.versions:
+            for release in spec.releases:
+                version = release.version
                 if patterns and not _matches(patterns, spec.name, variant.name, version):
                     continue
                 tags = tuple(
@@ -114,11 +122,11 @@ def expand(
                         variant=variant.name,
                         version=version,
                         mode=spec.mode,
-                        source=spec.source,
-                        pull=pull,
+                        source=release.source,
+                        pull=apply_mirror(release.source, mirror),
                         target=target,
                         tags=tags,
-                        platforms=chosen_platforms,
+                        platforms=tuple(platforms) if platforms else release.platforms,
                         context=spec.build,
                         dockerfile=spec.dockerfile,
                         build_args=dict(variant.build_args),

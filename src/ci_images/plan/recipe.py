@@ -17,6 +17,7 @@ RECIPE_VERSION = "ci-images-recipe/1"
 # What the next plan compares with what it would build: the recipe hash and the upstream digest it was built from.
 RECIPE_LABEL = "io.github.ci-images.recipe"
 SOURCE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
+BASE_NAME_LABEL = "org.opencontainers.image.base.name"
 _IGNORED_DIRS = frozenset({".git", "__pycache__", ".mypy_cache", ".pytest_cache"})
 
 
@@ -64,15 +65,19 @@ def image_labels(
         "org.opencontainers.image.version": entry.version,
         "org.opencontainers.image.title": entry.title,
         "org.opencontainers.image.description": entry.description,
-        "org.opencontainers.image.base.name": entry.source_ref,
+        BASE_NAME_LABEL: entry.source_ref,
         SOURCE_DIGEST_LABEL: source_digest,
         RECIPE_LABEL: recipe,
     }
 
 
 def mirror_recipe(entry: Entry, source_digest: str) -> str:
-    """A mirrored image changes only when upstream or the platform list does."""
+    """A mirrored image changes only when upstream or the platform list does.
+
+    "mirror-copy": mirrors are registry-to-registry copies now; a target still holding an older engine re-upload
+    (same source, other bytes) has another recipe label, so the next run replaces it with the copy.
+    """
     digest = hashlib.sha256()
-    for part in (RECIPE_VERSION, "mirror", source_digest, *sorted(entry.platforms)):
+    for part in (RECIPE_VERSION, "mirror-copy", source_digest, *(sorted(entry.platforms) or ["all"])):
         digest.update(part.encode() + b"\0")
     return f"sha256:{digest.hexdigest()}"

@@ -7,9 +7,6 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-import docker.auth
-import docker.errors
-
 from ci_images.errors import UsageError
 from ci_images.log import log
 from ci_images.registry.client import DOCKER_HUB_ALIASES, Credentials
@@ -63,6 +60,11 @@ def _from_docker_config(host: str, env: Mapping[str, str]) -> Credentials | None
     path = docker_config_path(env)
     if not path.is_file():
         return None
+    # Imported here: the docker SDK costs a noticeable part of start-up, and most runs take credentials from the
+    # environment.
+    import docker.auth
+    import docker.errors
+
     # docker keys Docker Hub as "docker.io" (resolve_authconfig maps that to index.docker.io for helpers).
     registry = "docker.io" if host in DOCKER_HUB_ALIASES else host
     try:

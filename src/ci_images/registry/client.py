@@ -1,27 +1,45 @@
 """The one registry client: a thin layer over ``requests`` for the distribution v2 API.
 
 Anonymous first; a 401 answer's ``WWW-Authenticate`` picks token auth (Docker Hub, GHCR) or basic auth (a
-``docker-registry`` with htpasswd). Every request is retried on 429, 5xx and connection failures, counted by
-(method, kind) so reports and tests can prove that an unchanged run made no pulls or uploads.
+``docker-registry`` with htpasswd): see ``challenge.py``. Every request is retried on 429, 5xx and connection
+failures, counted by (method, kind) so reports and tests can prove that an unchanged run made no pulls or uploads.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import requests
 
 from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log, redact
-from ci_images.registry.transport import RateLimit, RequestKind, Transport, redact_url, registry_message
+from ci_images.registry.challenge import Authenticator, AuthState, Credentials, parse_www_authenticate
+from ci_images.registry.stream import (
+    CHUNK,
+    BlobSource,
+    SizedChunks,
+    SourceInterrupted,
+    checked_chunks,
+    local_chunks,
+)
+from ci_images.registry.transport import (
+    Body,
+    ConnectionDropped,
+    RateLimit,
+    RequestKind,
+    Transport,
+    redact_url,
+    registry_message,
+)
 from ci_images.retry import RetryPolicy
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -48,27 +66,6 @@ def docker_hub_location(host: str, repo: str) -> tuple[str, str]:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-_CHALLENGE_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
-
-
-def parse_www_authenticate(value: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="...",service="...",scope="repo:x:pull,push"`` -> ("bearer", {realm, service, scope})."""
-    scheme, _, rest = value.strip().partition(" ")
-    params: dict[str, str] = {}
-    for key, raw in _CHALLENGE_PARAM.findall(rest):
-        params[key.lower()] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
-    return scheme.lower(), params
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        log.add_mask(self.password)
 
 
 @dataclass(frozen=True)
@@ -104,9 +101,15 @@ class RegistryClient:
         self.role = role
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
         self.transport = Transport(retry=retry, ca_bundle=ca_bundle, read_timeout_s=read_timeout_s)
-        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, monotonic expiry)
-        self._basic = False  # set once the registry asked for basic auth
-        self._bearer: dict[str, str] | None = None  # realm/service once the registry asked for a token
+        self._authn = Authenticator(host, credentials, self.transport, self._credentials_fix)
+
+    @property
+    def auth(self) -> AuthState:
+        return self._authn.state
+
+    def share_auth(self, state: AuthState) -> None:
+        """Use ``state`` (what the host asked for, and its tokens) with the other clients of the same host."""
+        self._authn.state = state
 
     @property
     def request_count(self) -> int:
@@ -185,34 +188,119 @@ class RegistryClient:
             raise RegistryError(f"{self.host}/{repo}: blob {digest} arrived with a different digest")
         return resp.content
 
+    @contextmanager
+    def open_blob(self, repo: str, digest: str, *, size: int | None = None) -> Iterator[Iterator[bytes]]:
+        """Stream a blob: its bytes as they arrive, exactly as stored (no content decoding), checked against
+        ``digest`` (and ``size``) at the end. A short or broken stream raises SourceInterrupted."""
+        resp = self._call(
+            "GET",
+            f"/v2/{repo}/blobs/{digest}",
+            kind="blob",
+            scope=_scope(repo, "pull"),
+            expect={200},
+            stream=True,
+        )
+        assert resp is not None
+        try:
+            yield checked_chunks(
+                resp.raw.stream(CHUNK, decode_content=False), f"{self.host}/{repo}", digest, size
+            )
+        finally:
+            resp.close()
+
     def upload_blob(
         self, repo: str, digest: str, data: bytes | Path, *, mount_from: str | None = None
-    ) -> None:
-        """Monolithic upload (POST then PUT ?digest=); nothing is sent when the blob is already there.
+    ) -> str:
+        """Upload a blob held in memory or in a file; see upload_blob_stream."""
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        return self.upload_blob_stream(repo, digest, size, lambda: local_chunks(data), mount_from=mount_from)
 
-        ``mount_from`` names another repo on this host that holds the blob: the registry links it instead.
+    def upload_blob_stream(
+        self, repo: str, digest: str, size: int, source: BlobSource, *, mount_from: str | None = None
+    ) -> str:
+        """Upload a blob unless the target has it: "present", "mounted" or "uploaded".
+
+        HEAD first: a blob already in ``repo`` is never sent again. ``mount_from`` names another repository on
+        this host that holds the blob: the registry links it instead of receiving the bytes. Otherwise one POST
+        opens an upload and one PUT streams the bytes from ``source`` with their digest. A connection that drops
+        part-way (on either side) leaves an upload session that cannot take the bytes again, so the whole upload
+        starts over: a new POST and ``source`` opened again from the start, within the retry policy's budget.
         """
         if self.blob_exists(repo, digest):
-            return
-        scope = _scope(repo, "pull,push")
+            return "present"
+        policy = self.transport.retry
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            location = self._start_upload(repo, digest, mount_from)
+            if location is None:
+                return "mounted"
+            try:
+                self._finish_upload(repo, location, digest, size, source, mount_from)
+                return "uploaded"
+            except (ConnectionDropped, SourceInterrupted, _UploadRefused) as exc:
+                wait = policy.next_wait(attempt, time.monotonic() - started)
+                what = f"upload of {digest} ({size} bytes) to {self.host}/{repo}"
+                if wait is None:
+                    raise RegistryError(
+                        f"{what} failed {attempt} times; last: {exc}",
+                        fix=f"check that {self.host} is up and that the connection to it holds; retry later",
+                    ) from exc
+                log.warning(f"{what} interrupted ({exc}); starting it again in {wait:.1f} s")
+                time.sleep(wait)
+
+    def _start_upload(self, repo: str, digest: str, mount_from: str | None) -> str | None:
+        """POST an upload (or a mount); the upload's location, or None when the blob was mounted."""
         query = {"mount": digest, "from": mount_from} if mount_from else {}
-        if mount_from:
-            scope = f"{scope} {_scope(mount_from, 'pull')}"
         started = self._call(
             "POST",
             f"/v2/{repo}/blobs/uploads/" + (f"?{urlencode(query)}" if query else ""),
             kind="upload",
-            scope=scope,
+            scope=self._upload_scope(repo, mount_from),
             expect={201, 202},
         )
         assert started is not None
-        if started.status_code == 201:  # mounted from the other repo
-            return
+        if started.status_code == 201:  # mounted from the other repository
+            return None
         location = urljoin(self.base_url + "/", started.headers["Location"])
-        location += ("&" if "?" in location else "?") + urlencode({"digest": digest})
-        size = data.stat().st_size if isinstance(data, Path) else len(data)
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        self._call("PUT", location, kind="upload", scope=scope, expect={201}, headers=headers, body=data)
+        return location + ("&" if "?" in location else "?") + urlencode({"digest": digest})
+
+    def _finish_upload(
+        self, repo: str, location: str, digest: str, size: int, source: BlobSource, mount_from: str | None
+    ) -> None:
+        @contextmanager
+        def body() -> Iterator[SizedChunks]:
+            with source() as chunks:
+                yield SizedChunks(chunks, size)
+
+        headers = {"Content-Type": "application/octet-stream"}
+        resp = self._call(
+            "PUT",
+            location,
+            kind="upload",
+            scope=self._upload_scope(repo, mount_from),  # the POST's token serves the PUT
+            expect=_ANY_STATUS,
+            headers=headers,
+            # requests would send an empty stream chunked: an empty blob goes as an empty body.
+            body=body if size else b"",
+            resend=False,
+        )
+        assert resp is not None
+        if resp.status_code in (401, 403):
+            raise RegistryError(
+                f"PUT {redact_url(location)}: {resp.status_code} {redact(registry_message(resp))}",
+                fix=self._credentials_fix(),
+            )
+        if resp.status_code != 201:
+            raise _UploadRefused(f"{resp.status_code} {redact(registry_message(resp))}")
+        claimed = resp.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise RegistryError(f"{self.host}/{repo}: registry stored blob {claimed}, expected {digest}")
+
+    def _upload_scope(self, repo: str, mount_from: str | None) -> str:
+        scope = _scope(repo, "pull,push")
+        return f"{scope} {_scope(mount_from, 'pull')}" if mount_from else scope
 
     def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
         """PUT a manifest under a tag or its own digest; returns the digest, checked against the registry's."""
@@ -261,27 +349,40 @@ class RegistryClient:
         *,
         kind: RequestKind,
         scope: str | None,
-        expect: set[int],
+        expect: AbstractSet[int],
         missing_ok: bool = False,
         headers: Mapping[str, str] | None = None,
-        body: bytes | Path | None = None,
+        body: Body = None,
+        stream: bool = False,
+        resend: bool = True,
     ) -> requests.Response | None:
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-        if self._bearer and not self._auth_header(scope):
-            self._fetch_token(self._bearer, scope)  # known token registry: skip the anonymous round trip
-        resp = self.transport.send(
-            method, url, kind=kind, headers={**(headers or {}), **self._auth_header(scope)}, body=body
-        )
-        if resp.status_code == 401 and self._authenticate(resp, scope):
-            resp = self.transport.send(
-                method, url, kind=kind, headers={**(headers or {}), **self._auth_header(scope)}, body=body
+        self._authn.prepare(scope)
+
+        def send(auth: Mapping[str, str]) -> requests.Response:
+            return self.transport.send(
+                method,
+                url,
+                kind=kind,
+                headers={**(headers or {}), **auth},
+                body=body,
+                stream=stream,
+                resend=resend,
             )
+
+        sent = self._authn.header(scope)
+        resp = send(sent)
+        if resp.status_code == 401 and self._authn.on_challenge(resp, scope, sent_credentials=bool(sent)):
+            resp.close()
+            resp = send(self._authn.header(scope))
         if resp.status_code in expect:
             return resp
         if resp.status_code == 404 and missing_ok:
+            resp.close()
             return None
         where = f"{method} {redact_url(url)}"
         detail = redact(registry_message(resp))
+        resp.close()
         if resp.status_code in (401, 403):
             raise RegistryError(f"{where}: {resp.status_code} {detail}", fix=self._credentials_fix())
         raise RegistryError(f"{where}: unexpected {resp.status_code} {detail}")
@@ -292,57 +393,12 @@ class RegistryClient:
             return f"no credentials were given for {self.host}: {how}"
         return f"the credentials for {self.host} (user {self.credentials.username!r}) were refused or lack access: {how}"
 
-    def _auth_header(self, scope: str | None) -> dict[str, str]:
-        if self._basic and self.credentials:
-            return {"Authorization": _basic_header(self.credentials)}
-        token = self._tokens.get(scope or "")
-        if token and token[1] > time.monotonic():
-            return {"Authorization": f"Bearer {token[0]}"}
-        return {}
 
-    def _authenticate(self, challenge_resp: requests.Response, scope: str | None) -> bool:
-        """Act on a 401 challenge; True when sending the request again can help."""
-        scheme, params = parse_www_authenticate(challenge_resp.headers.get("WWW-Authenticate", ""))
-        if scheme == "basic":
-            already = self._basic
-            self._basic = True
-            return self.credentials is not None and not already
-        if scheme != "bearer" or "realm" not in params:
-            return False
-        realm = params["realm"]
-        if urlsplit(realm).scheme != "https" and not is_loopback(urlsplit(realm).netloc):
-            raise RegistryError(
-                f"{self.host} asks for credentials at a plain-HTTP token realm {redact_url(realm)}",
-                fix="use the registry's HTTPS endpoint",
-            )
-        self._bearer = {"realm": realm, **({"service": params["service"]} if "service" in params else {})}
-        self._fetch_token(self._bearer, scope or params.get("scope"), cache_as=scope)
-        return True
+class _UploadRefused(Exception):
+    """The registry answered an upload's PUT with an error: the session is spent, the upload starts over."""
 
-    def _fetch_token(
-        self, challenge: Mapping[str, str], scope: str | None, *, cache_as: str | None = None
-    ) -> None:
-        realm = challenge["realm"]
-        query = [("service", challenge["service"])] if "service" in challenge else []
-        query += [("scope", s) for s in (scope or "").split()]
-        url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
-        headers = {"Authorization": _basic_header(self.credentials)} if self.credentials else {}
-        resp = self.transport.send("GET", url, kind="token", headers=headers, body=None)
-        if resp.status_code != 200:
-            raise RegistryError(
-                f"token request to {redact_url(realm)} for {scope or 'login'}: {resp.status_code} "
-                f"{redact(registry_message(resp))}",
-                fix=self._credentials_fix(),
-            )
-        answer = resp.json()
-        token = answer.get("token") or answer.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"token endpoint {redact_url(realm)} answered without a token")
-        log.add_mask(token)
-        # Refresh a little early so a long push never sends an expired token.
-        lifetime = float(answer.get("expires_in") or 60)
-        key = cache_as if cache_as is not None else scope
-        self._tokens[key or ""] = (token, time.monotonic() + max(lifetime - 10, 5))
+
+_ANY_STATUS = frozenset(range(100, 600))
 
 
 def _scope(repo: str, actions: str) -> str:
@@ -353,7 +409,17 @@ def _content_type(resp: requests.Response) -> str:
     return resp.headers.get("Content-Type", "").split(";")[0].strip()
 
 
-def _basic_header(credentials: Credentials) -> str:
-    header = requests.auth._basic_auth_str(credentials.username, credentials.password)
-    log.add_mask(header.removeprefix("Basic "))
-    return header
+__all__ = [  # Credentials, AuthState and parse_www_authenticate live in challenge.py; importable from here too
+    "DOCKER_HUB_ALIASES",
+    "INDEX_MEDIA_TYPES",
+    "MANIFEST_MEDIA_TYPES",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "AuthState",
+    "Credentials",
+    "ManifestInfo",
+    "RegistryClient",
+    "docker_hub_location",
+    "parse_www_authenticate",
+    "sha256_digest",
+]

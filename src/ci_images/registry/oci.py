@@ -105,24 +105,58 @@ def _config(client: RegistryClient, repo: str, manifest: Mapping[str, Any]) -> d
     return config
 
 
-def read_labels(client: RegistryClient, repo: str, ref: str) -> tuple[str, dict[str, str]] | None:
-    """What ``ref`` holds now: (digest, labels), index annotations winning over the first image's config labels."""
+@dataclass(frozen=True)
+class Held:
+    """What a tag holds: its digest, its labels (index annotations winning over the first image's config labels),
+    and the image platforms it lists."""
+
+    digest: str
+    labels: dict[str, str]
+    platforms: tuple[str, ...]
+
+
+def read_held(client: RegistryClient, repo: str, ref: str) -> Held | None:
+    """What ``ref`` holds now, or None when it does not exist."""
     found = _manifest_json(client, repo, ref)
     if found is None:
         return None
     digest, media_type, document = found
     annotations: dict[str, str] = dict(document.get("annotations") or {})
     manifest = document
+    platforms: tuple[str, ...] = ()
     if media_type in INDEX_MEDIA_TYPES:
         entries = _platform_entries(document)
+        platforms = tuple(join_platform(e["platform"]) for e in entries)
         if not entries:
-            return digest, annotations
+            return Held(digest, annotations, platforms)
         child = _manifest_json(client, repo, entries[0]["digest"])
         if child is None:
             raise RegistryError(f"{client.host}/{repo}:{ref} lists {entries[0]['digest']}, which is missing")
         manifest = child[2]
-    labels: dict[str, str] = dict(_config(client, repo, manifest).get("config", {}).get("Labels") or {})
-    return digest, {**labels, **annotations}
+    config = _config(client, repo, manifest)
+    if media_type not in INDEX_MEDIA_TYPES:
+        platforms = (join_platform(config),)
+    labels: dict[str, str] = dict(config.get("config", {}).get("Labels") or {})
+    return Held(digest, {**labels, **annotations}, platforms)
+
+
+def read_labels(client: RegistryClient, repo: str, ref: str) -> tuple[str, dict[str, str]] | None:
+    """What ``ref`` holds now: (digest, labels), index annotations winning over the first image's config labels."""
+    held = read_held(client, repo, ref)
+    return None if held is None else (held.digest, held.labels)
+
+
+def manifest_platform(client: RegistryClient, repo: str, body: bytes) -> str:
+    """The platform of a single image manifest's bytes, from its config (a blob GET, not a pull)."""
+    return join_platform(_config(client, repo, json.loads(body)))
+
+
+def index_platforms(body: bytes) -> dict[str, str] | None:
+    """{"linux/amd64": manifest digest, ...} of an index's bytes; None when the bytes are a single manifest."""
+    document: dict[str, Any] = json.loads(body)
+    if (document.get("mediaType") or "") not in INDEX_MEDIA_TYPES and "manifests" not in document:
+        return None
+    return {join_platform(m["platform"]): m["digest"] for m in _platform_entries(document)}
 
 
 def platform_digests(client: RegistryClient, repo: str, ref: str) -> dict[str, str]:

@@ -7,17 +7,19 @@ from collections.abc import Callable
 
 from ci_images.errors import RateLimitError
 from ci_images.log import log
-from ci_images.registry.client import RegistryClient
+from ci_images.registry.client import AuthState, RegistryClient
 from ci_images.registry.transport import RequestKind
 
 
 class ClientPool:
-    """One RegistryClient per (thread, host): the client keeps per-connection auth state and is not thread-safe."""
+    """One RegistryClient per (thread, host), as a client is not thread-safe; the clients of one host share what
+    it asked for (basic auth, tokens), so a new thread's client is not refused once more nor fetches its own token."""
 
     def __init__(self, factory: Callable[[str], RegistryClient]) -> None:
         self._factory = factory
         self._local = threading.local()
         self._all: list[RegistryClient] = []
+        self._auth: dict[str, AuthState] = {}  # one per host, shared by that host's clients
         self._lock = threading.Lock()
 
     def get(self, host: str) -> RegistryClient:
@@ -28,6 +30,7 @@ class ClientPool:
             clients[host] = client
             with self._lock:
                 self._all.append(client)
+                client.share_auth(self._auth.setdefault(host, client.auth))
         return clients[host]
 
     def count(

@@ -1,5 +1,9 @@
 """Upload an engine image to a registry by digest: `docker save`, each layer gzipped deterministically (no name,
-mtime 0, fixed level) so identical layers give identical blob digests and a second push uploads nothing."""
+mtime 0, fixed level) so identical layers give identical blob digests and a second push uploads nothing.
+
+The layers a build has from its base image are upstream's own: their compressed blobs are taken from upstream as
+they are (copied registry to registry, HEAD first), never compressed again, so they keep upstream's digests.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import hashlib
 import json
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from ci_images.errors import BuildError
+from ci_images.errors import BuildError, RegistryError
 from ci_images.registry.client import OCI_MANIFEST, RegistryClient
 from ci_images.registry.oci import (
     OCI_CONFIG,
@@ -24,6 +29,43 @@ from ci_images.registry.oci import (
 )
 
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+# The same gzip tar bytes under Docker's name: in an OCI manifest they go by the OCI name.
+_GZIP_LAYER_TYPES = frozenset({OCI_LAYER_GZIP, "application/vnd.docker.image.rootfs.diff.tar.gzip"})
+_REUSABLE_LAYER_TYPES = _GZIP_LAYER_TYPES | {
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+@dataclass(frozen=True)
+class BaseLayers:
+    """Where a build's base image lives upstream, and (read on first use) its layers by diff_id."""
+
+    host: str
+    repo: str
+    client: Callable[[], RegistryClient]  # the calling thread's upstream client
+    layers: Callable[[], Mapping[str, Descriptor]]  # diff_id -> upstream's compressed layer
+
+
+def read_base_layers(client: RegistryClient, repo: str, digest: str) -> dict[str, Descriptor]:
+    """diff_id -> compressed layer of the single-platform manifest ``repo@digest`` (a manifest GET and a config
+    blob GET). Layers of a kind this module does not write into OCI manifests are left out (they get compressed)."""
+    got = client.get_manifest(repo, digest)
+    if got is None:
+        raise RegistryError(f"{client.host}/{repo}@{digest} does not exist", fix="run again: upstream moved")
+    manifest = json.loads(got[1])
+    config = json.loads(client.get_blob(repo, manifest["config"]["digest"]))
+    diff_ids: list[str] = config.get("rootfs", {}).get("diff_ids", [])
+    layers: list[dict[str, object]] = manifest.get("layers") or []
+    if len(diff_ids) != len(layers):
+        return {}
+    reusable: dict[str, Descriptor] = {}
+    for diff_id, layer in zip(diff_ids, layers, strict=True):
+        media_type = str(layer.get("mediaType") or "")
+        if media_type in _REUSABLE_LAYER_TYPES and not layer.get("urls"):
+            media_type = OCI_LAYER_GZIP if media_type in _GZIP_LAYER_TYPES else media_type
+            reusable[diff_id] = Descriptor(media_type, str(layer["digest"]), int(str(layer["size"])))
+    return reusable
 
 
 GZIP_LEVEL = 6  # fixed: a different level gives different bytes, hence different layer digests
@@ -66,9 +108,19 @@ class _HashingWriter:
 
 
 def push_engine_image(
-    engine: SavesImages, client: RegistryClient, repo: str, image: str, *, platform: str
+    engine: SavesImages,
+    client: RegistryClient,
+    repo: str,
+    image: str,
+    *,
+    platform: str,
+    base: BaseLayers | None = None,
 ) -> Descriptor:
-    """Upload ``image`` from the engine as an OCI image manifest stored BY DIGEST (no tag is left behind)."""
+    """Upload ``image`` from the engine as an OCI image manifest stored BY DIGEST (no tag is left behind).
+
+    Layers ``base`` has (by diff_id) are upstream's compressed blobs, copied from upstream; the rest is compressed.
+    """
+    reused: Mapping[str, Descriptor] = base.layers() if base is not None else {}
     with tempfile.TemporaryDirectory(prefix="ci-images-save-") as tmp:
         archive = Path(tmp) / "image.tar"
         with archive.open("wb") as out:
@@ -92,10 +144,14 @@ def push_engine_image(
                 raise BuildError(
                     f"`docker save {image}`: {len(layer_paths)} layers but {len(diff_ids)} diff_ids"
                 )
-            layers: list[tuple[Descriptor, Path]] = []
-            done: dict[str, tuple[Descriptor, Path]] = {}
+            layers: list[tuple[Descriptor, Path | None]] = []  # None: upstream's blob, copied from upstream
+            done: dict[str, tuple[Descriptor, Path | None]] = {}
             for index, (member, diff_id) in enumerate(zip(layer_paths, diff_ids, strict=True)):
                 if member in done:  # the same layer twice (e.g. two identical empty layers)
+                    layers.append(done[member])
+                    continue
+                if diff_id in reused:
+                    done[member] = (reused[diff_id], None)
                     layers.append(done[member])
                     continue
                 gz_path = Path(tmp) / f"layer-{index}.tar.gz"
@@ -114,8 +170,12 @@ def push_engine_image(
             OCI_CONFIG, "sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(config_bytes)
         )
         client.upload_blob(repo, config_desc.digest, config_bytes)
-        for layer, path in layers:
-            client.upload_blob(repo, layer.digest, path)
+        for layer, path in {layer.digest: (layer, path) for layer, path in layers}.values():
+            if path is not None:
+                client.upload_blob(repo, layer.digest, path)
+            else:
+                assert base is not None
+                _copy_base_layer(client, repo, base, layer)
         manifest = canonical_json(
             {
                 "schemaVersion": 2,
@@ -127,6 +187,18 @@ def push_engine_image(
         digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         client.put_manifest(repo, digest, manifest, OCI_MANIFEST)
         return Descriptor(OCI_MANIFEST, digest, len(manifest), platform)
+
+
+def _copy_base_layer(client: RegistryClient, repo: str, base: BaseLayers, layer: Descriptor) -> None:
+    """Upstream's compressed layer into ``repo``: HEAD first, mounted within one registry, else streamed."""
+    upstream = base.client()
+    client.upload_blob_stream(
+        repo,
+        layer.digest,
+        layer.size,
+        lambda: upstream.open_blob(base.repo, layer.digest, size=layer.size),
+        mount_from=base.repo if base.host == client.host else None,
+    )
 
 
 def _member_bytes(tar: tarfile.TarFile, name: str, image: str) -> bytes:

@@ -11,11 +11,11 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 from urllib.parse import urlsplit
 
 import certifi
@@ -65,6 +65,16 @@ def verify_bundle(host: str, ca_bundle: Path | None = None) -> str:
 
 
 RequestKind = Literal["manifest", "blob", "upload", "tags", "ping", "token"]
+# A request body: bytes, a file (reopened for every attempt), or a factory that opens a fresh body for every attempt
+# (a streamed upload reads its source again from the start).
+BodyFactory = Callable[[], AbstractContextManager[IO[bytes] | Iterable[bytes]]]
+Body = bytes | Path | BodyFactory | None
+
+
+class ConnectionDropped(RegistryError):
+    """The connection failed during a request sent with ``resend=False``: the caller decides how to start over."""
+
+
 # Seconds to connect, and to wait for the next bytes of an answer (between bytes, so a large layer does not trip it).
 CONNECT_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 300.0
@@ -108,9 +118,16 @@ class Transport:
         *,
         kind: RequestKind,
         headers: Mapping[str, str],
-        body: bytes | Path | None,
+        body: Body,
+        stream: bool = False,
+        resend: bool = True,
     ) -> requests.Response:
-        """One request with retries; the answer may be any status but 429/5xx (those are retried, then raised)."""
+        """One request with retries; the answer may be any status but 429/5xx (those are retried, then raised).
+
+        ``stream``: the body of the answer is read by the caller (who closes it). ``resend=False``: no retry at all
+        (an upload session that broke mid-body cannot take the same body again): a connection failure raises
+        ConnectionDropped and any status is returned.
+        """
         target = urlsplit(url).netloc
         verify = verify_bundle(target, self.ca_bundle)
         # Loopback traffic never goes through a proxy from the environment.
@@ -132,6 +149,7 @@ class Transport:
                         timeout=self.timeout,
                         proxies=proxies,  # type: ignore[arg-type]  # None values disable env proxies
                         allow_redirects=method in ("GET", "HEAD"),
+                        stream=stream,
                     )
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(
@@ -144,6 +162,8 @@ class Transport:
                 requests.exceptions.ChunkedEncodingError,  # an answer cut short: fewer bytes than it announced
                 requests.exceptions.ContentDecodingError,
             ) as exc:
+                if not resend:
+                    raise ConnectionDropped(f"{what}: {type(exc).__name__}: {redact(str(exc))}") from exc
                 wait = self.retry.next_wait(attempt, time.monotonic() - started)
                 if wait is None:
                     raise UpstreamUnreachableError(
@@ -155,7 +175,7 @@ class Transport:
                 )
                 time.sleep(wait)
                 continue
-            if resp.status_code != 429 and resp.status_code < 500:
+            if (resp.status_code != 429 and resp.status_code < 500) or not resend:
                 return resp
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             wait = self.retry.next_wait(attempt, time.monotonic() - started, retry_after)
@@ -226,10 +246,13 @@ def _parse_quota(value: str | None) -> tuple[int | None, int | None]:
 
 
 @contextmanager
-def _opened(body: bytes | Path | None) -> Iterator[bytes | IO[bytes] | None]:
-    # A file body is reopened for every attempt so a retry sends it from the start.
+def _opened(body: Body) -> Iterator[Any]:
+    # A file or a factory body is opened again for every attempt so a retry sends it from the start.
     if isinstance(body, Path):
         with body.open("rb") as fh:
             yield fh
+    elif callable(body):
+        with body() as opened:
+            yield opened
     else:
         yield body

@@ -4,7 +4,7 @@ smoke-test every platform the host can run."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log
@@ -12,7 +12,9 @@ from ci_images.plan import recipe
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
 from ci_images.registry import oci
+from ci_images.registry.push import BaseLayers, read_base_layers
 from ci_images.run.context import Context
+from ci_images.run.resolve import upstream_manifest
 
 
 def local_ref(entry: Entry, platform: str) -> str:
@@ -27,23 +29,34 @@ class Built:
     images: dict[str, str]
     smoked: list[str]
     unsmoked: list[str]
+    # platform -> the base it was built FROM upstream: its layers are uploaded as upstream's own blobs
+    bases: dict[str, BaseLayers] = field(default_factory=dict)
+
+
+def upstream_platforms(ctx: Context, entry: Entry, source_digest: str) -> dict[str, str]:
+    """Upstream's per-platform manifest digests for ``source_digest`` (its index, read once per run; a single
+    manifest is its own one platform)."""
+    _, body = upstream_manifest(ctx, entry, source_digest)
+    digests = oci.index_platforms(body)
+    if digests is None:
+        client = ctx.upstream.get(entry.pull.api_host)
+        digests = {oci.manifest_platform(client, entry.pull.path, body): source_digest}
+    return digests
 
 
 def _pull_base(ctx: Context, entry: Entry, source_digest: str) -> dict[str, str]:
-    """Per-platform upstream manifest digests: one GET of the upstream index."""
-    client = ctx.upstream.get(entry.pull.api_host)
-
-    def fetch() -> dict[str, str]:
-        ctx.budget.spend(1 + len(entry.platforms), what=entry.key)
-        return oci.platform_digests(client, entry.pull.path, source_digest)
-
-    digests = ctx.once(("index", entry.pull.api_host, entry.pull.path, source_digest), fetch)
+    """Per-platform upstream manifest digests of the platforms the entry builds (all of them must exist)."""
+    digests = upstream_platforms(ctx, entry, source_digest)
     missing = [p for p in entry.platforms if p not in digests]
     if missing:
         raise RegistryError(
             f"upstream {entry.pull_ref} has no image for {', '.join(missing)} (it has {', '.join(sorted(digests)) or 'none'})",
-            fix=f"limit {entry.image}'s platforms in the catalog to what upstream publishes",
+            fix=f"give {entry.image} {entry.version} the platforms upstream publishes: platforms: [...] on the version "
+            "in the catalog",
         )
+    # The engine pulls each platform's manifest once per run (the variants of a version share the pulled bases).
+    key = ("pulls", entry.pull.api_host, entry.pull.path, source_digest, *entry.platforms)
+    ctx.once(key, lambda: ctx.budget.spend(len(entry.platforms), what=entry.key))
     return digests
 
 
@@ -81,21 +94,38 @@ def build_entry(
     if host in images:
         for tag in entry.tag_refs:
             engine.tag(images[host], tag)
+    bases = {platform: base_layers(ctx, entry, platform_digests[platform]) for platform in images}
     if not smoke:
-        return Built(images, [], list(images))
-    return smoke_entry(ctx, entry, images)
+        return Built(images, [], list(images), bases)
+    return replace(smoke_entry(ctx, entry, images), bases=bases)
+
+
+def base_layers(ctx: Context, entry: Entry, manifest_digest: str) -> BaseLayers:
+    """The upstream base of one platform's build; its layer list is read when first published (a manifest GET,
+    spent from the budget, once per run per base)."""
+    host, repo = entry.pull.api_host, entry.pull.path
+
+    def read() -> dict[str, oci.Descriptor]:
+        ctx.budget.spend(1, what=entry.key)
+        return read_base_layers(ctx.upstream.get(host), repo, manifest_digest)
+
+    return BaseLayers(
+        host=host,
+        repo=repo,
+        client=lambda: ctx.upstream.get(host),
+        layers=lambda: ctx.once(("base-layers", host, repo, manifest_digest), read),
+    )
 
 
 def smoke_entry(ctx: Context, entry: Entry, images: Mapping[str, str]) -> Built:
     from ci_images.smoke.probe import smoke_test  # imports boto3 and hvac: only when a smoke test runs
 
+    if entry.smoke is None:  # nothing to run: no engine needed
+        return Built(dict(images), [], list(images))
     engine = ctx.engine
     smoked: list[str] = []
     unsmoked: list[str] = []
     for platform, image in images.items():
-        if entry.smoke is None:
-            unsmoked.append(platform)
-            continue
         if not engine.can_run(platform):
             log.warning(
                 f"{entry.key}: this host cannot run {platform} (no QEMU binfmt handler): smoke test skipped"
@@ -114,7 +144,15 @@ def local_images(ctx: Context, entry: Entry) -> dict[str, str]:
     engine = ctx.engine
     found: dict[str, str] = {}
     missing: list[str] = []
-    for platform in entry.platforms:
+    platforms = list(entry.platforms)
+    if not platforms:  # a mirror of every platform upstream has: the ones build-images pulled
+        repository, _, prefix = local_ref(entry, "").rpartition(":")
+        platforms = [
+            tag.removeprefix(prefix).replace("-", "/")
+            for tag in sorted(engine.local_tags(repository))
+            if tag.startswith(prefix)
+        ] or ["linux/amd64"]
+    for platform in platforms:
         ref = local_ref(entry, platform)
         if engine.has_image(ref):
             found[platform] = ref
@@ -130,14 +168,26 @@ def local_images(ctx: Context, entry: Entry) -> dict[str, str]:
     return found
 
 
-def mirror_entry(ctx: Context, decision: Decision) -> Built:
-    """Mirror mode: bring each platform's upstream image into the engine unchanged and smoke-test it there."""
-    entry = decision.entry
-    assert decision.source_digest is not None
-    platform_digests = _pull_base(ctx, entry, decision.source_digest)
+def pull_upstream_images(ctx: Context, entry: Entry, source_digest: str) -> dict[str, str]:
+    """Upstream's own images of a mirror entry, pulled into the engine by digest: what is smoke-tested when nothing
+    is copied to a target (build-images, a dry run)."""
+    digests = upstream_platforms(ctx, entry, source_digest)
+    platforms = list(entry.platforms) or sorted(digests)
+    missing = [p for p in platforms if p not in digests]
+    if missing:
+        raise RegistryError(
+            f"upstream {entry.pull_ref} has no image for {', '.join(missing)} (it has {', '.join(sorted(digests))})",
+            fix="give this version the platforms upstream publishes in the catalog",
+        )
     images: dict[str, str] = {}
-    for platform in entry.platforms:
-        ref = entry.pull.with_digest(platform_digests[platform])
-        ctx.engine.pull(ref, platform=platform, auth=ctx.upstream.engine_auth(entry.pull.api_host))
+    host = ctx.engine.host_platform() if entry.smoke is not None else None
+    for platform in platforms:
+        ref = entry.pull.with_digest(digests[platform])
+        if entry.smoke is not None and ctx.engine.can_run(platform):
+            ctx.budget.spend(1, what=entry.key)
+            ctx.engine.pull(ref, platform=platform, auth=ctx.upstream.engine_auth(entry.pull.api_host))
+            # Where test-images finds it, and (the host's) under the target tags: as for a build.
+            for tag in [local_ref(entry, platform), *(entry.tag_refs if platform == host else ())]:
+                ctx.engine.tag(ref, tag)
         images[platform] = ref
-    return smoke_entry(ctx, entry, images)
+    return images

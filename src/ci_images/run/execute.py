@@ -2,7 +2,9 @@
 
 Order of events for an entry that needs work: resolve the upstream index to per-platform digests, build every
 platform FROM its own digest, smoke-test every platform the host can run, upload every platform by digest, and only
-then write the index under the entry's tags. A failure anywhere before the last step leaves every tag as it was.
+then write the index under the entry's tags. A mirror entry copies upstream's image into the target by digest
+instead, and smoke-tests that copy (run/mirror.py). A failure anywhere before the last step leaves every tag as it
+was.
 
 With a signer, the digest the entry's tags point to is signed right after (unless this key already signed it) and
 the signature read back and verified; only ``.sig`` tags are written then. A signing failure fails the entry (exit
@@ -23,14 +25,13 @@ from dataclasses import replace
 from ci_images.errors import CiImagesError, Interrupted, PlanError, TagsPartlyMoved
 from ci_images.log import log
 from ci_images.plan.decide import Decision
-from ci_images.run.build import Built, build_entry, local_images, mirror_entry, smoke_entry
+from ci_images.run.build import Built, build_entry, local_images, smoke_entry
 from ci_images.run.context import Context
+from ci_images.run.mirror import mirror_entry
 from ci_images.run.publish import Publisher
-from ci_images.run.report import Result
+from ci_images.run.report import HELD_ACTIONS, Result
 from ci_images.run.settings import RunSettings
 from ci_images.sign.signer import Signer
-
-SIGNED_ACTIONS = frozenset({"built", "retagged", "skipped"})
 
 # How long an interrupted run waits for its running entries to reach their next step before it gives up on them.
 INTERRUPT_GRACE_S = 60.0
@@ -128,7 +129,7 @@ def _not_started(decision: Decision) -> Result:
 
 def interrupted_summary(results: Sequence[Result]) -> str:
     """One line: what an interrupted run did and did not do."""
-    done = [r for r in results if r.action in {"built", "retagged", "skipped", "tested"}]
+    done = [r for r in results if r.action in HELD_ACTIONS | {"tested"}]
     partly = [r for r in results if r.tags_moved]
     stopped = [
         r for r in results if r.action == "failed" and r.reason.startswith("interrupted") and not r.tags_moved
@@ -162,25 +163,24 @@ def _run_one(
     ctx.budget.check(entry.key)
     ctx.check_cancelled(f"{entry.key} started")
     if decision.action == "mirror":
-        built = mirror_entry(ctx, decision)
-    elif decision.action == "test":
+        return mirror_entry(ctx, decision, publisher if settings.publish else None, base)
+    if decision.action == "test":
         built = smoke_entry(ctx, entry, local_images(ctx, entry))
         return replace(base, action="tested", smoked=built.smoked)
-    else:
-        built = build_entry(
-            ctx,
-            decision,
-            revision=settings.revision,
-            created=settings.created,
-            source_url=settings.source_url,
-            smoke=settings.smoke,
-        )
+    built = build_entry(
+        ctx,
+        decision,
+        revision=settings.revision,
+        created=settings.created,
+        source_url=settings.source_url,
+        smoke=settings.smoke,
+    )
     if not settings.publish or publisher is None:
         return replace(base, action="built", smoked=built.smoked)
     try:
-        digest, previous = publisher.publish(entry, decision, built.images)
+        digest, previous = publisher.publish(entry, decision, built.images, built.bases)
     finally:
-        if decision.action == "build" and not settings.keep_images:
+        if not settings.keep_images:
             _remove_builds(ctx, built)
     return replace(base, action="built", digest=digest, previous_digests=previous, smoked=built.smoked)
 
@@ -195,7 +195,7 @@ def _sign_one(
     ctx: Context, decision: Decision, settings: RunSettings, signer: Signer | None, result: Result
 ) -> Result:
     """Sign (when not signed by this signer yet) and verify the digest the entry's tags point to now."""
-    if signer is None or result.action not in SIGNED_ACTIONS or not result.digest:
+    if signer is None or result.action not in HELD_ACTIONS or not result.digest:
         return result
     assert ctx.target is not None
     entry = decision.entry

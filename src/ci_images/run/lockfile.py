@@ -13,7 +13,7 @@ from typing import Any
 
 from ci_images.cache import machine_lock
 from ci_images.errors import UsageError
-from ci_images.run.report import Result, atomic_write
+from ci_images.run.report import HELD_ACTIONS, Result, atomic_write
 from ci_images.sign.signer import SignOutcome
 
 LOCK_VERSION = 1
@@ -86,7 +86,7 @@ def update_lock(path: Path, results: Sequence[Result]) -> dict[str, Any]:
 def _update(path: Path, results: Sequence[Result]) -> dict[str, Any]:
     images, signatures = read_lock(path)
     for r in results:
-        if not r.digest or r.action not in {"built", "skipped", "retagged"}:
+        if not r.digest or r.action not in HELD_ACTIONS:
             continue
         for tag in r.tags:
             images[tag] = {
@@ -98,11 +98,7 @@ def _update(path: Path, results: Sequence[Result]) -> dict[str, Any]:
             }
     _add_signatures(
         signatures,
-        (
-            r.signature
-            for r in results
-            if r.signature is not None and r.action in {"built", "skipped", "retagged"}
-        ),
+        (r.signature for r in results if r.signature is not None and r.action in HELD_ACTIONS),
     )
     held = {record["digest"] for record in images.values()}
     signatures = {d: s for d, s in signatures.items() if d in held or s.get("index") in held}

@@ -71,5 +71,7 @@ def find_newer(pool: ClientPool, specs: Sequence[ImageSpec], mirror: str | None)
                     "Docker Hub mirror (offline: `invoke lab-up` starts one and prints the variables)"
                 ),
             ) from exc
-        findings.append(Finding(spec, where, newer_tags(spec.versions, tags, spec.updates), len(tags)))
+        # Versions kept in another repository (vault 1.10.0 in library/vault) say nothing about this one's tags.
+        own = [r.version for r in spec.releases if r.source == spec.source]
+        findings.append(Finding(spec, where, newer_tags(own, tags, spec.updates), len(tags)))
     return findings

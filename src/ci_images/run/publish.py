@@ -1,9 +1,12 @@
-"""Publishing: the one step that changes the target registry. Dry runs swap in a publisher that only tells.
+"""Publishing: the one step that changes the target registry's images and tags. Dry runs swap in a publisher that
+only tells.
 
-Per entry: upload each platform's image by digest (no tag is written), then write the multi-platform index under
-every tag, the version tag first. Tags therefore move only once every platform is uploaded, and every tag always
-points at a complete index. When moving stops part-way (a registry error, an interrupt), TagsPartlyMoved names the
-tags that moved and those that did not; the next run's plan sees the split and moves the rest.
+Per built entry: upload each platform's image by digest (no tag is written), store the multi-platform index by
+digest, then move every tag to it, the version tag first. Per mirrored entry: copy upstream's image into the target
+by digest (``stage_copy``: no tag is written), and once it has passed its smoke tests, move its tags
+(``publish_copy``). Tags therefore move only once everything they point at is in place, and every tag always points
+at a complete index. When moving stops part-way (a registry error, an interrupt), TagsPartlyMoved names the tags
+that moved and those that did not; the next run's plan sees the split and moves the rest.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from ci_images.errors import Cancelled, CiImagesError, RegistryError, TagsPartly
 from ci_images.log import log
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
-from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL
+from ci_images.plan.recipe import BASE_NAME_LABEL, RECIPE_LABEL, SOURCE_DIGEST_LABEL
 from ci_images.registry import oci
 from ci_images.registry.client import RegistryClient, sha256_digest
-from ci_images.registry.pool import ClientPool
-from ci_images.registry.push import push_engine_image
+from ci_images.registry.copy import Copied, Endpoint, copy_image
+from ci_images.registry.pool import ClientPool, RateBudget
+from ci_images.registry.push import BaseLayers, push_engine_image
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
@@ -30,23 +34,46 @@ PreviousDigests = dict[str, str | None]
 
 class Publisher(Protocol):
     def publish(
-        self, entry: Entry, decision: Decision, images: Mapping[str, str]
+        self,
+        entry: Entry,
+        decision: Decision,
+        images: Mapping[str, str],
+        bases: Mapping[str, BaseLayers] | None = None,
     ) -> tuple[str | None, PreviousDigests]:
-        """Upload ``images`` (platform -> engine image) and point every tag of ``entry`` at their index."""
+        """Upload ``images`` (platform -> engine image) and point every tag of ``entry`` at their index; ``bases``
+        (platform -> upstream base) lets base layers go up as upstream's own blobs."""
         ...
 
     def retag(self, entry: Entry, digest: str, tag_digests: Mapping[str, str | None]) -> PreviousDigests:
         """Point the tags of ``entry`` that do not hold ``digest`` at it."""
         ...
 
+    def stage_copy(self, entry: Entry, decision: Decision, fetched: tuple[str, bytes]) -> Copied | None:
+        """Copy upstream's image of a mirror entry into the target by digest, without tags; None: nothing copied.
+
+        ``fetched`` is upstream's top manifest (media type, bytes), already read by the run."""
+        ...
+
+    def publish_copy(self, entry: Entry, decision: Decision, copied: Copied) -> tuple[str, PreviousDigests]:
+        """Point every tag of ``entry`` at what stage_copy copied."""
+        ...
+
 
 class RegistryPublisher:
     def __init__(
-        self, engine: Callable[[], Engine], target: ClientPool, cancel: threading.Event | None = None
+        self,
+        engine: Callable[[], Engine],
+        target: ClientPool,
+        cancel: threading.Event | None = None,
+        *,
+        upstream: ClientPool | None = None,
+        budget: RateBudget | None = None,
     ) -> None:
         self._engine = engine
         self._target = target
         self._cancel = cancel or threading.Event()
+        self._upstream = upstream
+        self._budget = budget
 
     def _check(self, what: str) -> None:
         if self._cancel.is_set():
@@ -89,7 +116,11 @@ class RegistryPublisher:
             log.info(f"{entry.key}: moved {entry.target.with_tag(tag)} -> {digest}")
 
     def publish(
-        self, entry: Entry, decision: Decision, images: Mapping[str, str]
+        self,
+        entry: Entry,
+        decision: Decision,
+        images: Mapping[str, str],
+        bases: Mapping[str, BaseLayers] | None = None,
     ) -> tuple[str | None, PreviousDigests]:
         client = self._target.get(entry.target.api_host)
         engine = self._engine()
@@ -98,10 +129,17 @@ class RegistryPublisher:
             self._check(f"uploading {platform}")
             log.info(f"{entry.key}: uploading {platform} to {entry.target}")
             descriptors.append(
-                push_engine_image(engine, client, entry.target.path, images[platform], platform=platform)
+                push_engine_image(
+                    engine,
+                    client,
+                    entry.target.path,
+                    images[platform],
+                    platform=platform,
+                    base=(bases or {}).get(platform),
+                )
             )
         annotations = {k: v for k, v in engine.image_labels(images[entry.platforms[0]]).items() if v}
-        # What the next plan compares: also on mirrored images, whose labels are upstream's own.
+        # What the next plan compares.
         if decision.recipe:
             annotations[RECIPE_LABEL] = decision.recipe
         if decision.source_digest:
@@ -126,12 +164,51 @@ class RegistryPublisher:
         self._move_tags(client, entry, digest, body, info.media_type, stale)
         return {tag: tag_digests.get(tag) for tag in stale}
 
+    def stage_copy(self, entry: Entry, decision: Decision, fetched: tuple[str, bytes]) -> Copied | None:
+        assert self._upstream is not None and decision.source_digest is not None
+        self._check("copying")
+        # A narrowed index gets its own digest: it records what it was made from, for the next plan to compare.
+        annotations = {
+            BASE_NAME_LABEL: entry.source_ref,
+            SOURCE_DIGEST_LABEL: decision.source_digest,
+            **({RECIPE_LABEL: decision.recipe} if decision.recipe else {}),
+        }
+        log.info(f"{entry.key}: copying {entry.pull.with_digest(decision.source_digest)} to {entry.target}")
+        return copy_image(
+            Endpoint(self._upstream, entry.pull.api_host, entry.pull.path),
+            decision.source_digest,
+            Endpoint(self._target, entry.target.api_host, entry.target.path),
+            platforms=entry.platforms,
+            annotations=annotations,
+            fetched=fetched,
+            budget=self._budget,
+            what=entry.key,
+        )
+
+    def publish_copy(self, entry: Entry, decision: Decision, copied: Copied) -> tuple[str, PreviousDigests]:
+        client = self._target.get(entry.target.api_host)
+        previous: PreviousDigests = {tag: decision.current.tag_digests.get(tag) for tag in entry.tags}
+        digest = sha256_digest(copied.body)
+        self._move_tags(client, entry, digest, copied.body, copied.media_type, entry.tags)
+        return digest, previous
+
 
 class DryRunPublisher:
     """--dry-run: everything up to publishing happens (plan, build, smoke tests); nothing is uploaded."""
 
+    def stage_copy(self, entry: Entry, decision: Decision, fetched: tuple[str, bytes]) -> Copied | None:
+        log.info(f"{entry.key}: dry run: would copy {entry.source_ref} to {entry.target} by digest")
+        return None
+
+    def publish_copy(self, entry: Entry, decision: Decision, copied: Copied) -> tuple[str, PreviousDigests]:
+        raise AssertionError("a dry run copies nothing, so it has nothing to tag")
+
     def publish(
-        self, entry: Entry, decision: Decision, images: Mapping[str, str]
+        self,
+        entry: Entry,
+        decision: Decision,
+        images: Mapping[str, str],
+        bases: Mapping[str, BaseLayers] | None = None,
     ) -> tuple[str | None, PreviousDigests]:
         log.info(
             f"{entry.key}: dry run: would upload {', '.join(images)} and tag {', '.join(entry.tag_refs)}"

@@ -14,7 +14,9 @@ from ci_images.log import Logger, redact
 from ci_images.plan.decide import Decision
 from ci_images.sign.signer import SignOutcome
 
-CHANGING_ACTIONS = frozenset({"built", "retagged"})
+CHANGING_ACTIONS = frozenset({"built", "mirrored", "retagged"})
+# Actions after which the target's tags hold the result's digest (the lock file and step outputs record them).
+HELD_ACTIONS = frozenset({"built", "mirrored", "skipped", "retagged"})
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class Result:
     image: str
     variant: str
     version: str
-    action: str  # built, skipped, retagged, failed, tested (test-images), planned
+    action: str  # built, mirrored, skipped, retagged, failed, tested (test-images), planned
     reason: str
     tags: tuple[str, ...]
     digest: str | None
@@ -40,6 +42,7 @@ class Result:
     signature: SignOutcome | None = (
         None  # how the digest is signed after this run (push-images with a signer)
     )
+    copy: Mapping[str, Any] | None = None  # a mirror's copy: exact or not, upstream's digest, what moved
 
     @classmethod
     def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
@@ -53,7 +56,7 @@ class Result:
             tags=entry.tag_refs,
             digest=decision.current.digest,
             source_digest=decision.source_digest,
-            platforms=entry.platforms,
+            platforms=tuple(entry.platform_names),
             ratelimit_remaining=ratelimit_remaining,
             source=entry.source_ref,
         )
@@ -95,6 +98,7 @@ class Result:
             "tags_moved": list(self.tags_moved),
             "tags_not_moved": list(self.tags_not_moved),
             "signature": self.signature.as_record() if self.signature else None,
+            "copy": dict(self.copy) if self.copy is not None else None,
         }
 
     @property
@@ -166,7 +170,9 @@ def markdown_summary(results: Sequence[Result], *, title: str, ratelimit_remaini
         "|---|---|---|---|---|---|---|" + ("---|" if signing else ""),
     ]
     for r in results:
-        icon = {"failed": "❌", "built": "✅", "retagged": "🔁", "skipped": "⏭️"}.get(r.action, "")
+        icon = {"failed": "❌", "built": "✅", "mirrored": "✅", "retagged": "🔁", "skipped": "⏭️"}.get(
+            r.action, ""
+        )
         reason = r.reason.replace("|", "\\|").replace("\n", " ")
         lines.append(
             f"| {r.image} | {r.variant} | {r.version} | {icon} {r.action} | {reason} | `{_short(r.digest)}` | {r.duration_s:.1f}s |"
@@ -185,7 +191,7 @@ def write_json(path: Path, results: Sequence[Result]) -> None:
 def digests_output(results: Sequence[Result]) -> dict[str, str]:
     out: dict[str, str] = {}
     for r in results:
-        if r.digest and r.action in {"built", "skipped", "retagged"}:
+        if r.digest and r.action in HELD_ACTIONS:
             for tag in r.tags:
                 out[tag] = r.digest
     return out

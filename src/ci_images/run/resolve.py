@@ -37,18 +37,39 @@ def _upstream_digest(ctx: Context, entry: Entry) -> str:
     return info.digest
 
 
+def upstream_manifest(ctx: Context, entry: Entry, digest: str) -> tuple[str, bytes]:
+    """Upstream's manifest (index) for ``digest``: (media type, bytes), read once per run for every entry made
+    from it (a manifest GET is a pull on Docker Hub, spent from the budget first)."""
+    client = ctx.upstream.get(entry.pull.api_host)
+
+    def fetch() -> tuple[str, bytes]:
+        ctx.budget.spend(1, what=entry.key)
+        got = client.get_manifest(entry.pull.path, digest)
+        if got is None:
+            raise RegistryError(
+                f"upstream {entry.pull.with_digest(digest)} vanished after the plan", fix="run again"
+            )
+        info, body = got
+        if info.ratelimit is not None:
+            ctx.budget.observe(info.ratelimit.remaining, info.ratelimit.limit)
+        return info.media_type, body
+
+    return ctx.once(("manifest", entry.pull.api_host, entry.pull.path, digest), fetch)
+
+
 def _target_state(ctx: Context, entry: Entry) -> TargetState:
     assert ctx.target is not None
     client = ctx.target.get(entry.target.api_host)
-    held = oci.read_labels(client, entry.target.path, entry.tags[0])
+    held = oci.read_held(client, entry.target.path, entry.tags[0])
     if held is None:
         return TargetState(digest=None)
-    digest, labels = held
-    tag_digests: dict[str, str | None] = {entry.tags[0]: digest}
+    tag_digests: dict[str, str | None] = {entry.tags[0]: held.digest}
     for tag in entry.tags[1:]:
         info = client.head_manifest(entry.target.path, tag)
         tag_digests[tag] = info.digest if info else None
-    return TargetState(digest=digest, labels=labels, tag_digests=tag_digests)
+    return TargetState(
+        digest=held.digest, labels=held.labels, tag_digests=tag_digests, platforms=held.platforms
+    )
 
 
 def entry_recipe(entry: Entry, source_digest: str) -> str:

@@ -1,0 +1,69 @@
+"""Mirror entries: upstream's image copied into the target registry by digest (registry to registry, no engine in
+the path), smoke-tested by pulling the copy from the target by digest (never from upstream again), and only then
+tagged by the publisher.
+
+With nothing to copy to (build-images, or a dry run, whose publisher copies nothing) upstream's own images are
+pulled by digest and smoke-tested instead, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ci_images.log import log
+from ci_images.plan.decide import Decision
+from ci_images.registry.copy import Copied
+from ci_images.run.build import Built, pull_upstream_images, smoke_entry
+from ci_images.run.context import Context
+from ci_images.run.publish import Publisher
+from ci_images.run.report import Result
+from ci_images.run.resolve import upstream_manifest
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def mirror_entry(ctx: Context, decision: Decision, publisher: Publisher | None, base: Result) -> Result:
+    entry = decision.entry
+    assert decision.source_digest is not None
+    fetched = upstream_manifest(ctx, entry, decision.source_digest)
+    copied = publisher.stage_copy(entry, decision, fetched) if publisher is not None else None
+    if copied is None:
+        built = smoke_entry(ctx, entry, pull_upstream_images(ctx, entry, decision.source_digest))
+        return replace(base, action="built", smoked=built.smoked, platforms=tuple(built.images))
+    assert publisher is not None
+    built = _smoke_copy(ctx, decision, copied)
+    digest, previous = publisher.publish_copy(entry, decision, copied)
+    if copied.exact:
+        outcome = "same digest as upstream"
+    else:
+        outcome = (
+            f"narrowed to {', '.join(sorted(copied.platforms))}: digest differs from upstream's "
+            f"{_short(copied.source_digest)}"
+        )
+    return replace(
+        base,
+        action="mirrored",
+        reason=f"{decision.reason}; {outcome}",
+        digest=digest,
+        previous_digests=previous,
+        smoked=built.smoked,
+        platforms=tuple(sorted(copied.platforms)),
+        copy=copied.as_record(),
+    )
+
+
+def _smoke_copy(ctx: Context, decision: Decision, copied: Copied) -> Built:
+    """Pull each platform the host can run from the target by digest, with the target's credentials, and test it."""
+    entry = decision.entry
+    images = {platform: entry.target.with_digest(digest) for platform, digest in copied.platforms.items()}
+    if entry.smoke is None:
+        return smoke_entry(ctx, entry, images)  # nothing to run: no engine needed
+    assert ctx.target is not None
+    auth = ctx.target.engine_auth(entry.target.api_host)
+    for platform, ref in images.items():
+        if ctx.engine.can_run(platform):
+            log.info(f"{entry.key}: pulling {platform} from the target for its smoke test: {ref}")
+            ctx.engine.pull(ref, platform=platform, auth=auth)
+    return smoke_entry(ctx, entry, images)
