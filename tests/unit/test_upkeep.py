@@ -22,7 +22,9 @@ def test_bump_keeps_every_comment_and_changes_only_the_versions_line() -> None:
 
 
 def test_a_version_with_its_own_settings_counts_as_listed() -> None:
-    before = 'images:\n  vault:\n    versions:\n      - {version: "1.10.0", source: docker.io/library/vault}\n'
+    before = (
+        'images:\n  vault:\n    versions:\n      - {version: "1.10.0", source: docker.io/library/vault}\n'
+    )
     after = add_versions(before, {"vault": ["1.10.0", "1.14.0"]})
     assert after == before + "      - 1.14.0\n"  # no plain neighbour to copy: plain, as YAML reads it as text
 

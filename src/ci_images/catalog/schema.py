@@ -124,7 +124,9 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
     if error.validator == "type":
         expected = error.validator_value
         expected_types = [str(t) for t in (expected if isinstance(expected, list) else [expected])]
-        scalar_for_string = "string" in expected_types and isinstance(instance, (int, float, bool, datetime.date))
+        scalar_for_string = "string" in expected_types and isinstance(
+            instance, (int, float, bool, datetime.date)
+        )
         if scalar_for_string:
             # versions: [1.10] is an unquoted tag, whatever else the place allows (a version may be a mapping too).
             expected_types = ["string"]
