@@ -247,7 +247,9 @@ class RegistryClient:
                         f"{what} failed {attempt} times; last: {exc}",
                         fix=f"check that {self.host} is up and that the connection to it holds; retry later",
                     ) from exc
-                log.warning(f"{what} interrupted ({exc}); starting it again in {wait:.1f} s")
+                log.warning(
+                    f"{what} interrupted ({exc}); retry {attempt}/{policy.max_attempts}: starting it again in {wait:.1f} s"
+                )
                 time.sleep(wait)
 
     def _start_upload(self, repo: str, digest: str, mount_from: str | None) -> str | None:
