@@ -27,7 +27,7 @@ from typing import Any
 
 from common import REPO_ROOT, empty_registry, manifest_gets, table, writes
 
-from ci_images import app, proc
+from ci_images import proc, wiring
 from ci_images.engine.client import Engine
 from ci_images.lab import lab
 from ci_images.lab.cli import standins_for
@@ -41,9 +41,9 @@ SMOKE_LINE = re.compile(r"^smoke \S+ .* ok in (?P<seconds>[0-9.]+) s$", re.MULTI
 
 def built_entries(catalog: Path, env: dict[str, str]) -> list[Entry]:
     options = parse(PUSH, {"catalog": str(catalog)}, env)
-    loaded = app.load(options)
-    prefix = app.target(options, loaded, start_local=False).prefix
-    return [e for e in app.entries_for(options, loaded, prefix=prefix) if e.mode == "build"]
+    loaded = wiring.load(options)
+    prefix = wiring.target(options, loaded, start_local=False).prefix
+    return [e for e in wiring.entries_for(options, loaded, prefix=prefix) if e.mode == "build"]
 
 
 def pull_bases(engine: Engine, the_lab: Any, entries: list[Entry]) -> dict[tuple[str, str], str]:

@@ -20,7 +20,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from ci_images import app
+from ci_images import app, wiring
 from ci_images.engine.client import Engine
 from ci_images.lab import lab
 from ci_images.lab.cli import standins_for
@@ -48,9 +48,9 @@ def naive_loop(the_lab: Any, options: Options) -> None:
         registry=the_lab.target.host,
         reauth=True,
     )
-    catalog = app.load(options)
-    prefix = app.target(options, catalog, start_local=False).prefix
-    for entry in app.entries_for(options, catalog, prefix=prefix):
+    catalog = wiring.load(options)
+    prefix = wiring.target(options, catalog, start_local=False).prefix
+    for entry in wiring.entries_for(options, catalog, prefix=prefix):
         for platform in entry.platforms or the_lab.platforms:
             engine.client.images.pull(str(entry.pull), tag=entry.version, platform=platform)
             tag = f"{entry.tags[0]}-naive-{platform.replace('/', '-')}"

@@ -13,8 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ci_images import app, smoke
-from ci_images.catalog.edit import add_versions
+from ci_images import smoke, wiring
 from ci_images.catalog.load import load_catalog
 from ci_images.errors import CatalogError, UsageError
 from ci_images.log import log
@@ -25,10 +24,10 @@ from ci_images.run.report import atomic_write
 
 
 def _findings(options: Options) -> tuple[Path, list[Finding]]:
-    catalog = app.load(options)
+    catalog = wiring.load(options)
     specs = selected_images(catalog, options.images)
-    mirror, _ = app.upstream_mirror(options, catalog)
-    pool = app.upstream_pool(options, catalog)
+    mirror, _ = wiring.upstream_mirror(options, catalog)
+    pool = wiring.upstream_pool(options, catalog)
     try:
         return catalog.path, find_newer(pool, specs, mirror)
     finally:
@@ -39,7 +38,7 @@ def outdated(options: Options) -> list[dict[str, Any]]:
     """Per image, the upstream tags newer than its newest cataloged version. Exit 0 whether or not there are any."""
     _, findings = _findings(options)
     records = [finding.as_record() for finding in findings]
-    if not app._emit_json(options, records):  # one JSON writer for every command
+    if not wiring.emit_json(options, records):  # one JSON writer for every command
         for record in records:
             newer = ", ".join(record["newer"]) or "nothing newer"
             pre = f" (pre-releases: {', '.join(record['prereleases'])})" if record["prereleases"] else ""
@@ -79,8 +78,10 @@ def bump(options: Options) -> list[dict[str, Any]]:
     records = [{"image": image, "added": versions} for image, versions in additions.items()]
     if not additions:
         log.info(f"{path}: every image is at its newest upstream release; nothing to add")
-        app._emit_json(options, records)
+        wiring.emit_json(options, records)
         return records
+    from ci_images.catalog.edit import add_versions  # ruamel.yaml: loaded only when a catalog is edited
+
     before = path.read_text(encoding="utf-8")
     try:
         after = add_versions(before, additions)
@@ -91,7 +92,7 @@ def bump(options: Options) -> list[dict[str, Any]]:
     diff = difflib.unified_diff(
         before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}"
     )
-    if not app._emit_json(options, records):
+    if not wiring.emit_json(options, records):
         sys.stdout.writelines(diff)
     for image, versions in additions.items():
         log.info(f"{path}: {image}: added {', '.join(versions)}")
@@ -100,8 +101,8 @@ def bump(options: Options) -> list[dict[str, Any]]:
 
 def docs(options: Options) -> Path:
     """Rewrite README's reference table from the catalog; with --check only say whether it is current."""
-    catalog = app.load(options)
-    prefix = app.target(options, catalog, start_local=False).prefix
+    catalog = wiring.load(options)
+    prefix = wiring.target(options, catalog, start_local=False).prefix
     readme = Path(options.readme) if options.readme else catalog.root / "README.md"
     try:
         before = readme.read_text(encoding="utf-8")

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ci_images import app
+from ci_images import app, signing
 from ci_images.errors import SigningError
 from ci_images.options import PUSH, SIGN, VERIFY, parse
 from ci_images.run.report import Result
@@ -269,7 +269,7 @@ def test_the_key_file_opens_with_scrypt_and_secretbox_alone(signed: Signed) -> N
 
 def test_verify_images_passes_for_every_tag(signed: Signed, tmp_path: Path) -> None:
     report = tmp_path / "verify.json"
-    checks = app.verify_images(_options(signed, VERIFY, key=str(signed.public), json=str(report)))
+    checks = signing.verify_images(_options(signed, VERIFY, key=str(signed.public), json=str(report)))
     assert {c.ref for c in checks} == set(signed.result.tags)
     assert all(c.ok and c.digest == signed.digest for c in checks)
     records = json.loads(report.read_text())
@@ -321,7 +321,7 @@ def restore(signed: Signed, lab: Any) -> Iterator[Raw]:
 
 def _verify_fails(signed: Signed) -> str:
     with pytest.raises(SigningError) as caught:
-        app.verify_images(_options(signed, VERIFY, key=str(signed.public)))
+        signing.verify_images(_options(signed, VERIFY, key=str(signed.public)))
     assert caught.value.exit_code == 9
     return caught.value.message
 
@@ -413,14 +413,14 @@ def test_signature_tag_deleted_then_sign_images_signs_again(signed: Signed, lab:
     assert failed.returncode == 9, failed.stderr
     assert f"missing: no signature for {signed.digest}" in failed.stderr
     assert "Traceback" not in failed.stderr
-    records = app.sign_images(_options(signed, SIGN))
+    records = signing.sign_images(_options(signed, SIGN))
     assert [r["signed"] for r in records] == [[signed.digest]]
-    assert all(c.ok for c in app.verify_images(_options(signed, VERIFY, key=str(signed.public))))
-    assert app.sign_images(_options(signed, SIGN))[0]["signed"] == []  # signed already: nothing new
+    assert all(c.ok for c in signing.verify_images(_options(signed, VERIFY, key=str(signed.public))))
+    assert signing.sign_images(_options(signed, SIGN))[0]["signed"] == []  # signed already: nothing new
 
 
 def test_recursive_also_signs_each_platform_manifest(signed: Signed, lab: Any) -> None:
-    records = app.sign_images(_options(signed, SIGN, recursive=True))
+    records = signing.sign_images(_options(signed, SIGN, recursive=True))
     [record] = records
     assert list(record["platforms"]) == ["linux/amd64"]
     child = record["platforms"]["linux/amd64"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_images import app
+from ci_images import wiring
 from ci_images.catalog.load import load_catalog
 from ci_images.errors import UsageError
 from ci_images.options import PUSH, parse
@@ -18,10 +18,10 @@ CATALOG = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
 
 def test_plain_http_mirror_only_for_loopback() -> None:
     plain = parse(PUSH, {}, {"CI_IMAGES_UPSTREAM_MIRROR": "http://127.0.0.1:5001"})
-    assert app.upstream_mirror(plain, CATALOG) == ("127.0.0.1:5001", True)
+    assert wiring.upstream_mirror(plain, CATALOG) == ("127.0.0.1:5001", True)
     tls = parse(PUSH, {"upstream_mirror": "https://127.0.0.1:5001"}, {})
-    assert app.upstream_mirror(tls, CATALOG) == ("127.0.0.1:5001", False)
-    assert app.upstream_mirror(parse(PUSH, {}, {}), CATALOG) == (None, False)
+    assert wiring.upstream_mirror(tls, CATALOG) == ("127.0.0.1:5001", False)
+    assert wiring.upstream_mirror(parse(PUSH, {}, {}), CATALOG) == (None, False)
     with pytest.raises(UsageError, match="plain HTTP is only allowed for loopback") as raised:
         parse(PUSH, {}, {"CI_IMAGES_UPSTREAM_MIRROR": "http://mirror.example.com"})
     assert raised.value.exit_code == 2
@@ -30,20 +30,26 @@ def test_plain_http_mirror_only_for_loopback() -> None:
 
 def test_target_precedence_option_then_environment_then_catalog() -> None:
     env = {"CI_IMAGES_REGISTRY": "registry.example.com/team"}
-    assert app.target(parse(PUSH, {}, {}), CATALOG, start_local=False) == app.Target(
+    assert wiring.target(parse(PUSH, {}, {}), CATALOG, start_local=False) == wiring.Target(
         "ghcr.io/getsops/ci-container-images", plain_http=False
     )
-    assert app.target(parse(PUSH, {}, env), CATALOG, start_local=False).prefix == "registry.example.com/team"
+    assert (
+        wiring.target(parse(PUSH, {}, env), CATALOG, start_local=False).prefix == "registry.example.com/team"
+    )
     chosen = parse(PUSH, {"registry": "other.example.com/x"}, env)
-    assert app.target(chosen, CATALOG, start_local=False).prefix == "other.example.com/x"
+    assert wiring.target(chosen, CATALOG, start_local=False).prefix == "other.example.com/x"
     with pytest.raises(UsageError, match="plain HTTP is only allowed for loopback"):
-        app.target(parse(PUSH, {"registry": "ghcr.io/x", "plain_http": True}, {}), CATALOG, start_local=False)
+        wiring.target(
+            parse(PUSH, {"registry": "ghcr.io/x", "plain_http": True}, {}), CATALOG, start_local=False
+        )
 
 
 def test_local_registry_keeps_the_catalogs_path_and_takes_a_port() -> None:
-    local = app.target(parse(PUSH, {"registry": "local"}, {}), CATALOG, start_local=False)
-    assert local == app.Target("127.0.0.1:5000/getsops/ci-container-images", plain_http=True, local_port=5000)
-    other = app.target(parse(PUSH, {"registry": "local:5057"}, {}), CATALOG, start_local=False)
+    local = wiring.target(parse(PUSH, {"registry": "local"}, {}), CATALOG, start_local=False)
+    assert local == wiring.Target(
+        "127.0.0.1:5000/getsops/ci-container-images", plain_http=True, local_port=5000
+    )
+    other = wiring.target(parse(PUSH, {"registry": "local:5057"}, {}), CATALOG, start_local=False)
     assert other.prefix == "127.0.0.1:5057/getsops/ci-container-images"
     assert other.local_port == 5057
     with pytest.raises(UsageError, match="whole number"):
@@ -52,11 +58,11 @@ def test_local_registry_keeps_the_catalogs_path_and_takes_a_port() -> None:
 
 def test_local_pushes_keep_their_lock_file_out_of_the_repository(tmp_path: Path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path)}
-    assert app.lock_file(parse(PUSH, {}, env), CATALOG) == REPO_ROOT / "images.lock.json"
-    assert app.lock_file(parse(PUSH, {"registry": "local"}, env), CATALOG) == (
+    assert wiring.lock_file(parse(PUSH, {}, env), CATALOG) == REPO_ROOT / "images.lock.json"
+    assert wiring.lock_file(parse(PUSH, {"registry": "local"}, env), CATALOG) == (
         tmp_path / "ci-images" / "local-registry" / "5000" / "images.lock.json"
     )
-    assert app.lock_file(parse(PUSH, {"registry": "local:5057"}, env), CATALOG) == (
+    assert wiring.lock_file(parse(PUSH, {"registry": "local:5057"}, env), CATALOG) == (
         tmp_path / "ci-images" / "local-registry" / "5057" / "images.lock.json"
     )
-    assert app.lock_file(parse(PUSH, {"lock": "x.json"}, env), CATALOG) == Path("x.json")
+    assert wiring.lock_file(parse(PUSH, {"lock": "x.json"}, env), CATALOG) == Path("x.json")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_images import app
+from ci_images import wiring
 from ci_images.catalog.load import load_catalog
 from ci_images.errors import EntriesFailed, RateLimitError
 from ci_images.options import PUSH, parse
@@ -110,9 +110,9 @@ def test_the_exit_code_comes_from_the_errors_not_their_text(
     outcomes: tuple[tuple[str, int | None], ...], expected: int
 ) -> None:
     with pytest.raises(EntriesFailed) as raised:
-        app.finish(_results(*outcomes), _context(), parse(PUSH, {}, {}), title="t")
+        wiring.finish(_results(*outcomes), _context(), parse(PUSH, {}, {}), title="t")
     assert raised.value.exit_code == expected
 
 
 def test_a_run_without_failures_raises_nothing() -> None:
-    app.finish(_results(("built", None), ("skipped", None)), _context(), parse(PUSH, {}, {}), title="t")
+    wiring.finish(_results(("built", None), ("skipped", None)), _context(), parse(PUSH, {}, {}), title="t")

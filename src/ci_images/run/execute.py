@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ci_images.errors import CiImagesError, Interrupted, PlanError, TagsPartlyMoved
 from ci_images.log import log
@@ -31,7 +32,9 @@ from ci_images.run.mirror import mirror_entry
 from ci_images.run.publish import Publisher
 from ci_images.run.report import HELD_ACTIONS, Result
 from ci_images.run.settings import RunSettings
-from ci_images.sign.signer import Signer
+
+if TYPE_CHECKING:
+    from ci_images.sign.signer import Signer
 
 # How long an interrupted run waits for its running entries to reach their next step before it gives up on them.
 INTERRUPT_GRACE_S = 60.0

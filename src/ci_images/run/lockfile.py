@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ci_images.cache import machine_lock
 from ci_images.errors import UsageError
 from ci_images.run.report import HELD_ACTIONS, Result, atomic_write
-from ci_images.sign.signer import SignOutcome
+
+if TYPE_CHECKING:
+    from ci_images.sign.signer import SignOutcome
+
 
 LOCK_VERSION = 1
 

@@ -8,11 +8,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ci_images.log import Logger, redact
 from ci_images.plan.decide import Decision
-from ci_images.sign.signer import SignOutcome
+
+if TYPE_CHECKING:
+    from ci_images.sign.signer import SignOutcome  # signing modules load only when a run signs
 
 CHANGING_ACTIONS = frozenset({"built", "mirrored", "retagged"})
 # Actions after which the target's tags hold the result's digest (the lock file and step outputs record them).

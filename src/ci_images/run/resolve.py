@@ -21,10 +21,11 @@ def _upstream_digest(ctx: Context, entry: Entry) -> str:
         info = ctx.once(key, lambda: client.head_manifest(entry.pull.path, entry.version))
     except UpstreamUnreachableError as exc:
         raise UpstreamUnreachableError(
-            f"cannot reach upstream {entry.pull.host} for {entry.pull_ref}: {exc.message}",
+            f"cannot reach the upstream registry {entry.pull.host} (asking for {entry.pull_ref}): {exc.message}",
             fix=(
-                "check the network, or point CI_IMAGES_UPSTREAM_MIRROR (or the catalog's upstream_mirror) at a "
-                "Docker Hub mirror you can reach, e.g. the lab's upstream printed by `invoke lab-up`"
+                "if Docker Hub is blocked here, pass --upstream-mirror / set CI_IMAGES_UPSTREAM_MIRROR (or the "
+                "catalog's upstream_mirror) to a Docker Hub mirror or pull-through cache (offline: `invoke lab-up` "
+                "starts one and prints the variables)"
             ),
         ) from exc
     if info is None:
