@@ -17,7 +17,7 @@ from ci_images.cache import cache_home, machine_lock
 from ci_images.catalog.model import Catalog
 from ci_images.errors import UsageError
 from ci_images.log import log
-from ci_images.options import Options, local_address
+from ci_images.options import Options
 from ci_images.plan.decide import Decision, TargetState
 from ci_images.plan.matrix import job_matrix
 from ci_images.registry.auth import resolve_upstream_credentials
@@ -26,6 +26,7 @@ from ci_images.run.context import Context
 from ci_images.run.execute import execute
 from ci_images.run.publish import DryRunPublisher, Publisher, RegistryPublisher
 from ci_images.run.resolve import resolve
+from ci_images.values import local_address
 from ci_images.wiring import (
     DEFAULT_SOURCE_URL,
     build_prefix,

@@ -10,21 +10,27 @@ falls back to the catalog, then to the default, in ``app``.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from ci_images.catalog.platforms import platform_problem
-from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
 from ci_images.errors import UsageError
+from ci_images.values import (
+    STDOUT,
+    count,
+    env_flag,
+    folder,
+    globs,
+    key_ref,
+    mirror,
+    output_path,
+    platform_list,
+    positive_number,
+    registry,
+    text,
+)
 
 Kind = Literal["flag", "value", "list", "optional"]  # optional: --json alone, or --json PATH
-STDOUT = "-"
-LOCAL = "local"
-LOCAL_HOST = "127.0.0.1"
-LOCAL_PORT = 5000
 
 # The commands, as users type them on both doors.
 LIST, PLAN, BUILD, TEST, PUSH, CI, REGISTRY_DOWN = (
@@ -82,163 +88,6 @@ class Options:
 # ---- converters: (text, where) -> value; `where` names the flag or the environment variable --------------------
 
 
-def _bad(where: str, value: object, what: str, fix: str) -> UsageError:
-    return UsageError(f"{where} {value!r}: {what}", fix=fix)
-
-
-def _text(value: str, where: str) -> str:
-    if not value.strip():
-        raise _bad(where, value, "must not be empty", f"give {where} a value or leave it out")
-    return value
-
-
-def whole_number(value: str, where: str, *, minimum: int) -> int:
-    # ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses.
-    if not re.fullmatch(r"[0-9]{1,9}", value.strip()):
-        raise _bad(
-            where, value, "not a whole number", f"write digits, {minimum} or more, e.g. {where} {minimum + 1}"
-        )
-    number = int(value)
-    if number < minimum:
-        raise _bad(where, value, f"must be {minimum} or more", f"e.g. {where} {minimum + 1}")
-    return number
-
-
-def _jobs(value: str, where: str) -> int:
-    return whole_number(value, where, minimum=1)
-
-
-def _count(value: str, where: str) -> int:
-    return whole_number(value, where, minimum=0)
-
-
-def _globs(value: str, where: str) -> list[str]:
-    parts = [p.strip() for p in value.split(",")]
-    if not all(parts):
-        raise _bad(
-            where,
-            value,
-            "an empty pattern",
-            "give image names or globs, comma-separated, e.g. --images vault",
-        )
-    return parts
-
-
-def _platform(value: str, where: str) -> list[str]:
-    platforms = [p.strip() for p in value.split(",")]
-    for platform in platforms:
-        problem = platform_problem(platform)
-        if problem:
-            raise _bad(where, platform, problem, "write OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64")
-    return platforms
-
-
-def local_address(value: str) -> tuple[str, int] | None:
-    """``local`` -> (127.0.0.1, 5000), ``local:5050`` -> (127.0.0.1, 5050); None for any other registry."""
-    name, _, port = value.partition(":")
-    if name != LOCAL:
-        return None
-    if not port:
-        return LOCAL_HOST, LOCAL_PORT
-    number = whole_number(port, "the local registry's port", minimum=1)
-    if number > 65535:
-        raise UsageError(f"local:{port}: no such port", fix="use local:PORT with a port from 1024 to 65535")
-    return LOCAL_HOST, number
-
-
-def _registry(value: str, where: str) -> str:
-    value = _text(value, where).strip().rstrip("/")
-    if local_address(value) is not None:
-        return value
-    try:
-        parse_repository(f"{value}/probe")
-    except ValueError as exc:
-        raise _bad(
-            where,
-            value,
-            str(exc),
-            "write HOST[:PORT]/PATH (e.g. ghcr.io/OWNER/REPO), or local[:PORT] for the embedded registry",
-        ) from exc
-    if "/" not in value:
-        raise _bad(
-            where, value, "names a host without a path", "write HOST[:PORT]/PATH, e.g. ghcr.io/OWNER/REPO"
-        )
-    return value
-
-
-def _mirror(value: str, where: str) -> str:
-    try:
-        host = normalize_mirror(_text(value, where))
-    except ValueError as exc:
-        raise _bad(where, value, str(exc), "write host[:port], e.g. mirror.gcr.io or 127.0.0.1:5001") from exc
-    if value.strip().startswith("http://"):
-        if not is_loopback_host(host):
-            raise _bad(
-                where,
-                value,
-                "plain HTTP is only allowed for loopback registries",
-                f"use https (trust its CA in /etc/docker/certs.d/{host}/ca.crt) or a loopback mirror",
-            )
-        return f"http://{host}"
-    return host
-
-
-def output_path(value: str, where: str) -> str:
-    """A file the command will write: not a directory, and somewhere it can be created."""
-    if value == STDOUT:
-        return value
-    path = Path(_text(value, where))
-    if path.is_dir():
-        raise _bad(where, value, "is a directory", f"name a file, e.g. {where} {path / 'report.json'}")
-    parent = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), Path("/"))
-    if parent != path.absolute() and not parent.is_dir():
-        raise _bad(where, value, f"{parent} is not a directory", "choose a path inside a directory")
-    if not os.access(parent if parent != path.absolute() else path, os.W_OK):
-        raise _bad(where, value, f"{parent} is not writable", "choose a path you may write to")
-    return value
-
-
-def key_ref(value: str, where: str) -> str:
-    """A key as cosign names one: a path, or env://VAR (the variable holds the PEM)."""
-    value = _text(value, where).strip()
-    if value.startswith("env://"):
-        if not re.fullmatch(r"env://[A-Za-z_][A-Za-z0-9_]*", value):
-            raise _bad(
-                where, value, "is not env://VARIABLE", "write env://NAME of a variable holding the PEM"
-            )
-        return value
-    if Path(value).expanduser().is_dir():
-        raise _bad(
-            where,
-            value,
-            "is a directory",
-            "name the key file in it (cosign.key to sign, cosign.pub to verify)",
-        )
-    return value
-
-
-def _folder(value: str, where: str) -> str:
-    path = Path(_text(value, where))
-    if path.exists() and not path.is_dir():
-        raise _bad(where, value, "is not a directory", "name a folder for cosign.key and cosign.pub")
-    return value
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def _env_flag(value: str, where: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise _bad(
-        where, value, "is not a yes/no value", f"set {where}=1 (or true) to turn it on, 0 to turn it off"
-    )
-
-
 # ---- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -250,7 +99,7 @@ class Option:
     kind: Kind = "value"
     metavar: str = "VALUE"
     env: str | None = None
-    convert: Callable[[str, str], Any] = _text
+    convert: Callable[[str, str], Any] = text
     field: str | None = None  # the Options field, when it is not the name with '-' as '_'
     default: str = ""  # shown in help only; the value itself is the Options field's default
 
@@ -287,7 +136,7 @@ OPTIONS: tuple[Option, ...] = (
         _CATALOG_COMMANDS | _UPKEEP_COMMANDS,
         kind="list",
         metavar="GLOB",
-        convert=_globs,
+        convert=globs,
     ),
     Option(
         "registry",
@@ -296,7 +145,7 @@ OPTIONS: tuple[Option, ...] = (
         _TARGET_COMMANDS | {REGISTRY_DOWN},
         metavar="REGISTRY",
         env="CI_IMAGES_REGISTRY",
-        convert=_registry,
+        convert=registry,
         default="the catalog's registry",
     ),
     Option(
@@ -313,7 +162,7 @@ OPTIONS: tuple[Option, ...] = (
         _UPSTREAM_COMMANDS | _UPKEEP_COMMANDS,
         metavar="HOST",
         env="CI_IMAGES_UPSTREAM_MIRROR",
-        convert=_mirror,
+        convert=mirror,
         default="the catalog's upstream_mirror",
     ),
     Option(
@@ -322,7 +171,7 @@ OPTIONS: tuple[Option, ...] = (
         _RUN_COMMANDS | {PLAN},
         kind="list",
         metavar="PLATFORM",
-        convert=_platform,
+        convert=platform_list,
         field="platforms",
         default="the catalog's",
     ),
@@ -347,7 +196,7 @@ OPTIONS: tuple[Option, ...] = (
         "entries worked on in parallel",
         _RUN_COMMANDS,
         metavar="N",
-        convert=_jobs,
+        convert=positive_number,
         default="2",
     ),
     Option("fail-fast", "start no further entry after the first failure", _RUN_COMMANDS, kind="flag"),
@@ -365,7 +214,7 @@ OPTIONS: tuple[Option, ...] = (
         "start no upstream pull when fewer remain in the pull quota",
         _UPSTREAM_COMMANDS,
         metavar="N",
-        convert=_count,
+        convert=count,
         default="the catalog's, else 10",
     ),
     Option(
@@ -374,7 +223,7 @@ OPTIONS: tuple[Option, ...] = (
         _UPSTREAM_COMMANDS | _TARGET_COMMANDS | _UPKEEP_COMMANDS,
         metavar="SECONDS",
         env="CI_IMAGES_REGISTRY_TIMEOUT",
-        convert=_jobs,
+        convert=positive_number,
         default="300",
     ),
     Option(
@@ -431,7 +280,7 @@ OPTIONS: tuple[Option, ...] = (
         "folder to write cosign.key and cosign.pub into",
         frozenset({GENERATE_KEY}),
         metavar="DIR",
-        convert=_folder,
+        convert=folder,
         default=".",
     ),
     Option(
@@ -528,5 +377,5 @@ def _convert(option: Option, raw: object, where: str) -> Any:
 
 def _from_env(option: Option, raw: str) -> Any:
     if option.kind == "flag":
-        return _env_flag(raw, option.env or option.name)
+        return env_flag(raw, option.env or option.name)
     return _convert(option, raw, option.env or option.name)

@@ -18,7 +18,7 @@ from ci_images.catalog.model import Catalog
 from ci_images.catalog.refs import is_loopback_host, normalize_mirror, parse_repository
 from ci_images.errors import EntriesFailed, UsageError
 from ci_images.log import log
-from ci_images.options import Options, local_address, output_path
+from ci_images.options import Options
 from ci_images.plan import entries as planning
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
@@ -29,6 +29,7 @@ from ci_images.run import lockfile, report
 from ci_images.run import settings as run_settings
 from ci_images.run.context import Context
 from ci_images.run.settings import RunSettings
+from ci_images.values import local_address, output_path
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine

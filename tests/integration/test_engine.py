@@ -16,7 +16,8 @@ import docker.errors
 import pytest
 import requests
 
-from ci_images.engine.client import CONTAINER_PREFIX, Engine, binfmt_enabled
+from ci_images.engine.client import CONTAINER_PREFIX, Engine
+from ci_images.engine.platforms import binfmt_enabled
 from ci_images.errors import BuildError, CiImagesError, EngineError, RegistryError
 from ci_images.lab import assets as lab_assets
 from ci_images.loopback.server import RegistryServer, start_registry

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ci_images.catalog import load as catalog
-from ci_images.catalog.load import check_dockerfile, load_catalog
+from ci_images.catalog.checks import check_dockerfile
+from ci_images.catalog.load import load_catalog
 from ci_images.catalog.model import ALL_PLATFORMS
 from ci_images.catalog.refs import Repository
 from ci_images.catalog.yamlmarks import load_marked

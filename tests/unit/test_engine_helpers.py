@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ci_images.engine.client import binfmt_enabled, is_transient, kernel_arch, oci_arch
+from ci_images.engine.failures import is_transient
+from ci_images.engine.platforms import binfmt_enabled, kernel_arch, oci_arch
 from ci_images.engine.service import free_loopback_port
 from ci_images.errors import EngineError
 

@@ -7,15 +7,21 @@ cross-entry knowledge (build folders, Dockerfiles, tag collisions). Every error 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from ci_images.catalog import tags as tag_rules
 from ci_images.catalog import updates as update_rules
-from ci_images.catalog.model import Catalog, ImageSpec, Variant
-from ci_images.catalog.refs import Repository, is_valid_tag, normalize_mirror, parse_repository
+from ci_images.catalog.checks import (
+    check_dockerfile,
+    check_smoke,
+    check_templates,
+    check_unique_targets,
+    lock_file_path,
+)
+from ci_images.catalog.model import DEFAULT_VARIANT, Catalog, ImageSpec, Variant
+from ci_images.catalog.refs import Repository, normalize_mirror, parse_repository
 from ci_images.catalog.releases import check_platform, platform_list, releases, target_path
 from ci_images.catalog.schema import located_error, validate_schema
 from ci_images.catalog.yamlmarks import Marked, decode, load_marked
@@ -24,10 +30,6 @@ from ci_images.errors import UsageError
 CATALOG_ENV = "CI_IMAGES_CATALOG"
 DEFAULT_CATALOG = "images.yaml"
 DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64", "linux/arm64")
-DEFAULT_VARIANT = "plain"
-_ARG_BASE_RE = re.compile(r"^\s*ARG\s+BASE_IMAGE(?:=\S*)?\s*$", re.IGNORECASE)
-# FROM [--platform=...] IMAGE [AS NAME]: flags come before the image.
-_FROM_RE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE)
 
 
 def catalog_path(
@@ -63,60 +65,6 @@ def load_catalog(path: str | os.PathLike[str], *, smoke_kinds: Collection[str]) 
     return _build(marked, file, name, tuple(smoke_kinds))
 
 
-def _check_templates(marked: Marked, name: str, path: Sequence[str | int], templates: Sequence[str]) -> None:
-    for i, template in enumerate(templates):
-        try:
-            fields = tag_rules.template_fields(template)
-        except ValueError as exc:
-            raise located_error(
-                marked,
-                name,
-                (*path, i),
-                f"bad tag template {template!r}: {exc}",
-                "use {version}, {major}, {minor}, {patch}",
-            ) from exc
-        unknown = fields - tag_rules.FIELDS
-        if unknown:
-            raise located_error(
-                marked,
-                name,
-                (*path, i),
-                f"tag template {template!r} uses unknown field(s) {sorted(unknown)}",
-                "allowed fields: {version}, {major}, {minor}, {patch}",
-            )
-        sample = tag_rules.render(template, "1.2.3")
-        if not is_valid_tag(sample):
-            raise located_error(
-                marked,
-                name,
-                (*path, i),
-                f"tag template {template!r} does not give a valid tag",
-                "tags use letters, digits, '.', '_' and '-'",
-            )
-
-
-def check_dockerfile(dockerfile: Path) -> str | None:
-    """Why a Dockerfile cannot be built by this tool, or None: it must declare ``ARG BASE_IMAGE`` before its first
-    FROM and build FROM that argument, so every build is pinned to the digest the tool resolved."""
-    try:
-        lines = dockerfile.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        return f"cannot read {dockerfile}: {exc}"
-    seen_arg = False
-    for number, line in enumerate(lines, start=1):
-        if _ARG_BASE_RE.match(line):
-            seen_arg = True
-            continue
-        match = _FROM_RE.match(line)
-        if match:
-            if not seen_arg:
-                return f"{dockerfile}:{number}: FROM comes before 'ARG BASE_IMAGE'"
-            if match.group(1) not in ("${BASE_IMAGE}", "$BASE_IMAGE"):
-                return f"{dockerfile}:{number}: the first FROM must be FROM ${{BASE_IMAGE}}, not {match.group(1)}"
-            return None
-    return f"{dockerfile}: no 'ARG BASE_IMAGE' followed by 'FROM ${{BASE_IMAGE}}'"
-
-
 def _build(marked: Marked, file: Path, name: str, smoke_kinds: tuple[str, ...]) -> Catalog:
     data: dict[str, Any] = marked.data
     root = file.parent
@@ -150,58 +98,21 @@ def _build(marked: Marked, file: Path, name: str, smoke_kinds: tuple[str, ...]) 
     )
     default_templates = tuple(data.get("tags", tag_rules.DEFAULT_TEMPLATES))
     if "tags" in data:
-        _check_templates(marked, name, ("tags",), default_templates)
+        check_templates(marked, name, ("tags",), default_templates)
     images = tuple(
         _build_image(marked, name, root, image_name, spec, platforms, default_templates, smoke_kinds)
         for image_name, spec in data["images"].items()
     )
-    _check_unique_targets(marked, name, images)
+    check_unique_targets(marked, name, images)
     return Catalog(
         path=file,
         registry=registry,
         upstream_mirror=mirror,
         platforms=platforms,
-        lock_file=_lock_file(marked, name, root, data.get("lock_file", "images.lock.json")),
+        lock_file=lock_file_path(marked, name, root, data.get("lock_file", "images.lock.json")),
         ratelimit_min_remaining=int(data.get("ratelimit_min_remaining", 10)),
         images=images,
     )
-
-
-def _lock_file(marked: Marked, name: str, root: Path, value: str) -> Path:
-    """The lock file lives with the catalog: a relative .json path that stays inside the catalog's folder."""
-    path = Path(value)
-    inside = (root / path).resolve().is_relative_to(root.resolve())
-    if path.is_absolute() or not inside or path.suffix != ".json":
-        raise located_error(
-            marked,
-            name,
-            ("lock_file",),
-            f"lock_file {value!r} must be a .json file inside the catalog's folder",
-            "write a relative path such as images.lock.json; use --lock PATH for a file elsewhere",
-        )
-    if (root / path).is_dir():
-        raise located_error(
-            marked,
-            name,
-            ("lock_file",),
-            f"lock_file {value!r} is a directory",
-            "name a file, e.g. images.lock.json",
-        )
-    return root / path
-
-
-def _check_smoke(
-    marked: Marked, name: str, path: tuple[str | int, ...], kind: str | None, kinds: tuple[str, ...]
-) -> str | None:
-    if kind is not None and kind not in kinds:
-        raise located_error(
-            marked,
-            name,
-            path,
-            f"unknown smoke kind {kind!r}",
-            f"use one of: {', '.join(kinds)} (or null for none)",
-        )
-    return kind
 
 
 def _build_image(
@@ -227,7 +138,7 @@ def _build_image(
         ) from exc
     templates = tuple(spec.get("tags", default_templates))
     if "tags" in spec:
-        _check_templates(marked, name, (*base, "tags"), templates)
+        check_templates(marked, name, (*base, "tags"), templates)
     mirror = "build" not in spec
     platforms = (
         platform_list(marked, name, (*base, "platforms"), spec["platforms"], mirror=mirror)
@@ -302,7 +213,7 @@ def _build_image(
             "add 'build: FOLDER' or remove 'build_args'",
             key=True,
         )
-    smoke = _check_smoke(marked, name, (*base, "smoke"), spec.get("smoke"), smoke_kinds)
+    smoke = check_smoke(marked, name, (*base, "smoke"), spec.get("smoke"), smoke_kinds)
     image_args = dict(spec.get("build_args", {}))
     variants = [Variant(DEFAULT_VARIANT, image_args, spec.get("description", ""), smoke)]
     for variant_name, declared in (spec.get("variants") or {}).items():
@@ -327,7 +238,7 @@ def _build_image(
                 key=True,
             )
         variant_smoke = (
-            _check_smoke(marked, name, (*vpath, "smoke"), vspec["smoke"], smoke_kinds)
+            check_smoke(marked, name, (*vpath, "smoke"), vspec["smoke"], smoke_kinds)
             if "smoke" in vspec
             else smoke
         )
@@ -382,38 +293,6 @@ def _update_filter(
                 "write a Python regular expression, e.g. '-ent$'",
             ) from exc
     return update_rules.UpdateFilter(bounds, tuple(patterns))
-
-
-def _check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]) -> None:
-    """Two entries must never write the same target tag: the second push would silently replace the first. Images
-    are told apart by their target path, so two images with one ``target:`` share its tags."""
-    owners: dict[tuple[str, str], tuple[str, str, str]] = {}
-    for image in images:
-        for variant in image.variants:
-            for i, version in enumerate(image.versions):
-                version_tags = tag_rules.tags_for(image.tag_templates, version, image.versions)
-                if not version_tags:
-                    # Only alias templates, and this version owns none of them (a pre-release, or not the highest).
-                    raise located_error(
-                        marked,
-                        name,
-                        ("images", image.name, "versions", i),
-                        f"version {version!r} of {image.name} gets no tag from the templates {list(image.tag_templates)}",
-                        "add '{version}' to the tags, or remove this version",
-                    )
-                for tag in version_tags:
-                    full = tag_rules.variant_tag(tag, variant.name, DEFAULT_VARIANT)
-                    key = (image.target, full)
-                    if key in owners:
-                        other = owners[key]
-                        raise located_error(
-                            marked,
-                            name,
-                            ("images", image.name, "versions", i),
-                            f"target tag {image.target}:{full} is produced twice: by {image.name}/{variant.name}/{version} and by {other[0]}/{other[1]}/{other[2]}",
-                            "make every tag template contain {version}, or remove the duplicate version or variant",
-                        )
-                    owners[key] = (image.name, variant.name, version)
 
 
 def target_repository(registry: str, image: str) -> Repository:

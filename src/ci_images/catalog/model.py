@@ -9,6 +9,8 @@ from pathlib import Path
 from ci_images.catalog.refs import Repository
 from ci_images.catalog.updates import NO_FILTER, UpdateFilter
 
+DEFAULT_VARIANT = "plain"  # the variant every image has: the image itself, with no tag suffix
+
 # ``platforms: all`` in the catalog: every platform upstream publishes (mirrors only). The model says it with an empty
 # tuple, so "all" can never be mistaken for a platform name further down.
 ALL_PLATFORMS_WORD = "all"

@@ -22,58 +22,20 @@ import docker.errors
 import docker.utils
 import requests
 
+from ci_images.engine.failures import engine_fix, is_transient, pull_error
+from ci_images.engine.platforms import binfmt_enabled, kernel_arch, oci_arch, same_os_arch
 from ci_images.engine.service import LOOPBACK, RunningService, free_loopback_port
-from ci_images.errors import BuildError, CiImagesError, EngineError, RateLimitError, RegistryError
+from ci_images.errors import BuildError, EngineError
 from ci_images.log import log
 from ci_images.retry import RetryPolicy
 
 CONTAINER_PREFIX = "ci-images-smoke-"
 # Lets anyone sharing the engine find (and clean up) what a crashed run left behind.
 CONTAINER_LABEL = "io.github.getsops.ci-images.smoke"  # value: the id of the run that started the container
-BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BUILD_LOG_TAIL = 30
 # A build has no natural upper bound on quiet periods (a RUN step under QEMU can print nothing for minutes), so the
 # HTTP read timeout is long but still finite.
 BUILD_TIMEOUT_S = 3600
-
-# docker/OCI architecture names <-> kernel (uname -m / QEMU binfmt) names.
-_KERNEL_ARCH = {
-    "amd64": "x86_64",
-    "arm64": "aarch64",
-    "arm": "arm",
-    "386": "i386",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
-_OCI_ARCH = {kernel: oci for oci, kernel in _KERNEL_ARCH.items()} | {"armv7l": "arm", "i686": "386"}
-
-
-def oci_arch(kernel_arch: str) -> str:
-    """``x86_64`` -> ``amd64``: the engine reports the kernel's name, images and platforms use the OCI name."""
-    return _OCI_ARCH.get(kernel_arch, kernel_arch)
-
-
-def kernel_arch(platform: str) -> str:
-    """``linux/arm64`` -> ``aarch64``: the name QEMU's binfmt handler is registered under."""
-    parts = platform.split("/")
-    if len(parts) < 2 or parts[0] != "linux" or not parts[1]:
-        raise EngineError(f"unsupported platform {platform!r}", fix="use the form linux/<arch>[/<variant>]")
-    return _KERNEL_ARCH.get(parts[1], parts[1])
-
-
-def binfmt_enabled(arch: str, binfmt_dir: Path = BINFMT_DIR) -> bool:
-    """True when a QEMU handler for ``arch`` (kernel name) is registered and enabled, globally and by itself."""
-    handler = binfmt_dir / f"qemu-{arch}"
-    status = binfmt_dir / "status"
-    try:
-        handler_text = handler.read_text(encoding="ascii")
-        # The global switch is absent when binfmt_misc is mounted without it (some containers): treat as on.
-        global_on = not status.exists() or status.read_text(encoding="ascii").strip() == "enabled"
-    except OSError:
-        return False
-    first_line = handler_text.splitlines()[0].strip() if handler_text else ""
-    return global_on and first_line == "enabled"
 
 
 def _missing_engine_socket(env: Mapping[str, str]) -> str | None:
@@ -97,63 +59,6 @@ def _release_failed_connection(exc: BaseException) -> None:
             seen = seen.__cause__ or seen.__context__
 
 
-def _same_os_arch(a: str, b: str) -> bool:
-    """``linux/arm64/v8`` and ``linux/arm64`` name the same platform for our purposes."""
-    return a.split("/")[:2] == b.split("/")[:2]
-
-
-# What the engine says when a registry is briefly unable, or a transfer was cut short: worth another try. Refusals
-# (unauthorized, denied, not found) are final.
-_TRANSIENT = (
-    "toomanyrequests",
-    "too many requests",
-    "429",
-    "500 internal",
-    "502",
-    "503",
-    "504",
-    "bad gateway",
-    "service unavailable",
-    "gateway timeout",
-    "internal server error",
-    "connection reset",
-    "broken pipe",
-    "unexpected eof",
-    "eof",
-    "timeout",
-    "timed out",
-    "connection refused",
-    "verification failed",  # a truncated blob does not match its digest
-)
-
-
-def is_transient(failure: str) -> bool:
-    """True when the engine's pull error is one a retry can get past."""
-    lowered = failure.lower()
-    if any(word in lowered for word in ("unauthorized", "denied", "not found", "manifest unknown")):
-        return False
-    return any(word in lowered for word in _TRANSIENT)
-
-
-def _pull_error(ref: str, platform: str, failure: str) -> CiImagesError:
-    text = f"pull of {ref} ({platform}) failed: {failure}"
-    lowered = failure.lower()
-    if "toomanyrequests" in lowered or "rate limit" in lowered:
-        return RateLimitError(
-            text, fix="wait for the pull quota to refill, or authenticate (CI_IMAGES_UPSTREAM_USER)"
-        )
-    if any(word in lowered for word in ("unauthorized", "denied", "not found", "manifest unknown")):
-        return RegistryError(text, fix="check the reference, the platform and the upstream credentials")
-    return EngineError(text, fix="check that the engine reaches the registry (and trusts its certificate)")
-
-
-def _engine_fix() -> str:
-    return (
-        "start a Docker engine (e.g. `dockerd --bridge=none --iptables=false &` as root) "
-        "or point DOCKER_HOST at one that answers `docker info`"
-    )
-
-
 class Engine:
     """Builds, inspects, saves and runs images on one Docker engine."""
 
@@ -169,14 +74,14 @@ class Engine:
         missing = _missing_engine_socket(os.environ)
         if missing:
             # Checked up front: the SDK leaks its socket when connecting to nothing (a ResourceWarning later).
-            raise EngineError(f"no Docker engine: {missing} does not exist", fix=_engine_fix())
+            raise EngineError(f"no Docker engine: {missing} does not exist", fix=engine_fix())
         try:
             client = docker.from_env()
             client.ping()
             has_bridge = bool(client.networks.list(names=["bridge"]))
         except (docker.errors.DockerException, requests.RequestException) as exc:
             _release_failed_connection(exc)
-            raise EngineError(f"no Docker engine answers: {exc}", fix=_engine_fix()) from exc
+            raise EngineError(f"no Docker engine answers: {exc}", fix=engine_fix()) from exc
         # Without a bridge network containers cannot get their own network namespace with connectivity:
         # share the host's instead (traffic stays on loopback).
         return cls(client, network_mode=None if has_bridge else "host")
@@ -287,7 +192,7 @@ class Engine:
         except docker.errors.ImageNotFound:
             return False
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"engine could not inspect {ref}: {exc}", fix=_engine_fix()) from exc
+            raise EngineError(f"engine could not inspect {ref}: {exc}", fix=engine_fix()) from exc
         return True
 
     def pull(self, ref: str, *, platform: str, auth: Mapping[str, str] | None = None) -> None:
@@ -297,7 +202,7 @@ class Engine:
         A digest reference already present for this platform is not pulled again: its content cannot have changed,
         and every upstream pull counts against the registry's rate limit.
         """
-        if "@sha256:" in ref and self.has_image(ref) and _same_os_arch(self.image_platform(ref), platform):
+        if "@sha256:" in ref and self.has_image(ref) and same_os_arch(self.image_platform(ref), platform):
             log.debug(f"pull {ref} ({platform}): already present")
             return
         started = time.monotonic()
@@ -311,7 +216,7 @@ class Engine:
                 self.retry.next_wait(attempt, time.monotonic() - started) if is_transient(failure) else None
             )
             if wait is None:
-                raise _pull_error(
+                raise pull_error(
                     ref, platform, failure if attempt == 1 else f"{failure} (after {attempt} attempts)"
                 )
             log.warning(
@@ -338,7 +243,7 @@ class Engine:
         except docker.errors.APIError as exc:
             failure = str(exc.explanation or exc)
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"engine could not pull {ref}: {exc}", fix=_engine_fix()) from exc
+            raise EngineError(f"engine could not pull {ref}: {exc}", fix=engine_fix()) from exc
         return failure
 
     def tag(self, image: str, ref: str) -> None:
@@ -381,7 +286,7 @@ class Engine:
         except docker.errors.ImageNotFound:
             return
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"engine could not remove image {image}: {exc}", fix=_engine_fix()) from exc
+            raise EngineError(f"engine could not remove image {image}: {exc}", fix=engine_fix()) from exc
 
     # -- containers --------------------------------------------------------------------------------------------
 
@@ -526,4 +431,4 @@ class Engine:
                 fix="check the image reference and platform against what the engine holds (`docker image ls`)",
             ) from exc
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"engine could not {what}: {exc}", fix=_engine_fix()) from exc
+            raise EngineError(f"engine could not {what}: {exc}", fix=engine_fix()) from exc

@@ -19,10 +19,10 @@ import requests
 
 from ci_images import proc
 from ci_images.cache import cache_home
+from ci_images.engine.platforms import BINFMT_DIR
 from ci_images.errors import CommandError, EngineError
 from ci_images.log import log
 
-BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 START_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 25
 # The started dockerd outlives this process on purpose; its handle is kept so it is not collected while running.

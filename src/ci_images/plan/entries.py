@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ci_images.catalog import tags as tag_rules
-from ci_images.catalog.load import DEFAULT_VARIANT, target_repository
-from ci_images.catalog.model import ALL_PLATFORMS_WORD, Catalog
+from ci_images.catalog.load import target_repository
+from ci_images.catalog.model import ALL_PLATFORMS_WORD, DEFAULT_VARIANT, Catalog
 from ci_images.catalog.refs import Repository, apply_mirror
 from ci_images.errors import UsageError
 
