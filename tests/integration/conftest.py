@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from ci_images.lab.lab import Lab, ensure_standin, lab_down, lab_up
 from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Every upstream version images.yaml names (the tests may publish any of them), plus local-kms 3.11.0: upstream
 # pushed it as one amd64 image (its workflow: `docker build` + `docker push`, no buildx), so the lab does too and the
 # catalog's per-version platforms are exercised against a real single-platform manifest.
@@ -95,3 +97,24 @@ def standin_images(lab_engine: Engine) -> dict[str, str]:
         repo: ensure_standin(lab_engine, repo, version, platform)
         for repo, version in STANDIN_VERSIONS.items()
     }
+
+
+# The smallest real entry: vault, one version, one native platform. For tests about the pipeline itself (faults,
+# interrupts, signing), where one quick build, smoke test and push is enough.
+VAULT_ONLY = """\
+platforms: [linux/amd64]
+images:
+  vault:
+    source: docker.io/hashicorp/vault
+    versions: ["2.0.0"]
+    build: images/vault
+    smoke: vault
+"""
+
+
+def vault_catalog(root: Path, header: str = "") -> Path:
+    """A catalog of VAULT_ONLY in ``root`` (with ``header`` lines first), next to a copy of images/vault."""
+    shutil.copytree(REPO_ROOT / "images" / "vault", root / "images" / "vault", dirs_exist_ok=True)
+    path = root / "images.yaml"
+    path.write_text(header + VAULT_ONLY, encoding="utf-8")
+    return path

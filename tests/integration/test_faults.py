@@ -19,20 +19,12 @@ from ci_images.options import PUSH, Options, parse
 from ci_images.registry.client import Credentials, RegistryClient
 from ci_images.run.report import Result
 
+from .conftest import vault_catalog
 from .proxy import RESET, TOO_MANY, TRUNCATE, Fault, Request, fault_proxy, first, slow
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CATALOG = """\
-platforms: [linux/amd64]
-images:
-  vault:
-    source: docker.io/hashicorp/vault
-    versions: ["2.0.0"]
-    build: images/vault
-    smoke: vault
-"""
 Rule = Callable[[Request], Fault | None]
 
 
@@ -74,10 +66,7 @@ TARGET_FAULTS: dict[str, tuple[Rule, dict[str, str]]] = {
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Path:
-    shutil.copytree(REPO_ROOT / "images" / "vault", tmp_path / "images" / "vault")
-    path = tmp_path / "images.yaml"
-    path.write_text(CATALOG, encoding="utf-8")
-    return path
+    return vault_catalog(tmp_path)
 
 
 def options(lab: Any, catalog: Path, **given: Any) -> Options:

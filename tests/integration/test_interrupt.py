@@ -4,7 +4,6 @@ subprocess, signalled while it builds, smoke-tests or uploads; two pushes at onc
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,27 +21,15 @@ from ci_images.lab.standins import IMAGE_PREFIX, prune_stale_standins, standin_r
 from ci_images.registry.client import Credentials, RegistryClient
 from tests.doors import MAIN, clean_env, run_door
 
+from .conftest import vault_catalog
 from .proxy import fault_proxy, first, slow
 
 pytestmark = pytest.mark.integration
 
-CATALOG = """\
-platforms: [linux/amd64]
-images:
-  vault:
-    source: docker.io/hashicorp/vault
-    versions: ["2.0.0"]
-    build: images/vault
-    smoke: vault
-"""
-
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Path:
-    shutil.copytree(MAIN / "images" / "vault", tmp_path / "images" / "vault")
-    path = tmp_path / "images.yaml"
-    path.write_text(CATALOG, encoding="utf-8")
-    return path
+    return vault_catalog(tmp_path)
 
 
 def push_argv(catalog: Path, registry: str, *extra: str) -> list[str]:
@@ -108,8 +95,17 @@ def wait_for(lines: list[str], phrase: str, process: subprocess.Popen[str], time
     pytest.fail(f"never saw {phrase!r}; output:\n" + "\n".join(lines[-40:]))
 
 
+def wait_until(ready: Any, process: subprocess.Popen[str], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if ready():
+            return
+        time.sleep(0.02)
+    pytest.fail("the run never reached the state the test waits for")
+
+
 SLOW_UPLOADS = first(10_000, slow(3), lambda r: r.method == "PUT" and "/blobs/uploads/" in r.path)
-# The smoke stage runs arm64 under QEMU: its probe takes long enough to be interrupted in the middle.
+# The smoke stage runs arm64 under QEMU, whose probe takes seconds; the signal goes as soon as its container exists.
 STAGES = [
     ("building", signal.SIGTERM, "building linux/amd64", None, "linux/amd64"),
     ("smoke test", signal.SIGINT, "smoke test 'vault' on linux/arm64", None, "linux/arm64"),
@@ -137,7 +133,10 @@ def test_an_interrupt_stops_cleanly_and_the_next_run_completes(
         argv = push_argv(catalog, f"{proxy}/{path}", "--plain-http", "--platform", platform)
         with running(argv, env) as (process, lines):
             wait_for(lines, phrase, process)
-            time.sleep(3 if stage == "smoke test" else 0.1)  # into the step, not before it
+            if stage == "smoke test":  # signal while the service container runs, whatever the machine's speed
+                wait_until(lambda: bool(our_containers(engine) - before), process)
+            else:
+                time.sleep(0.1)  # into the step, not before it
             process.send_signal(signum)
             code = process.wait(timeout=180)
     assert code == 128 + signum, "\n".join(lines[-30:])
@@ -165,21 +164,16 @@ def test_two_pushes_at_once_take_turns_and_agree_with_the_registry(
     path = f"together/{catalog.parent.name[-10:].lower().replace('_', '-')}"
     env = clean_env(**lab.env(), CI="true", PYTHONUNBUFFERED="1")
     argv = push_argv(catalog, f"{lab.target.host}/{path}", "--json", "-")
-    first_run = subprocess.Popen(
-        [sys.executable, "-m", "ci_images", *argv],
-        cwd=MAIN,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    second_run = subprocess.Popen(
-        [sys.executable, "-m", "ci_images", *argv],
-        cwd=MAIN,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    first_run, second_run = (
+        subprocess.Popen(
+            [sys.executable, "-m", "ci_images", *argv],
+            cwd=MAIN,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
     )
     outcomes = [run.communicate(timeout=600) for run in (first_run, second_run)]
     assert [first_run.returncode, second_run.returncode] == [0, 0], outcomes

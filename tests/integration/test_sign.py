@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -31,6 +30,8 @@ from ci_images.errors import SigningError
 from ci_images.options import PUSH, SIGN, VERIFY, parse
 from ci_images.run.report import Result
 from tests.doors import clean_env, run_door
+
+from .conftest import vault_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -62,23 +63,7 @@ class Signed:
 
 
 def _catalog(root: Path, lab: Any) -> Path:
-    shutil.copytree(REPO_ROOT / "images" / "vault", root / "images" / "vault", dirs_exist_ok=True)
-    catalog = root / "images.yaml"
-    catalog.write_text(
-        f"""
-registry: {lab.target.host}/{PATH}
-upstream_mirror: {lab.upstream.host}
-platforms: [linux/amd64]
-images:
-  vault:
-    source: docker.io/hashicorp/vault
-    versions: ["2.0.0"]
-    build: images/vault
-    smoke: vault
-""",
-        encoding="utf-8",
-    )
-    return catalog
+    return vault_catalog(root, f"registry: {lab.target.host}/{PATH}\nupstream_mirror: {lab.upstream.host}\n")
 
 
 def _options(signed: Signed, command: str, **given: Any) -> Any:
