@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from ci_images.cache import cache_home, machine_lock
 from ci_images.catalog.model import Catalog
-from ci_images.errors import UsageError
 from ci_images.log import log
 from ci_images.options import Options
 from ci_images.plan.decide import Decision, TargetState
@@ -245,12 +244,12 @@ def registry_down(options: Options) -> bool:
     """Stop the embedded local registry (its data stays in the cache folder)."""
     from ci_images.loopback.local import stop_local_registry
 
-    local = local_address(options.registry or "local")
-    if local is None:
-        raise UsageError(
-            f"--registry {options.registry}: registry-down stops only the embedded local registry",
-            fix="give local or local:PORT",
-        )
+    chosen = options.registry
+    if chosen is None:  # a CI_IMAGES_REGISTRY naming another registry (as `lab-up` exports) is not this one's
+        from_env = options.env.get("CI_IMAGES_REGISTRY", "").strip()
+        chosen = from_env if local_address(from_env, "CI_IMAGES_REGISTRY") else "local"
+    local = local_address(chosen)
+    assert local is not None  # the option's converter takes only local[:PORT]
     stopped = stop_local_registry(cache_home(options.env), local[1])
     log.info(f"stopped the local registry on port {local[1]}" if stopped else "no local registry was running")
     return stopped

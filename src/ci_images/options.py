@@ -22,6 +22,7 @@ from ci_images.values import (
     folder,
     globs,
     key_ref,
+    local_registry,
     mirror,
     output_path,
     platform_list,
@@ -142,11 +143,19 @@ OPTIONS: tuple[Option, ...] = (
         "registry",
         "target prefix HOST[:PORT]/PATH, e.g. ghcr.io/OWNER/REPO; local[:PORT] is an embedded registry on "
         "127.0.0.1 (port 5000 unless given), started on demand",
-        _TARGET_COMMANDS | {REGISTRY_DOWN},
+        _TARGET_COMMANDS,
         metavar="REGISTRY",
         env="CI_IMAGES_REGISTRY",
         convert=registry,
         default="the catalog's registry",
+    ),
+    Option(  # registry-down: only the embedded registry; CI_IMAGES_REGISTRY is read in app when it names one
+        "registry",
+        "the embedded registry to stop: local or local:PORT (default: CI_IMAGES_REGISTRY when it is local[:PORT], "
+        "else local)",
+        frozenset({REGISTRY_DOWN}),
+        metavar="local[:PORT]",
+        convert=local_registry,
     ),
     Option(
         "plain-http",

@@ -71,22 +71,23 @@ def platform_list(value: str, where: str) -> list[str]:
     return platforms
 
 
-def local_address(value: str) -> tuple[str, int] | None:
+def local_address(value: str, where: str = "--registry") -> tuple[str, int] | None:
     """``local`` -> (127.0.0.1, 5000), ``local:5050`` -> (127.0.0.1, 5050); None for any other registry."""
     name, _, port = value.partition(":")
     if name != LOCAL:
         return None
     if not port:
         return LOCAL_HOST, LOCAL_PORT
-    number = whole_number(port, "the local registry's port", minimum=1)
-    if number > 65535:
-        raise UsageError(f"local:{port}: no such port", fix="use local:PORT with a port from 1024 to 65535")
-    return LOCAL_HOST, number
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise bad_value(
+            where, value, "no such port", "write local, or local:PORT with a port from 1024 to 65535"
+        )
+    return LOCAL_HOST, int(port)
 
 
 def registry(value: str, where: str) -> str:
     value = text(value, where).strip().rstrip("/")
-    if local_address(value) is not None:
+    if local_address(value, where) is not None:
         return value
     try:
         parse_repository(f"{value}/probe")
@@ -100,6 +101,19 @@ def registry(value: str, where: str) -> str:
     if "/" not in value:
         raise bad_value(
             where, value, "names a host without a path", "write HOST[:PORT]/PATH, e.g. ghcr.io/OWNER/REPO"
+        )
+    return value
+
+
+def local_registry(value: str, where: str) -> str:
+    """``local`` or ``local:PORT``: the embedded registry, the only one registry-down stops."""
+    value = text(value, where).strip()
+    if local_address(value, where) is None:
+        raise bad_value(
+            where,
+            value,
+            "is not the embedded local registry",
+            "give local or local:PORT (registry-down stops only that one)",
         )
     return value
 

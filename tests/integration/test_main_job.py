@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from ci_images import app
 from ci_images.catalog.load import load_catalog
@@ -88,6 +89,12 @@ def test_main_job_pushes_to_the_embedded_local_registry(lab: Any, tmp_path: Path
         lock = tmp_path / "cache" / "ci-images" / "local-registry" / str(port) / "images.lock.json"
         assert records[0]["tags"][0] in json.loads(lock.read_text())["images"]
         assert lab.target.password not in result.stdout + result.stderr
+        # `invoke registry-down` stops it; CI_IMAGES_REGISTRY=local:PORT names the port as --registry would.
+        down = run_door("invoke", ["registry-down"], {**env, "CI_IMAGES_REGISTRY": f"local:{port}"})
+        assert down.returncode == 0, down.stderr
+        assert f"stopped the local registry on port {port}" in down.stderr
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/v2/", timeout=5)
     finally:
         stop_local_registry(tmp_path / "cache" / "ci-images", port)
 

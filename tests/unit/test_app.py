@@ -52,7 +52,7 @@ def test_local_registry_keeps_the_catalogs_path_and_takes_a_port() -> None:
     other = wiring.target(parse(PUSH, {"registry": "local:5057"}, {}), CATALOG, start_local=False)
     assert other.prefix == "127.0.0.1:5057/getsops/ci-container-images"
     assert other.local_port == 5057
-    with pytest.raises(UsageError, match="whole number"):
+    with pytest.raises(UsageError, match="--registry 'local:x': no such port"):
         parse(PUSH, {"registry": "local:x"}, {})
 
 

@@ -194,6 +194,11 @@ CASES = [
     Case("an empty registry", argv=("--registry", ""), says="--registry '': must not be empty"),
     Case("a registry without a path", argv=("--registry", "ghcr.io"), says="names a host without a path"),
     Case(
+        "a local registry on no port",
+        argv=("--registry", "local:99999"),
+        says="--registry 'local:99999': no such",
+    ),
+    Case(
         "plain HTTP to a real registry", argv=("--registry", "ghcr.io/a/b", "--plain-http"), says="loopback"
     ),
     Case("an empty catalog path", argv=("--catalog", ""), says="--catalog '': must not be empty"),
@@ -206,6 +211,11 @@ CASES = [
         says="CI_IMAGES_PLAIN_HTTP 'maybe'",
     ),
     Case("user without password", env=(("CI_IMAGES_REGISTRY_USER", "me"),), says="must be set together"),
+    Case(
+        "a local registry port that is not one",
+        env=(("CI_IMAGES_REGISTRY", "local:abc"),),
+        says="CI_IMAGES_REGISTRY 'local:abc': no such port",
+    ),
     Case(
         "plain-HTTP mirror not on loopback",
         env=(("CI_IMAGES_UPSTREAM_MIRROR", "http://mirror.example.com"),),

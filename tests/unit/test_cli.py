@@ -166,3 +166,24 @@ def test_main_registry_option_overrides_catalog(
     assert rows[0]["tags"][0] == "ghcr.io/from/option/tool:1.0.0"
     assert cli.main(["list", "--json", "--catalog", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)[0]["tags"][0] == "ghcr.io/from/env/tool:1.0.0"
+
+
+@pytest.mark.parametrize("door", ["invoke", "module"])
+def test_registry_down_ignores_a_target_registry_from_the_environment(door: str, tmp_path: Path) -> None:
+    """After `eval "$(invoke lab-up)"` CI_IMAGES_REGISTRY names the lab's target: registry-down still means `local`."""
+    env = clean_env(CI_IMAGES_REGISTRY="127.0.0.1:5999/ci", XDG_CACHE_HOME=str(tmp_path))
+    proc = run_door(door, ["registry-down"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "no local registry was running" in proc.stderr
+
+
+@pytest.mark.parametrize("door", ["invoke", "module"])
+def test_registry_down_refuses_a_registry_it_cannot_stop(door: str, tmp_path: Path) -> None:
+    proc = run_door(
+        door, ["registry-down", "--registry", "ghcr.io/a/b"], clean_env(XDG_CACHE_HOME=str(tmp_path))
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "error: --registry 'ghcr.io/a/b': is not the embedded local registry; "
+        "fix: give local or local:PORT (registry-down stops only that one)"
+    )
