@@ -187,7 +187,10 @@ def _push_images(options: Options, signer: Signer | None) -> list[report.Result]
             log.info(f"dry run: would sign what the tags point to ({signer.mode}: {signer.signer})")
         settings = run_settings_for(options, catalog, publish=True)
         results = execute(ctx, decisions, settings, publisher, None if options.dry_run else signer)
-        if not options.dry_run:
+        if options.dry_run:
+            modes = {d.entry.key: d.entry.mode for d in decisions}
+            results = [_dry_run_note(r, modes.get(r.key)) for r in results]
+        else:
             lock = lock_file(options, catalog)
             lockfile.update_lock(lock, results)
             log.info(f"lock file: {lock}")
@@ -195,6 +198,22 @@ def _push_images(options: Options, signer: Signer | None) -> list[report.Result]
         ctx.close()
     finish(results, ctx, options, title="ci-images: push")
     return results
+
+
+def _dry_run_note(result: report.Result, mode: str | None) -> report.Result:
+    """A dry run's result is marked as one; what would have changed the target says that nothing was pushed."""
+    if result.action not in report.CHANGING_ACTIONS:
+        return replace(result, dry_run=True)
+    done = {
+        "retagged": "tags not moved",
+        "mirrored": "nothing copied",
+    }.get(
+        result.action,
+        "upstream's images pulled and smoke-tested, nothing copied"
+        if mode == "mirror"
+        else "built and smoke-tested, nothing pushed",
+    )
+    return replace(result, dry_run=True, reason=f"{result.reason}; dry run: {done}")
 
 
 def write_lock_only(options: Options) -> Path:

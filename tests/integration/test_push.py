@@ -16,6 +16,7 @@ from ci_images.options import BUILD, PUSH, Options, parse
 from ci_images.registry import oci
 from ci_images.registry.client import Credentials, RegistryClient
 from ci_images.registry.push import push_engine_image
+from ci_images.run import report
 from ci_images.run.report import Result
 from tests.doors import clean_env, run_door
 
@@ -320,6 +321,31 @@ def test_mirror_mode_copies_smoke_tested_upstream_images(lab: Any, tmp_path: Pat
     }
     again = app.push_images(options(catalog, lab, images=["kms-mirror"]))
     assert [r.action for r in again] == ["skipped"]
+
+
+def test_a_dry_run_builds_and_smoke_tests_but_writes_nothing(lab: Any, tmp_path: Path) -> None:
+    """--dry-run: builds and mirrors are smoke-tested as for real; the target gets no write and no lock file."""
+    repo = f"kms-dry-{secrets.token_hex(3)}"
+    extra = f"""  {repo}:
+    source: docker.io/nsmithuk/local-kms
+    versions: ["3.12.0"]
+    smoke: kms
+"""
+    catalog = write_catalog(tmp_path, lab, extra_images=extra)
+    target_before = len(lab.target.requests())
+    results = app.push_images(
+        options(catalog, lab, images=["vault", repo], platform=["linux/amd64"], dry_run=True)
+    )
+    by_key = {r.key: r for r in results}
+    built, mirror = by_key["vault/plain/2.0.0"], by_key[f"{repo}/plain/3.12.0"]
+    assert (built.action, built.digest, built.smoked, built.dry_run) == ("built", None, ["linux/amd64"], True)
+    assert built.reason.endswith("; dry run: built and smoke-tested, nothing pushed")
+    assert (mirror.action, mirror.smoked) == ("built", ["linux/amd64"])
+    assert mirror.reason.endswith("; dry run: upstream's images pulled and smoke-tested, nothing copied")
+    assert mirror.as_record()["dry_run"] is True
+    assert counts(lab.target.requests()[target_before:])["writes"] == 0
+    assert not (tmp_path / "images.lock.json").exists()
+    assert report.digests_output(results) == {}
 
 
 def lab_can_run_arm64() -> bool:

@@ -359,3 +359,15 @@ def test_short_values_are_not_registered_as_secrets(secrets: set[str]) -> None:
     add_secret(None)
     add_secret("")
     assert secrets == set()
+
+
+def test_a_dry_run_or_build_only_changes_nothing_in_the_step_outputs(tmp_path: Path) -> None:
+    """`changed` and `digests` speak of the target: a dry run's retag and a build without a push left it as it was."""
+    logger, _, output, _ = github_logger(tmp_path)
+    dry = [replace(result(action="retagged"), dry_run=True), result("3.11.7", digest=None, tags=("3.11.7",))]
+    publish_github(dry, logger, title="dry", ratelimit_remaining=None)
+    outputs = parse_outputs(output.read_text(encoding="utf-8"))
+    assert (outputs["changed"], json.loads(outputs["digests"])) == ("false", {})
+    publish_github([result(action="retagged")], logger, title="real", ratelimit_remaining=None)
+    outputs = parse_outputs(output.read_text(encoding="utf-8"))
+    assert outputs["changed"] == "true" and json.loads(outputs["digests"])

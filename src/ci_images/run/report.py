@@ -45,6 +45,7 @@ class Result:
         None  # how the digest is signed after this run (push-images with a signer)
     )
     copy: Mapping[str, Any] | None = None  # a mirror's copy: exact or not, upstream's digest, what moved
+    dry_run: bool = False  # push-images --dry-run: built and smoke-tested, the target left as it was
 
     @classmethod
     def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
@@ -101,6 +102,7 @@ class Result:
             "tags_not_moved": list(self.tags_not_moved),
             "signature": self.signature.as_record() if self.signature else None,
             "copy": dict(self.copy) if self.copy is not None else None,
+            "dry_run": self.dry_run,
         }
 
     @property
@@ -193,7 +195,7 @@ def write_json(path: Path, results: Sequence[Result]) -> None:
 def digests_output(results: Sequence[Result]) -> dict[str, str]:
     out: dict[str, str] = {}
     for r in results:
-        if r.digest and r.action in HELD_ACTIONS:
+        if r.digest and r.action in HELD_ACTIONS and not r.dry_run:
             for tag in r.tags:
                 out[tag] = r.digest
     return out
@@ -204,7 +206,9 @@ def publish_github(
 ) -> None:
     logger.step_summary(markdown_summary(results, title=title, ratelimit_remaining=ratelimit_remaining))
     logger.set_output("digests", json.dumps(digests_output(results), sort_keys=True))
-    logger.set_output("changed", "true" if any(r.action in CHANGING_ACTIONS for r in results) else "false")
+    # The target changed: a tag now points elsewhere (not so after a dry run, or build-images, which has no digest).
+    changed = any(r.action in CHANGING_ACTIONS and r.digest and not r.dry_run for r in results)
+    logger.set_output("changed", "true" if changed else "false")
 
 
 def atomic_write(path: Path, text: str) -> None:
