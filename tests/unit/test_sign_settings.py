@@ -12,8 +12,8 @@ from ci_images.options import PUSH, SIGN, VERIFY, parse
 from ci_images.run import lockfile
 from ci_images.run.report import Result, markdown_summary, table_rows
 from ci_images.run.signatures import configured_signer, configured_verifier, source_repository
-from ci_images.sign import keys
-from ci_images.sign.signer import KeySigner, KeyVerifier, SignOutcome
+from ci_images.sign import keyless, keys
+from ci_images.sign.signer import KeylessSigner, KeySigner, KeyVerifier, SignOutcome
 
 URL = "https://github.com/getsops/ci-container-images"
 
@@ -60,6 +60,33 @@ def test_keyless_identity_is_this_repository_in_actions_else_the_default() -> No
     assert source_repository({}, URL) == ("https://github.com", "getsops/ci-container-images")
     env = {"GITHUB_REPOSITORY": "me/fork", "GITHUB_SERVER_URL": "https://github.example"}
     assert source_repository(env, URL) == ("https://github.example", "me/fork")
+
+
+def test_a_reusable_workflow_signs_and_verifies_as_the_repository_of_its_own_file(tmp_path: Path) -> None:
+    """Called from someorg/app, build-images.yml's certificate names getsops/ci-container-images' workflow file."""
+    cosign = tmp_path / "cosign"
+    cosign.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    cosign.chmod(0o755)
+    env = {
+        "PATH": str(tmp_path),
+        "ACTIONS_ID_TOKEN_REQUEST_URL": "u",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t",
+        "GITHUB_REPOSITORY": "someorg/app",
+        "GITHUB_WORKFLOW_REF": "someorg/app/.github/workflows/images.yml@refs/heads/main",
+        "CI_IMAGES_SIGN_REPOSITORY": "getsops/ci-container-images",
+    }
+    called = configured_signer(None, True, env, default_url=URL)
+    assert isinstance(called, KeylessSigner)
+    assert called.regexp == keyless.identity_regexp("getsops/ci-container-images")
+    assert called.signer == called.regexp  # the called file's ref is not in the environment
+    own_ref = "getsops/ci-container-images/.github/workflows/ci-images.yml@refs/heads/main"
+    own = {**env, "GITHUB_REPOSITORY": "getsops/ci-container-images", "GITHUB_WORKFLOW_REF": own_ref}
+    in_own_repository = configured_signer(None, True, own, default_url=URL)
+    assert isinstance(in_own_repository, KeylessSigner)
+    assert in_own_repository.signer == f"https://github.com/{own_ref}"
+    assert in_own_repository.regexp == called.regexp
+    without = {k: v for k, v in env.items() if k != "CI_IMAGES_SIGN_REPOSITORY"}
+    assert source_repository(without, URL) == ("https://github.com", "someorg/app")
 
 
 def _result(digest: str, *, action: str = "built", signature: SignOutcome | None = None) -> Result:

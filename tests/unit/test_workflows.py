@@ -274,6 +274,9 @@ def test_the_reusable_workflow_runs_the_tool_at_its_own_commit() -> None:
     """Not the caller's checkout nor a branch of this repository: the commit the caller's `uses:` resolved to."""
     text = workflows()["build-images.yml"]
     assert "repository: ${{ job.workflow_repository }}" in text and "ref: ${{ job.workflow_sha }}" in text
+    # Keyless certificates name the called workflow: the tool must sign and verify as this repository.
+    (step,) = [s for s in load(text)["jobs"]["images"]["steps"] if s.get("name") == "nox -s ci-images"]
+    assert step["env"]["CI_IMAGES_SIGN_REPOSITORY"] == "${{ job.workflow_repository }}"
     assert set(load(text)["on"]) == {"workflow_call"}
     assert set(load(text)["on"]["workflow_call"]["inputs"]) == {
         "catalog",

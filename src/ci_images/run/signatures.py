@@ -187,9 +187,11 @@ def _table(checks: Sequence[TagCheck], logger: Logger) -> None:
 
 
 def source_repository(env: Mapping[str, str], default_url: str) -> tuple[str, str]:
-    """(server, OWNER/NAME) of the repository whose workflows sign keylessly: this one in Actions, else the default."""
-    if env.get("GITHUB_REPOSITORY"):
-        return env.get("GITHUB_SERVER_URL", keyless.DEFAULT_SERVER), env["GITHUB_REPOSITORY"]
+    """(server, OWNER/NAME) of the repository whose workflows sign keylessly: in Actions the signing workflow's own
+    (keyless.signing_repository), else the default."""
+    repository = keyless.signing_repository(env)
+    if repository:
+        return env.get("GITHUB_SERVER_URL", keyless.DEFAULT_SERVER), repository
     scheme, _, rest = default_url.partition("://")
     host, _, path = rest.partition("/")
     return f"{scheme}://{host}", path.strip("/")

@@ -27,6 +27,7 @@ DEFAULT_SERVER = "https://github.com"
 # The runner sets both when the job has `permissions: id-token: write`; cosign reads them itself.
 OIDC_VARIABLES = ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
 TIMEOUT = 300.0
+SIGN_REPOSITORY = "CI_IMAGES_SIGN_REPOSITORY"
 
 
 def _regexp_literal(text: str) -> str:
@@ -40,10 +41,20 @@ def identity_regexp(repository: str, server: str = DEFAULT_SERVER) -> str:
     return f"^{_regexp_literal(server.rstrip('/'))}/{_regexp_literal(repository)}/\\.github/workflows/"
 
 
+def signing_repository(env: Mapping[str, str]) -> str | None:
+    """OWNER/NAME of the repository whose workflow file signs: CI_IMAGES_SIGN_REPOSITORY (a reusable workflow sets
+    it to ``job.workflow_repository``, its own repository), else GITHUB_REPOSITORY (None outside Actions)."""
+    return env.get(SIGN_REPOSITORY, "").strip() or env.get("GITHUB_REPOSITORY") or None
+
+
 def workflow_identity(env: Mapping[str, str]) -> str | None:
-    """The identity this run's keyless signatures carry: SERVER/GITHUB_WORKFLOW_REF (None outside Actions)."""
+    """The identity this run's keyless signatures carry: SERVER/GITHUB_WORKFLOW_REF (None outside Actions).
+
+    Fulcio names the workflow file that runs the job. In a reusable workflow that is the called file, in another
+    repository than GITHUB_WORKFLOW_REF's (the caller's), and its ref is not in the environment: None then, and the
+    identity is known only as "a workflow of the signing repository" until a certificate says which."""
     ref = env.get("GITHUB_WORKFLOW_REF")
-    if not ref:
+    if not ref or signing_repository(env) != env.get("GITHUB_REPOSITORY"):
         return None
     return f"{env.get('GITHUB_SERVER_URL', DEFAULT_SERVER).rstrip('/')}/{ref}"
 
