@@ -135,6 +135,26 @@ def pull_request_problems(files: Mapping[str, str]) -> list[str]:
     return problems
 
 
+RUNS_AFTER_A_FAILURE = re.compile(r"!\s*cancelled\(\)|always\(\)|failure\(\)")
+
+
+def skipped_with_a_failed_ancestor(files: Mapping[str, str]) -> list[str]:
+    """A job that runs after a failed or skipped ancestor (``if: !cancelled()`` and the like) is there to run then;
+    a job needing it without an ``if`` of its own is skipped all the same (GitHub's implicit ``success()`` looks at
+    every ancestor), so whatever it delivers is lost exactly when it is needed."""
+    problems = []
+    for name, text in files.items():
+        jobs = load(text).get("jobs", {})
+        for job_name, job in jobs.items():
+            needs = job.get("needs", [])
+            for need in [needs] if isinstance(needs, str) else needs:
+                if "if" not in job and RUNS_AFTER_A_FAILURE.search(str(jobs.get(need, {}).get("if", ""))):
+                    problems.append(
+                        f"{name}: job {job_name} needs {need}, which runs after failures, but has no `if:` of its own"
+                    )
+    return problems
+
+
 # ---- the real workflows pass ---------------------------------------------------------------------------------------
 
 
@@ -174,6 +194,10 @@ def test_pull_request_jobs_hold_no_secret_id_token_or_write_permission() -> None
     pr_workflows = [n for n, t in workflows().items() if PR_EVENTS & set(load(t)["on"])]
     assert set(pr_workflows) >= {"tests.yml", "images-pr.yml"}
     assert pull_request_problems(workflows()) == []
+
+
+def test_jobs_after_a_job_that_outlives_failures_say_when_they_run() -> None:
+    assert skipped_with_a_failed_ancestor(workflows()) == []
 
 
 def test_write_permissions_live_in_the_jobs_that_need_them() -> None:
@@ -285,3 +309,12 @@ def test_the_reusable_workflow_runs_the_tool_at_its_own_commit() -> None:
         "push",
         "sign",
     }
+
+
+def test_a_job_that_would_be_skipped_after_a_failed_publish_is_caught() -> None:
+    """The lock file's pull request must still open when one image's publish job failed and the others moved tags."""
+    guard = "    if: ${{ !cancelled() && needs.lock.result == 'success' }}\n"
+    problems = skipped_with_a_failed_ancestor(_broken("ci-images.yml", lambda t: t.replace(guard, "", 1)))
+    assert problems == [
+        "ci-images.yml: job deliver-lock needs lock, which runs after failures, but has no `if:` of its own"
+    ]
