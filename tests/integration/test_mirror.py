@@ -112,10 +112,17 @@ def test_multi_arch_index_is_mirrored_with_upstreams_digests_and_a_second_run_pu
         assert info is not None and info.digest == digest, platform
     assert oci.platform_digests(client, full, tag) == upstream_platforms
 
+    lock = tmp_path / "images.lock.json"
+    recorded = json.loads(lock.read_text())["images"]
+    assert {r["platforms"] == ["linux/amd64", "linux/arm64"] for r in recorded.values()} == {True}
+
     before = len(lab.upstream.requests())
     target_before = len(lab.target.requests())
     (again,) = push(catalog, lab)
     assert (again.action, again.digest) == ("skipped", upstream_digest)
+    # The platforms the target holds, not the catalog's word "all": the lock file is the same after either run.
+    assert set(again.platforms) == {"linux/amd64", "linux/arm64"}
+    assert json.loads(lock.read_text())["images"] == recorded
     seen = lab.upstream.requests()[before:]
     assert [m for m, u in seen if "/manifests/" in u] == ["HEAD"]  # the plan's HEAD: no GET, no pull
     assert not [m for m, _ in lab.target.requests()[target_before:] if m in {"PUT", "POST", "PATCH"}]

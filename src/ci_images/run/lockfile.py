@@ -97,7 +97,7 @@ def _update(path: Path, results: Sequence[Result]) -> dict[str, Any]:
                 "pinned": f"{tag.rsplit(':', 1)[0]}@{r.digest}",
                 "source": r.source,
                 "source_digest": r.source_digest,
-                "platforms": list(r.platforms),
+                "platforms": sorted(r.platforms),  # the same whichever run wrote it (index or catalog order)
             }
     _add_signatures(
         signatures,

@@ -50,6 +50,9 @@ class Result:
     @classmethod
     def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
         entry = decision.entry
+        held = decision.current.platforms
+        # An entry left as it is (or only retagged) has the platforms the target holds; the catalog may say "all".
+        platforms = held if decision.action in ("skip", "retag") and held else entry.platform_names
         return cls(
             image=entry.image,
             variant=entry.variant,
@@ -59,7 +62,7 @@ class Result:
             tags=entry.tag_refs,
             digest=decision.current.digest,
             source_digest=decision.source_digest,
-            platforms=tuple(entry.platform_names),
+            platforms=tuple(platforms),
             ratelimit_remaining=ratelimit_remaining,
             source=entry.source_ref,
         )
