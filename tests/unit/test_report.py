@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -371,3 +373,21 @@ def test_a_dry_run_or_build_only_changes_nothing_in_the_step_outputs(tmp_path: P
     publish_github([result(action="retagged")], logger, title="real", ratelimit_remaining=None)
     outputs = parse_outputs(output.read_text(encoding="utf-8"))
     assert outputs["changed"] == "true" and json.loads(outputs["digests"])
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_gives_a_new_file_the_umasks_mode_and_keeps_an_old_files(
+    tmp_path: Path, umask: int, expected: int
+) -> None:
+    """The lock file is committed and read by others: not the 0600 of a temporary file."""
+    old = os.umask(umask)
+    try:
+        report.atomic_write(tmp_path / "new.json", "{}")
+        kept = tmp_path / "kept.json"
+        kept.write_text("[]", encoding="utf-8")
+        kept.chmod(0o640)
+        report.atomic_write(kept, "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == expected
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "{}"
