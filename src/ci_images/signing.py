@@ -65,7 +65,15 @@ def verify_images(options: Options) -> list[signatures.TagCheck]:
         raise SigningError(
             f"{len(failed)} of {len(checks)} tags failed verification: "
             + "; ".join(f"{check.ref}: {check.message}" for check in failed),
-            fix="re-sign what is yours (`invoke sign-images`), or find out who moved or re-signed these tags",
+            fix=signatures.verify_fix(failed),
         )
-    log.info(f"all {len(checks)} tags verified ({verifier.mode}: {verifier.signer})")
+    published = [check for check in checks if check.digest is not None]
+    unpublished = len(checks) - len(published)
+    if not published:
+        log.warning(f"nothing verified: none of the {len(checks)} tags is on the target (and none is locked)")
+        return checks
+    log.info(
+        f"{'all ' if not unpublished else ''}{len(published)} published tags verified "
+        f"({verifier.mode}: {verifier.signer})" + (f"; {unpublished} not published" if unpublished else "")
+    )
     return checks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -262,6 +263,24 @@ def test_verify_images_passes_for_every_tag(signed: Signed, tmp_path: Path) -> N
     assert all(r["ok"] and r["problem"] is None and r["mode"] == "key" for r in records)
 
 
+def test_verify_images_counts_what_is_not_published_apart(
+    signed: Signed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A version in the catalog that was never pushed (and is not locked) passes, but is not called verified."""
+    catalog = tmp_path / "images.yaml"
+    shutil.copytree(signed.catalog.parent / "images", tmp_path / "images")
+    catalog.write_text(
+        signed.catalog.read_text().replace('versions: ["2.0.0"]', 'versions: ["2.0.0", "9.9.9"]'),
+        encoding="utf-8",
+    )
+    checks = signing.verify_images(_options(signed, VERIFY, key=str(signed.public), catalog=str(catalog)))
+    published = len(signed.result.tags)
+    assert [c.ok for c in checks] == [True] * len(checks) and len(checks) > published
+    err = capsys.readouterr().err
+    assert f"{published} published tags verified (key: " in err
+    assert f"; {len(checks) - published} not published" in err and "all " not in err.splitlines()[-1]
+
+
 def test_lock_only_records_who_signed_each_digest(signed: Signed, tmp_path: Path) -> None:
     """The lock job runs after the publish jobs, builds nothing and signs nothing: it reads who signed each digest
     back by verifying it, so a fresh lock file carries the signature records a consumer checks against."""
@@ -304,10 +323,11 @@ def restore(signed: Signed, lab: Any) -> Iterator[Raw]:
         raw.put_manifest(ref.rsplit(":", 1)[1], *saved_index)
 
 
-def _verify_fails(signed: Signed) -> str:
+def _verify_fails(signed: Signed, *, fix: str = "sign what is yours") -> str:
     with pytest.raises(SigningError) as caught:
         signing.verify_images(_options(signed, VERIFY, key=str(signed.public)))
     assert caught.value.exit_code == 9
+    assert fix in (caught.value.fix or "")
     return caught.value.message
 
 
@@ -370,7 +390,7 @@ def test_tag_moved_to_an_unsigned_digest(signed: Signed, restore: Raw) -> None:
     body, media_type = moved
     version_tag = signed.result.tags[0]
     restore.put_manifest(version_tag.rsplit(":", 1)[1], body, media_type)
-    message = _verify_fails(signed)
+    message = _verify_fails(signed, fix="find out who moved these tags before signing anything")
     assert f"{version_tag}: tag moved to an unsigned digest: it points to {child}" in message
     assert message.count("tag moved") == 1  # the other tags still pass
 

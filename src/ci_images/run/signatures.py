@@ -155,6 +155,19 @@ def verify_held(
     return checks
 
 
+def verify_fix(failed: Sequence[TagCheck]) -> str:
+    """What to do about verify-images' failures. A tag that no longer points where the lock file says is not to be
+    signed over: someone moved it, and signing what it points to now would bless that."""
+    if any(check.problem in (MOVED, MOVED_UNSIGNED, ABSENT) for check in failed):
+        return (
+            "find out who moved these tags before signing anything; if a publish of yours moved them, record it "
+            "with `nox -s ci-images -- --lock-only` (or push again)"
+        )
+    if any(check.problem == NOT_LOCKED for check in failed):
+        return "record the published tags in the lock file: `nox -s ci-images -- --lock-only` (or push again)"
+    return "sign what is yours (`invoke sign-images`), or find out who published or re-signed these tags"
+
+
 def print_checks(checks: Sequence[TagCheck], logger: Logger) -> None:
     """The table for people; in GitHub Actions also the step summary."""
     _table(checks, logger)
