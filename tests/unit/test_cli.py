@@ -187,3 +187,12 @@ def test_registry_down_refuses_a_registry_it_cannot_stop(door: str, tmp_path: Pa
         "error: --registry 'ghcr.io/a/b': is not the embedded local registry; "
         "fix: give local or local:PORT (registry-down stops only that one)"
     )
+
+
+def test_an_unknown_flag_points_at_the_commands_own_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["ci", "--bogus", "x"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: unrecognized arguments: --bogus x (see `python -m ci_images ci --help`)\n"
+    )

@@ -137,4 +137,9 @@ LAB_COMMANDS: tuple[Command, ...] = (
 
 
 def lab_main(argv: Sequence[str] | None = None) -> int:
-    return main(argv, commands=LAB_COMMANDS, prog="python -m ci_images.lab")
+    return main(
+        argv,
+        commands=LAB_COMMANDS,
+        prog="python -m ci_images.lab",
+        description="The hermetic image lab: TLS registries on loopback and stand-in upstream images.",
+    )
