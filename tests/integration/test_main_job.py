@@ -111,6 +111,19 @@ def test_main_job_without_a_reachable_upstream_stops_early_and_says_how_to_fix_i
     assert "CI_IMAGES_UPSTREAM_MIRROR" in result.stderr
     assert "Traceback" not in result.stderr
     assert "building" not in result.stderr
+    # The README's line, on a port of its own: it stops the same way, and starts no embedded registry.
+    port = free_loopback_port()
+    try:
+        pushed = _cli(["ci", "--push", "--registry", f"local:{port}"], env)
+        assert pushed.returncode == 3, pushed.stderr[-2000:]
+        assert "cannot reach the upstream registry 127.0.0.1:9" in pushed.stderr
+        assert not (
+            tmp_path / "cache" / "ci-images" / "local-registry" / str(port) / "registry.json"
+        ).exists()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/v2/", timeout=5)
+    finally:
+        stop_local_registry(tmp_path / "cache" / "ci-images", port)
 
 
 def test_plan_and_matrix_only_read(lab: Any, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ holds, then decide per entry. Nothing is pulled, built or pushed here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ci_images.errors import CiImagesError, RegistryError, UpstreamUnreachableError
@@ -80,17 +80,30 @@ def entry_recipe(entry: Entry, source_digest: str) -> str:
 
 
 def resolve(
-    ctx: Context, entries: Sequence[Entry], *, check_target: bool, force: bool = False, jobs: int = 8
+    ctx: Context,
+    entries: Sequence[Entry],
+    *,
+    check_target: bool,
+    force: bool = False,
+    jobs: int = 8,
+    before_target: Callable[[], None] | None = None,
 ) -> list[Decision]:
     """HEAD every upstream tag (and the target's tags when publishing), in parallel, and decide per entry.
 
     HEAD requests do not count against Docker Hub's pull limit, so this costs nothing when nothing changed.
+    ``before_target`` runs before an entry first reads the target, once its upstream answered.
     """
 
+    # An upstream host that could not be reached, and why: entries not yet started skip its retries.
+    unreachable: dict[str, UpstreamUnreachableError] = {}
+
     def one(entry: Entry) -> Decision:
+        if entry.pull.api_host in unreachable:
+            raise unreachable[entry.pull.api_host]
         try:
             return decide_one(entry)
-        except UpstreamUnreachableError:
+        except UpstreamUnreachableError as exc:
+            unreachable.setdefault(entry.pull.api_host, exc)
             raise  # the whole run needs upstream: stop early with the mirror hint
         except CiImagesError as exc:
             # e.g. a version upstream does not have: that entry fails, the others go on.
@@ -105,6 +118,8 @@ def resolve(
             return Decision(
                 entry, entry.mode, "requested", source_digest, entry_hash, TargetState(digest=None)
             )
+        if before_target is not None:
+            before_target()
         return decide(
             entry,
             source_digest=source_digest,
