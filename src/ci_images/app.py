@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ci_images.cache import cache_home, machine_lock
 from ci_images.catalog.model import Catalog
+from ci_images.errors import UsageError
 from ci_images.log import log
 from ci_images.options import Options
 from ci_images.plan.decide import Decision, TargetState
@@ -194,6 +195,7 @@ def push_images(options: Options) -> list[report.Result]:
 def _push_images(options: Options, signer: Signer | None) -> list[report.Result]:
     catalog, ctx, decisions = make_plan(options, lock=not options.dry_run)
     try:
+        refuse_narrowing(options, decisions)
         assert ctx.target is not None
         publisher: Publisher = (
             DryRunPublisher()
@@ -233,6 +235,31 @@ def _dry_run_note(result: report.Result, mode: str | None) -> report.Result:
         else "built and smoke-tested, nothing pushed",
     )
     return replace(result, dry_run=True, reason=f"{result.reason}; dry run: {done}")
+
+
+def refuse_narrowing(options: Options, decisions: list[Decision]) -> None:
+    """--platform narrows what is built and tested. Publishing with it would replace a published index with one of
+    fewer platforms, silently: refused (exit 2) before anything is built. A new tag may be published narrow (a
+    laptop without emulation pushing to a local registry); the catalog's ``platforms:`` narrows for good."""
+    if not options.platforms:
+        return
+    dropped = []
+    for d in decisions:
+        held = set(d.current.platforms or ())
+        lost = (
+            held - set(d.entry.platforms) if d.action in ("build", "mirror") and d.entry.platforms else set()
+        )
+        if lost:
+            dropped.append(
+                f"{d.entry.target.with_tag(d.entry.tags[0])} (would lose {', '.join(sorted(lost))})"
+            )
+    if dropped:
+        raise UsageError(
+            f"--platform {','.join(options.platforms)} would replace published indexes with fewer platforms: "
+            + "; ".join(dropped),
+            fix="push without --platform (it narrows build-images and test-images), or narrow `platforms:` in the "
+            "catalog if fewer platforms is what should be published",
+        )
 
 
 def write_lock_only(options: Options) -> Path:

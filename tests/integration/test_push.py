@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ci_images import app
-from ci_images.errors import EntriesFailed, PublishError
+from ci_images.errors import EntriesFailed, PublishError, UsageError
 from ci_images.options import BUILD, PUSH, Options, parse
 from ci_images.registry import oci
 from ci_images.registry.client import Credentials, RegistryClient
@@ -126,6 +126,22 @@ def test_first_push_publishes_multi_arch_indexes_under_every_tag(
         "duration_s",
         "ratelimit_remaining",
     }
+
+
+def test_platform_on_a_push_never_replaces_a_published_index_with_fewer_platforms(
+    published: tuple[Path, list[Result]], lab: Any
+) -> None:
+    catalog, results = published
+    vault = next(r for r in results if r.image == "vault")
+    before = len(lab.target.requests())
+    with pytest.raises(UsageError) as refused:
+        app.push_images(options(catalog, lab, images=["vault"], platform=["linux/amd64"]))
+    assert refused.value.exit_code == 2
+    assert f"{vault.tags[0]} (would lose linux/arm64)" in refused.value.message
+    assert "push without --platform" in (refused.value.fix or "")
+    assert counts(lab.target.requests()[before:])["writes"] == 0
+    repo, tag = vault.tags[0].split("/", 1)[1].rsplit(":", 1)
+    assert set(oci.platform_digests(target_client(lab), repo, tag)) == {"linux/amd64", "linux/arm64"}
 
 
 def test_base_layers_are_upstreams_own_blobs_copied_not_compressed(lab: Any, tmp_path: Path) -> None:
