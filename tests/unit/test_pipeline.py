@@ -73,6 +73,17 @@ def test_fail_fast_stops_starting_entries() -> None:
     assert all("--fail-fast" in r.reason for r in results[1:])
 
 
+def test_an_entry_that_was_up_to_date_stays_skipped_when_the_run_stops_early() -> None:
+    """--fail-fast (or an interrupt) stops the builds that were not started; what needed nothing is still skipped."""
+    budget = RateBudget(min_remaining=10)
+    budget.observe(remaining=0, limit=100)
+    builds, skips = _decisions("build"), _decisions("skip")
+    mixed = [builds[0], skips[1], builds[2], skips[3]]
+    results = execute(_context(budget), mixed, RunSettings(jobs=1, fail_fast=True), None)
+    assert [r.action for r in results] == ["failed", "skipped", "failed", "skipped"]
+    assert "--fail-fast" in results[2].reason and results[1].reason == "up to date"
+
+
 def test_rate_budget_spends_and_refuses() -> None:
     budget = RateBudget(min_remaining=5)
     budget.check("nothing known yet")  # no header seen: no limit applies

@@ -61,14 +61,19 @@ def execute(
         base = Result.from_decision(decision, ratelimit_remaining=ctx.budget.remaining)
         if stop.is_set():
             why = "interrupted" if ctx.cancel.is_set() else "an earlier entry failed (--fail-fast)"
-            return replace(base, action="failed", reason=f"not started: {why}")
+            return _not_started(decision, why, base)
         with log.group(f"{entry.key}: {decision.action} ({decision.reason})"):
             published = base
             try:
                 published = _run_one(ctx, decision, settings, publisher, base)
                 result = _sign_one(ctx, decision, settings, signer, published)
             except CiImagesError as exc:
-                log.error(f"{entry.key}: {exc.render()}", title=f"{entry.key} failed")
+                if ctx.cancel.is_set():  # what the interrupt broke (a removed container...) is not news
+                    log.warning(
+                        f"{entry.key}: stopped by the interrupt ({exc.message.splitlines()[0][:200]})"
+                    )
+                else:
+                    log.error(f"{entry.key}: {exc.render()}", title=f"{entry.key} failed")
                 if settings.fail_fast:
                     stop.set()
                 # `published`: a signing failure comes after the tags moved, and the report must say where to.
@@ -100,7 +105,7 @@ def execute(
         except KeyboardInterrupt as exc:
             _stop(ctx, stop, pending, results)
             ctx.interrupted = exc if isinstance(exc, Interrupted) else Interrupted(2)
-    ordered = [results.get(i) or _not_started(d) for i, d in enumerate(decisions)]
+    ordered = [results.get(i) or _not_started(d, "interrupted") for i, d in enumerate(decisions)]
     if ctx.interrupted is not None:
         ctx.interrupted.summary = interrupted_summary(ordered)
     return ordered
@@ -126,8 +131,12 @@ def _stop(
             results[pending[future]] = future.result()
 
 
-def _not_started(decision: Decision) -> Result:
-    return replace(Result.from_decision(decision), action="failed", reason="not started: interrupted")
+def _not_started(decision: Decision, why: str, base: Result | None = None) -> Result:
+    """An entry the run stopped before: failed, unless it had nothing to do (up to date: still skipped)."""
+    base = base or Result.from_decision(decision)
+    if decision.action == "skip":
+        return replace(base, action="skipped")
+    return replace(base, action="failed", reason=f"not started: {why}")
 
 
 def interrupted_summary(results: Sequence[Result]) -> str:
