@@ -317,7 +317,9 @@ def _plain_parse_error(text: str) -> str:
     unknown = re.fullmatch(r"No idea what '(.+)' is!", text)
     if unknown:
         return f"unrecognized arguments: {unknown.group(1)}"
-    missing = re.fullmatch(r"Flag <Argument: (\S+?)(?: \(\S+\))?> needed value and was not given one!", text)
+    missing = re.fullmatch(
+        r"Flag <Argument: (\S+?)(?: \(\S+\))?(?: \[\w+\])?> needed value and was not given one!", text
+    )
     if missing:
         return f"argument --{missing.group(1).replace('_', '-')}: expected one argument"
     return text
@@ -341,6 +343,22 @@ def _parse_errors_exit_2() -> None:
 
     parse_tasks._ci_images = True  # type: ignore[attr-defined]
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
+    _list_flags_need_a_value()
+
+
+def _list_flags_need_a_value() -> None:
+    """invoke takes a list flag given no value (``--images`` at the end, or before another flag) as not given at all:
+    ``invoke push-images --images $EMPTY`` would publish every entry. Make it the error argparse makes."""
+    from invoke.parser.parser import ParseMachine
+
+    original = ParseMachine.complete_flag
+
+    def complete_flag(self: Any) -> None:
+        if self.flag is not None and self.flag.kind is list and not self.flag_got_value:
+            self.error(f"Flag {self.flag!r} needed value and was not given one!")
+        original(self)
+
+    ParseMachine.complete_flag = complete_flag  # type: ignore[method-assign]
 
 
 def invoke_collection(commands: Sequence[Command] = COMMANDS) -> Collection:

@@ -87,6 +87,9 @@ BAD_INPUT = [
     (["ci", "--lock-only", "--force"], "--lock-only and --force cannot be used together"),
     (["push-images", "--no-such-flag"], "--no-such-flag"),
     (["push-images", "--jobs"], "--jobs"),
+    # invoke alone would take a bare list flag as not given: `--images $EMPTY` would mean every entry.
+    (["push-images", "--images"], "argument --images: expected one argument"),
+    (["push-images", "--images", "--dry-run"], "argument --images: expected one argument"),
 ]
 
 
