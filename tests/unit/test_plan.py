@@ -251,7 +251,10 @@ def test_decide_mirror_new_and_byte_copy(make_entry: EntryFactory) -> None:
     copy = TargetState(digest=D_OLD, tag_digests={"1.0.0": D_OLD, "latest": D_OLD})
     assert decide(entry, source_digest=D_OLD, recipe=None, current=copy).action == "skip"
     changed = decide(entry, source_digest=D_NEW, recipe=None, current=copy)
-    assert (changed.action, changed.reason) == ("mirror", "upstream changed: 111111111111 -> 222222222222")
+    assert (changed.action, changed.reason) == (
+        "mirror",
+        "target holds 111111111111, upstream is 222222222222 (a new upstream release, or the target's tag was moved)",
+    )
     stale = TargetState(digest=D_OLD, tag_digests={"1.0.0": D_OLD, "latest": D_OTHER})
     assert decide(entry, source_digest=D_OLD, recipe=None, current=stale).action == "retag"
 
@@ -281,7 +284,7 @@ def test_decide_mirror_byte_copy_with_platforms_changed(make_entry: EntryFactory
     decision = decide(narrower, source_digest=D_OLD, recipe=R_OLD, current=held)
     assert (decision.action, decision.reason) == (
         "mirror",
-        "platforms changed: target holds linux/amd64, linux/arm64, catalog asks for linux/amd64",
+        "platforms changed: target holds linux/amd64, linux/arm64; asked for linux/amd64",
     )
 
 

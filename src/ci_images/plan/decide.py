@@ -70,12 +70,16 @@ def decide(
         if not entry.all_platforms and holds is not None and set(holds) != set(entry.platforms):
             return made(
                 work,
-                f"platforms changed: target holds {', '.join(sorted(holds))}, "
-                f"catalog asks for {', '.join(sorted(entry.platforms))}",
+                f"platforms changed: target holds {', '.join(sorted(holds))}; "
+                f"asked for {', '.join(sorted(entry.platforms))}",
             )
     elif entry.mode == "mirror" and old_recipe is None:
-        # Not a byte copy and not one of ours: upstream moved on since the copy was made.
-        return made(work, f"upstream changed: {_short(current.digest)} -> {_short(source_digest)}")
+        # Not a byte copy and not one of ours: upstream moved on since the copy was made, or someone moved the tag.
+        return made(
+            work,
+            f"target holds {_short(current.digest)}, upstream is {_short(source_digest)} "
+            "(a new upstream release, or the target's tag was moved)",
+        )
     else:
         # A build; or a mirror narrowed to some platforms, whose new index records upstream's digest and the
         # platforms (the recipe) in its annotations, so it is compared without reading upstream's index.
