@@ -534,6 +534,7 @@ def test_a_thread_refused_while_another_learnt_basic_auth_still_resends(
     has learnt the registry wants basic auth. It must still resend with credentials (a shared-state race)."""
     anonymous: list[float] = []
     lock = threading.Lock()
+    both_out = threading.Event()
 
     def app(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if "authorization" in headers:
@@ -542,7 +543,12 @@ def test_a_thread_refused_while_another_learnt_basic_auth_still_resends(
             anonymous.append(time.monotonic())
             second = len(anonymous) == 2
         if second:
+            both_out.set()
             time.sleep(0.3)  # this refusal arrives after the first thread has learnt "basic"
+        else:
+            # The first refusal waits for the other thread's anonymous request, however busy the machine: nothing
+            # is learnt before both went out, so the race the test is about always happens.
+            both_out.wait(timeout=10)
         return 401, {"WWW-Authenticate": 'Basic realm="unit"'}, b""
 
     server = serve(app)
