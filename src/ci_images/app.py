@@ -32,6 +32,7 @@ from ci_images.values import local_address
 from ci_images.wiring import (
     DEFAULT_SOURCE_URL,
     build_prefix,
+    catalog_tags,
     context,
     emit_json,
     entries_for,
@@ -213,7 +214,7 @@ def _push_images(options: Options, signer: Signer | None) -> list[report.Result]
             results = [_dry_run_note(r, modes.get(r.key)) for r in results]
         else:
             lock = lock_file(options, catalog)
-            lockfile.update_lock(lock, results)
+            lockfile.update_lock(lock, results, catalog_tags=catalog_tags(options, catalog))
             log.info(f"lock file: {lock}")
     finally:
         ctx.close()
@@ -286,7 +287,7 @@ def write_lock_only(options: Options) -> Path:
     finally:
         ctx.close()
     lock = lock_file(options, catalog)
-    lockfile.update_lock(lock, results)
+    lockfile.update_lock(lock, results, catalog_tags=catalog_tags(options, catalog))
     pending = [d.entry.key for d in decisions if d.action != "skip"]
     if pending:
         log.warning(f"not up to date, left as recorded: {', '.join(pending)}")

@@ -102,6 +102,14 @@ def entries_for(options: Options, catalog: Catalog, *, prefix: str) -> list[Entr
     )
 
 
+def catalog_tags(options: Options, catalog: Catalog) -> set[str]:
+    """Every tag the catalog has on this run's target, whatever --images and --platform chose: what a lock file
+    may hold."""
+    prefix = target(options, catalog, start_local=False).prefix
+    every = entries_for(replace(options, images=(), platforms=()), catalog, prefix=prefix)
+    return {ref for entry in every for ref in entry.tag_refs}
+
+
 def upstream_pool(options: Options, catalog: Catalog) -> ClientPool:
     credentials = resolve_upstream_credentials(options.env)
     mirror, plain = upstream_mirror(options, catalog)

@@ -169,6 +169,22 @@ def test_base_layers_are_upstreams_own_blobs_copied_not_compressed(lab: Any, tmp
         assert ("GET", f"/v2/hashicorp/vault/blobs/{layer}") in during
 
 
+def test_a_push_leaves_only_the_catalogs_tags_on_this_target_in_the_lock_file(
+    published: tuple[Path, list[Result]], lab: Any, tmp_path: Path
+) -> None:
+    """Records of another registry (a push to the lab with the repository's lock file) or of a version no longer in
+    the catalog go; the catalog's other entries on this target stay, though --images left them out of this run."""
+    catalog, first = published
+    recorded = json.loads((catalog.parent / "images.lock.json").read_text())
+    stale = {"127.0.0.1:5999/other/vault:2.0.0": {"digest": first[0].digest}}
+    stale[f"{first[0].tags[0].rsplit(':', 1)[0]}:0.0.1"] = {"digest": first[0].digest}
+    lock = tmp_path / "images.lock.json"
+    lock.write_text(json.dumps({**recorded, "images": {**recorded["images"], **stale}}), encoding="utf-8")
+    results = app.push_images(options(catalog, lab, images=["vault"], lock=str(lock)))
+    assert [r.action for r in results] == ["skipped"]
+    assert json.loads(lock.read_text())["images"] == recorded["images"]
+
+
 def test_second_run_with_nothing_changed_pulls_and_pushes_nothing(
     published: tuple[Path, list[Result]], lab: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -56,6 +56,15 @@ def test_local_registry_keeps_the_catalogs_path_and_takes_a_port() -> None:
         parse(PUSH, {"registry": "local:x"}, {})
 
 
+def test_the_lock_file_may_hold_every_catalog_tag_on_the_target_whatever_the_run_chose() -> None:
+    everything = wiring.catalog_tags(parse(PUSH, {}, {}), CATALOG)
+    chosen = parse(PUSH, {"images": ["vault"], "platform": ["linux/amd64"]}, {})
+    assert wiring.catalog_tags(chosen, CATALOG) == everything
+    assert "ghcr.io/getsops/ci-container-images/local-kms:3.11.1" in everything
+    elsewhere = wiring.catalog_tags(parse(PUSH, {"registry": "registry.example.com/team"}, {}), CATALOG)
+    assert "registry.example.com/team/local-kms:3.11.1" in elsewhere and not elsewhere & everything
+
+
 def test_local_pushes_keep_their_lock_file_out_of_the_repository(tmp_path: Path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path)}
     assert wiring.lock_file(parse(PUSH, {}, env), CATALOG) == REPO_ROOT / "images.lock.json"

@@ -202,6 +202,30 @@ def test_update_lock_merges_and_keeps_untouched_tags(tmp_path: Path) -> None:
     assert written["version"] == LOCK_VERSION
 
 
+def test_update_lock_keeps_only_the_catalogs_tags_on_this_target(tmp_path: Path) -> None:
+    """A version removed from the catalog, or a push to another registry, leaves no stale record behind."""
+    lock = tmp_path / "images.lock.json"
+    lock.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "images": {
+                    f"{REPO}:3.11.7": {"digest": D3, "note": "another entry, not run this time"},
+                    f"{REPO}:3.10.0": {"digest": D3, "note": "removed from the catalog"},
+                    "127.0.0.1:5999/lab/local-kms:3.12.0": {"digest": D3, "note": "another registry"},
+                },
+                "signatures": {D3: {"signed_by": [{"key": "sha256:k"}]}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    catalog_tags = {f"{REPO}:{tag}" for tag in ("3.12.0", "3.12", "latest", "3.11.7")}
+    written = update_lock(lock, [result()], catalog_tags=catalog_tags)
+    assert set(written["images"]) == catalog_tags
+    assert written["images"][f"{REPO}:3.11.7"]["note"] == "another entry, not run this time"
+    assert written["signatures"] == {D3: {"signed_by": [{"key": "sha256:k"}]}}  # 3.11.7 still points there
+
+
 def test_update_lock_starts_a_missing_lock(tmp_path: Path) -> None:
     lock = tmp_path / "images.lock.json"
     written = update_lock(lock, [result(tags=("3.12.0",))])

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,20 +74,25 @@ def _write(path: Path, images: Mapping[str, Any], signatures: Mapping[str, Any])
     return lock
 
 
-def update_lock(path: Path, results: Sequence[Result]) -> dict[str, Any]:
+def update_lock(
+    path: Path, results: Sequence[Result], *, catalog_tags: Collection[str] | None = None
+) -> dict[str, Any]:
     """Merge this run into the lock file: every target tag -> digest, source digest and platforms, and how each
     digest is signed.
 
     Tags this run did not touch (other images, filtered out with --images, or failed) keep their recorded values;
-    signature records of digests no tag points to any more are dropped. Two runs on one machine update it one
-    after the other (a file lock), so neither loses the other's tags.
+    with ``catalog_tags`` (every tag the catalog has on this run's target) any other tag is dropped: a version
+    removed from the catalog, or another registry's. Signature records of digests no tag points to any more are
+    dropped. Two runs on one machine update it one after the other (a file lock), so neither loses the other's tags.
     """
     with machine_lock(f"lockfile:{path.resolve()}"):
-        return _update(path, results)
+        return _update(path, results, catalog_tags)
 
 
-def _update(path: Path, results: Sequence[Result]) -> dict[str, Any]:
+def _update(path: Path, results: Sequence[Result], catalog_tags: Collection[str] | None) -> dict[str, Any]:
     images, signatures = read_lock(path)
+    if catalog_tags is not None:
+        images = {tag: record for tag, record in images.items() if tag in catalog_tags}
     for r in results:
         if not r.digest or r.action not in HELD_ACTIONS:
             continue
