@@ -5,6 +5,7 @@ before anything touches the network, and the report at the end. Every command in
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -244,8 +245,10 @@ def target_entries(options: Options) -> tuple[Catalog, ClientPool, list[Entry]]:
 
 
 def lock_file(options: Options, catalog: Catalog) -> Path:
-    """--lock, else the catalog's lock_file; pushes to the embedded `local` registry keep theirs in the cache folder,
-    so trying the tool never rewrites the repository's lock file with 127.0.0.1 references."""
+    """--lock, else the catalog's lock_file, which describes the catalog's registry. A run against another target
+    keeps its lock file in the cache folder: the embedded `local` registry's beside its data, any other registry
+    given by --registry or CI_IMAGES_REGISTRY (the lab's, a fork's) under ``locks/``. So trying the tool never
+    rewrites the repository's lock file with another registry's references."""
     if options.lock_path:
         return Path(options.lock_path)
     local = local_address(options.registry or catalog.registry or "")
@@ -253,4 +256,7 @@ def lock_file(options: Options, catalog: Catalog) -> Path:
         from ci_images.loopback.local import local_home
 
         return local_home(cache_home(options.env), local[1]) / catalog.lock_file.name
+    if options.registry and catalog.registry and options.registry.rstrip("/") != catalog.registry.rstrip("/"):
+        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", options.registry.rstrip("/"))
+        return cache_home(options.env) / "locks" / folder / catalog.lock_file.name
     return catalog.lock_file

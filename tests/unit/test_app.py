@@ -75,3 +75,15 @@ def test_local_pushes_keep_their_lock_file_out_of_the_repository(tmp_path: Path)
         tmp_path / "ci-images" / "local-registry" / "5057" / "images.lock.json"
     )
     assert wiring.lock_file(parse(PUSH, {"lock": "x.json"}, env), CATALOG) == Path("x.json")
+
+
+def test_a_push_to_another_registry_keeps_its_lock_file_out_of_the_repository(tmp_path: Path) -> None:
+    """The lab's target from `invoke lab-up`, or a fork's: the repository's lock file describes the catalog's."""
+    env = {"XDG_CACHE_HOME": str(tmp_path), "CI_IMAGES_REGISTRY": "127.0.0.1:5999/lab/ci"}
+    assert wiring.lock_file(parse(PUSH, {}, env), CATALOG) == (
+        tmp_path / "ci-images" / "locks" / "127.0.0.1_5999_lab_ci" / "images.lock.json"
+    )
+    same = parse(PUSH, {"registry": "ghcr.io/getsops/ci-container-images/"}, env)
+    assert wiring.lock_file(same, CATALOG) == REPO_ROOT / "images.lock.json"
+    given = parse(PUSH, {"lock": "x.json"}, env)
+    assert wiring.lock_file(given, CATALOG) == Path("x.json")
