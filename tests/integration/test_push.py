@@ -365,8 +365,9 @@ def test_a_dry_run_builds_and_smoke_tests_but_writes_nothing(lab: Any, tmp_path:
 """
     catalog = write_catalog(tmp_path, lab, extra_images=extra)
     target_before = len(lab.target.requests())
+    fresh = f"{lab.target.host}/dry-{secrets.token_hex(3)}"  # nothing published there: --platform may narrow
     results = app.push_images(
-        options(catalog, lab, images=["vault", repo], platform=["linux/amd64"], dry_run=True)
+        options(catalog, lab, images=["vault", repo], platform=["linux/amd64"], dry_run=True, registry=fresh)
     )
     by_key = {r.key: r for r in results}
     built, mirror = by_key["vault/plain/2.0.0"], by_key[f"{repo}/plain/3.12.0"]
