@@ -196,7 +196,7 @@ def push_images(options: Options) -> list[report.Result]:
 def _push_images(options: Options, signer: Signer | None) -> list[report.Result]:
     catalog, ctx, decisions = make_plan(options, lock=not options.dry_run)
     try:
-        refuse_narrowing(options, decisions)
+        refuse_narrowing(options, catalog, decisions)
         assert ctx.target is not None
         publisher: Publisher = (
             DryRunPublisher()
@@ -238,18 +238,22 @@ def _dry_run_note(result: report.Result, mode: str | None) -> report.Result:
     return replace(result, dry_run=True, reason=f"{result.reason}; dry run: {done}")
 
 
-def refuse_narrowing(options: Options, decisions: list[Decision]) -> None:
+def refuse_narrowing(options: Options, catalog: Catalog, decisions: list[Decision]) -> None:
     """--platform narrows what is built and tested. Publishing with it would replace a published index with one of
-    fewer platforms, silently: refused (exit 2) before anything is built. A new tag may be published narrow (a
-    laptop without emulation pushing to a local registry); the catalog's ``platforms:`` narrows for good."""
+    fewer platforms than the catalog asks for, silently: refused (exit 2) before anything is built. A new tag may be
+    published narrow (a laptop without emulation pushing to a local registry); the catalog's ``platforms:`` narrows
+    for good."""
     if not options.platforms:
         return
+    prefix = target(options, catalog, start_local=False).prefix
+    asked = {  # what the catalog asks for per entry, without --platform (empty: all that upstream has)
+        e.key: set(e.platforms) for e in entries_for(replace(options, platforms=()), catalog, prefix=prefix)
+    }
     dropped = []
     for d in decisions:
         held = set(d.current.platforms or ())
-        lost = (
-            held - set(d.entry.platforms) if d.action in ("build", "mirror") and d.entry.platforms else set()
-        )
+        wanted = asked.get(d.entry.key) or held
+        lost = (held & wanted) - set(d.entry.platforms) if d.action in ("build", "mirror") else set()
         if lost:
             dropped.append(
                 f"{d.entry.target.with_tag(d.entry.tags[0])} (would lose {', '.join(sorted(lost))})"

@@ -87,3 +87,35 @@ def test_a_push_to_another_registry_keeps_its_lock_file_out_of_the_repository(tm
     assert wiring.lock_file(same, CATALOG) == REPO_ROOT / "images.lock.json"
     given = parse(PUSH, {"lock": "x.json"}, env)
     assert wiring.lock_file(given, CATALOG) == Path("x.json")
+
+
+@pytest.mark.parametrize(
+    ("catalog_platforms", "refused"),
+    [("[linux/amd64, linux/arm64]", True), ("all", True), ("[linux/amd64]", False)],
+)
+def test_platform_may_not_publish_fewer_platforms_than_the_catalog_asks_for(
+    tmp_path: Path, catalog_platforms: str, refused: bool
+) -> None:
+    """The target holds amd64 and arm64; a push with --platform linux/amd64 would write an amd64-only index. That is
+    refused unless the catalog itself now asks for amd64 only (then fewer platforms is what it wants)."""
+    from ci_images import app
+    from ci_images.plan.decide import Decision, TargetState
+
+    path = tmp_path / "images.yaml"
+    path.write_text(
+        "registry: registry.example.com/team\nimages:\n  tool:\n    source: docker.io/acme/tool\n"
+        f'    versions: ["1.0.0"]\n    platforms: {catalog_platforms}\n',
+        encoding="utf-8",
+    )
+    catalog = load_catalog(path, smoke_kinds=KINDS)
+    options = parse(PUSH, {"catalog": str(path), "platform": ["linux/amd64"]}, {})
+    (entry,) = wiring.entries_for(options, catalog, prefix="registry.example.com/team")
+    held = TargetState(digest="sha256:" + "1" * 64, platforms=("linux/amd64", "linux/arm64"))
+    decision = Decision(entry, "mirror", "platforms changed", "sha256:" + "2" * 64, None, held)
+    if not refused:
+        app.refuse_narrowing(options, catalog, [decision])
+        return
+    with pytest.raises(UsageError) as caught:
+        app.refuse_narrowing(options, catalog, [decision])
+    assert caught.value.exit_code == 2
+    assert "registry.example.com/team/tool:1.0.0 (would lose linux/arm64)" in caught.value.message
