@@ -363,6 +363,25 @@ def test_payload_edited(signed: Signed, restore: Raw) -> None:
     assert f"payload edited: it names {other}" in _verify_fails(signed)
 
 
+def test_our_signature_for_another_repository_is_not_accepted_here(signed: Signed, restore: Raw) -> None:
+    """A replay: a valid signature by our own key over a payload naming the same digest in another repository."""
+    annotations, payload = _layer(restore, signed)
+    claimed = json.loads(payload)["critical"]["identity"]["docker-reference"]
+    elsewhere = claimed.rsplit("/", 1)[0] + "/other"
+    replayed = payload.replace(f'"{claimed}"'.encode(), f'"{elsewhere}"'.encode())
+    assert replayed != payload
+    key = _decrypt_independently(signed.key, PASSWORD.encode())
+    signature = base64.b64encode(key.sign(replayed, ec.ECDSA(hashes.SHA256()))).decode()
+    _replace_layer(
+        restore,
+        signed,
+        payload=replayed,
+        annotations={**annotations, "dev.cosignproject.cosign/signature": signature},
+    )
+    message = _verify_fails(signed)
+    assert f"signed for repository {elsewhere}, not {claimed}" in message
+
+
 def test_signature_from_another_key(signed: Signed, restore: Raw) -> None:
     _, payload = _layer(restore, signed)
     stranger = ec.generate_private_key(ec.SECP256R1())

@@ -141,7 +141,10 @@ def test_each_failure_has_its_own_diagnosis(ours: keys.SigningKey) -> None:
     assert diagnose(layer, documents.payload(reference, "sha256:" + "cd" * 32))[1].startswith(
         "payload edited: it names sha256:cdcd"
     )
-    assert diagnose(layer, documents.payload("ghcr.io/o/other", DIGEST))[0] == PAYLOAD_EDITED
+    assert diagnose(layer, documents.payload("ghcr.io/o/other", DIGEST)) == (
+        PAYLOAD_EDITED,
+        "payload edited: it names repository ghcr.io/o/other, not ghcr.io/o/r",
+    )
     assert diagnose(layer, b"[]")[0] == PAYLOAD_EDITED
     assert diagnose(layer, good.replace(b'"optional":null', b'"optional":{"x":"y"}'))[1].startswith(
         "payload edited: its bytes"
