@@ -252,36 +252,69 @@ def test_a_matrix_field_that_matrix_does_not_make_is_caught(
     assert problems and all(new.split(".")[1].split(maxsplit=1)[0] in p for p in problems)
 
 
-BREAKAGES = {
+BREAKAGES = {  # name: (workflow, old text, new text, exactly the problems the check must find)
     "a secret": (
         "images-pr.yml",
         "IMAGE: ${{ matrix.image }}",
         "IMAGE: ${{ matrix.image }}\n          T: ${{ secrets.TOKEN }}",
+        ["images-pr.yml: job build: references secrets"],
     ),
-    "an id-token": (
+    "an id-token": (  # a write permission, and an id-token besides: both are named
         "images-pr.yml",
         "contents: read # check out the change\n    outputs",
         "contents: read\n      id-token: write\n    outputs",
+        ["images-pr.yml: job plan: id-token: write", "images-pr.yml: job plan: id-token: write"],
     ),
     "a write permission": (
         "tests.yml",
         "contents: read # check out the code\n    steps",
         "contents: write\n    steps",
+        ["tests.yml: job lint: contents: write"],
     ),
-    "write-all": ("images-pr.yml", "permissions: {}\n", "permissions: write-all\n"),
-    "pull_request_target": ("images-pr.yml", "  pull_request:\n", "  pull_request_target:\n"),
+    "write-all": (
+        "images-pr.yml",
+        "permissions: {}\n",
+        "permissions: write-all\n",
+        ["images-pr.yml: job plan: *: write", "images-pr.yml: job build: *: write"],
+    ),
+    "pull_request_target": (
+        "images-pr.yml",
+        "  pull_request:\n",
+        "  pull_request_target:\n",
+        ["images-pr.yml: pull_request_target runs with the base repository's secrets"],
+    ),
     "inherited secrets": (
         "tests.yml",
         "  lint:\n    name: Lint\n",
         "  lint:\n    name: Lint\n    secrets: inherit\n",
+        ["tests.yml: job lint: references secrets"],
+    ),
+    "a secret outside the jobs": (
+        "images-pr.yml",
+        '  PIP_DISABLE_PIP_VERSION_CHECK: "1"\n',
+        '  PIP_DISABLE_PIP_VERSION_CHECK: "1"\n  T: ${{ secrets.TOKEN }}\n',
+        ["images-pr.yml: references secrets outside its jobs"],
     ),
 }
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES.values(), ids=list(BREAKAGES))
-def test_a_pull_request_job_with_more_power_is_caught(breakage: tuple[str, str, str]) -> None:
-    name, old, new = breakage
-    assert pull_request_problems(_broken(name, lambda t: t.replace(old, new, 1)))
+def test_a_pull_request_job_with_more_power_is_caught(breakage: tuple[str, str, str, list[str]]) -> None:
+    name, old, new, expected = breakage
+    assert pull_request_problems(_broken(name, lambda t: t.replace(old, new, 1))) == expected
+
+
+def test_a_pull_request_job_without_a_permissions_block_is_caught() -> None:
+    """No block in the job nor at the top: the token gets the repository's default permissions."""
+
+    def strip(text: str) -> str:
+        return text.replace("permissions: {}\n", "", 1).replace(
+            "    permissions:\n      contents: read # check out the code\n", "", 1
+        )
+
+    assert pull_request_problems(_broken("tests.yml", strip)) == [
+        "tests.yml: job lint: no permissions block, so the token gets the repository's defaults"
+    ]
 
 
 def test_the_session_list_comes_from_the_noxfile(tmp_path: Path) -> None:
