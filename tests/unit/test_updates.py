@@ -52,6 +52,13 @@ def test_the_filter_keeps_unwanted_lines_out() -> None:
     found = newer_tags(["1.21.4", "2.0.0"], UPSTREAM, wanted)
     assert found.newer == ("2.0.1",)
     assert found.prereleases == ()
+    # The range alone admits 2.1.0 and its "+ent" spelling: only the exclude pattern keeps the latter out.
+    admitted = newer_tags(["2.0.0"], UPSTREAM, UpdateFilter(parse_range(">=2, <2.2"), ()))
+    assert "2.1.0+ent" in admitted.newer
+    excluded = newer_tags(
+        ["2.0.0"], UPSTREAM, UpdateFilter(parse_range(">=2, <2.2"), (compile_exclude(r"\+"),))
+    )
+    assert "2.1.0" in excluded.newer and "2.1.0+ent" not in excluded.newer
 
 
 @pytest.mark.parametrize(
@@ -64,6 +71,7 @@ def test_the_filter_keeps_unwanted_lines_out() -> None:
         ("<=1.14", "1.14.9", True),  # a shorter bound compares only its own numbers
         (">1", "1.9.0", False),
         ("==3", "3.12.0", True),
+        ("==3", "4.0.0", False),
         ("!=3.12", "3.12.1", False),
         (">=1.14, <2", "1.21.4", True),
         (">=1.14, <2", "2.0.0", False),

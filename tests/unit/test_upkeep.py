@@ -109,3 +109,43 @@ def test_the_readme_shows_what_the_shipped_catalog_publishes() -> None:
     assert catalog.registry is not None
     current = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert docs.splice(current, docs.references_table(catalog, catalog.registry)) == current
+
+
+def test_bump_refuses_an_edit_that_would_break_the_catalog(tmp_path: Path) -> None:
+    """bump validates the edited text before it writes anything: here a new version whose tag collides."""
+    from ci_images import upkeep
+    from ci_images.errors import UsageError
+
+    catalog = tmp_path / "images.yaml"
+    good = 'registry: r.example.com/ci\nimages:\n  tool:\n    source: docker.io/acme/tool\n    versions: ["1.0.0"]\n'
+    catalog.write_text(good, encoding="utf-8")
+    upkeep._checked(catalog, good)  # the catalog as it is passes
+    broken = good.replace('["1.0.0"]', '["1.0.0", "1.0.0"]')
+    with pytest.raises(UsageError) as refused:
+        upkeep._checked(catalog, broken)
+    assert refused.value.message.startswith(f"{catalog} would not be valid with the new versions: line 5: ")
+    assert catalog.read_text(encoding="utf-8") == good
+    assert [p.name for p in tmp_path.iterdir()] == ["images.yaml"]  # the candidate file is gone
+
+
+def test_bump_checks_the_edited_catalog_before_writing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What upstream offers is given here (upstream's tag lists are the lab's business, in test_outdated); the
+    edit itself, its check and the write are bump's own. A version that is no tag makes the catalog invalid."""
+    from types import SimpleNamespace
+
+    from ci_images import upkeep
+    from ci_images.errors import UsageError
+    from ci_images.options import BUMP, parse
+
+    catalog = tmp_path / "images.yaml"
+    good = 'registry: r.example.com/ci\nimages:\n  tool:\n    source: docker.io/acme/tool\n    versions: ["1.0.0"]\n'
+    catalog.write_text(good, encoding="utf-8")
+    offered = [
+        SimpleNamespace(spec=SimpleNamespace(name="tool"), found=SimpleNamespace(newer=("not a tag!",)))
+    ]
+    monkeypatch.setattr(upkeep, "_findings", lambda options: (catalog, offered))
+    with pytest.raises(UsageError, match="would not be valid with the new versions"):
+        upkeep.bump(parse(BUMP, {"catalog": str(catalog)}, {}))
+    assert catalog.read_text(encoding="utf-8") == good
