@@ -694,3 +694,12 @@ def test_merge_keys_behave_like_pyyaml_and_only_written_twice_is_a_duplicate() -
         load_marked("a: &x {k: 1}\nb:\n  <<: *x\n  k: 2\n  k: 3\n", "f.yaml")
     assert (info.value.line, info.value.column) == (5, 3)
     assert "duplicate key 'k' (first defined on line 4)" in info.value.message
+
+
+def test_a_lock_file_that_is_a_directory_is_refused_where_it_is_named(catalog_files: CatalogFiles) -> None:
+    path = catalog_files.write("lock_file: d.json\n" + GOOD, build_folders=["img"])
+    (path.parent / "d.json").mkdir()
+    with pytest.raises(CatalogError) as refused:
+        load_catalog(path, smoke_kinds=KINDS)
+    assert refused.value.message == f"{path}:1:12: lock_file 'd.json' is a directory"
+    assert refused.value.fix == "name a file, e.g. images.lock.json"

@@ -150,6 +150,21 @@ def test_from_decision(make_entry: EntryFactory) -> None:
     assert planned.source_digest == SRC
     assert planned.ratelimit_remaining == 5
     assert planned.key == "local-kms/plain/3.11.7"
+    assert planned.platforms == tuple(entry.platform_names)  # nothing held yet: what the catalog asks for
+
+
+def test_an_entry_left_as_it_is_reports_the_platforms_the_target_holds(make_entry: EntryFactory) -> None:
+    """A mirror of every platform says "all" in the catalog; the record and the lock file name the real ones."""
+    entry = make_entry(mode="mirror", platforms=())
+    held = TargetState(
+        digest=SRC, tag_digests=dict.fromkeys(entry.tags, SRC), platforms=("linux/arm64", "linux/amd64")
+    )
+    decision = decide(entry, source_digest=SRC, recipe=None, current=held)
+    assert decision.action == "skip"
+    assert Result.from_decision(decision).platforms == ("linux/arm64", "linux/amd64")
+    assert Result.from_decision(
+        decide(entry, source_digest=SRC, recipe=None, current=TargetState(None))
+    ).platforms == ("all",)
 
 
 def test_write_json(tmp_path: Path) -> None:
@@ -230,6 +245,12 @@ def test_update_lock_starts_a_missing_lock(tmp_path: Path) -> None:
     lock = tmp_path / "images.lock.json"
     written = update_lock(lock, [result(tags=("3.12.0",))])
     assert list(written["images"]) == [f"{REPO}:3.12.0"]
+
+
+def test_the_lock_file_lists_platforms_sorted_whatever_order_a_run_found_them_in(tmp_path: Path) -> None:
+    unsorted = replace(result(tags=("3.12.0",)), platforms=("linux/arm64", "linux/amd64"))
+    written = update_lock(tmp_path / "images.lock.json", [unsorted])
+    assert written["images"][f"{REPO}:3.12.0"]["platforms"] == ["linux/amd64", "linux/arm64"]
 
 
 @pytest.mark.parametrize(
