@@ -15,7 +15,6 @@ config folder (the login stays out of ~/.docker).
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO_ROOT, empty_registry, manifest_gets, table, writes
+from common import arguments, empty_registry, manifest_gets, table, writes
 
 from ci_images import proc, wiring
 from ci_images.engine.client import Engine
@@ -122,12 +121,7 @@ def remove_built(engine: Engine, prefixes: tuple[str, ...]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--catalog", default=str(REPO_ROOT / "images.yaml"))
-    parser.add_argument("--keep-lab", action="store_true")
-    args, _ = parser.parse_known_args()  # nox -s bench passes the same options to every benchmark
+    args = arguments(__doc__)
     catalog = Path(args.catalog).resolve()
     standins, platforms, narrowed = standins_for(catalog)
     workdir = Path(tempfile.mkdtemp(prefix="ci-images-bench-cold-"))

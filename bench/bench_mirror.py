@@ -13,7 +13,6 @@ target requests come from the registries' own logs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import authfile, empty_registry, manifest_gets, median, table, writes
+from common import arguments, authfile, empty_registry, manifest_gets, median, table, writes
 
 from ci_images import proc
 from ci_images.lab import lab
@@ -108,12 +107,7 @@ TOOLS = {"ci-images": run_ci_images, "skopeo": run_skopeo, "ci-images copy only"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--keep-lab", action="store_true")
-    args, _ = parser.parse_known_args()  # nox -s bench passes the same options to every benchmark
+    args = arguments(__doc__, catalog=False, rounds=3)
     if shutil.which("skopeo") is None:
         print("skopeo is not installed (apt-get install -y skopeo; .ci/setup does it)", file=sys.stderr)
         return 2

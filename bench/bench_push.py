@@ -10,15 +10,13 @@ ratios; exits non-zero if the no-change/naive time ratio misses the goal (<= 0.1
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "src"))
+from common import arguments, manifest_gets, writes
 
 from ci_images import app, wiring
 from ci_images.engine.client import Engine
@@ -28,14 +26,6 @@ from ci_images.options import PUSH, Options, parse
 from ci_images.run.build import local_ref
 
 GOAL = 0.1
-
-
-def manifest_gets(requests: list[tuple[str, str]]) -> int:
-    return sum(1 for method, uri in requests if method == "GET" and "/manifests/" in uri)
-
-
-def writes(requests: list[tuple[str, str]]) -> int:
-    return sum(1 for method, _ in requests if method in {"PUT", "POST", "PATCH"})
 
 
 def naive_loop(the_lab: Any, options: Options) -> None:
@@ -74,12 +64,7 @@ def naive_loop(the_lab: Any, options: Options) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--catalog", default=str(REPO_ROOT / "images.yaml"))
-    parser.add_argument("--keep-lab", action="store_true")
-    args, _ = parser.parse_known_args()  # nox -s bench passes the same options to every benchmark
+    args = arguments(__doc__)
 
     standins, platforms, narrowed = standins_for(Path(args.catalog))
     workdir = Path(tempfile.mkdtemp(prefix="ci-images-bench-"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import secrets
@@ -45,6 +46,19 @@ def manifest_gets(requests: Sequence[tuple[str, str]]) -> int:
 
 def writes(requests: Sequence[tuple[str, str]]) -> int:
     return sum(1 for method, _ in requests if method in {"PUT", "POST", "PATCH"})
+
+
+def arguments(doc: str | None, *, catalog: bool = True, rounds: int | None = None) -> argparse.Namespace:
+    """The options every benchmark takes: --keep-lab, and --catalog or --rounds where it uses them. Others are
+    ignored: nox -s bench passes the same options to every benchmark."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if catalog:
+        parser.add_argument("--catalog", default=str(REPO_ROOT / "images.yaml"))
+    if rounds is not None:
+        parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--keep-lab", action="store_true")
+    args, _ = parser.parse_known_args()
+    return args
 
 
 def median(values: Sequence[float]) -> float:
