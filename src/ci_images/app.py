@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import threading
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,28 +78,16 @@ def make_plan(
     where = target(options, catalog, start_local=False)
     entries = entries_for(options, catalog, prefix=where.prefix)
     preflight(options, catalog, where, lock=lock_file(options, catalog) if lock else None)
+    ctx = context(options, catalog, target_pool=target_pool(options, where.plain_http))
     before_target = None
     if start_local and where.local_port is not None:
-        # Started at the first read of the target, after an upstream answered: a run that cannot reach upstream
-        # stops without leaving an embedded registry behind.
-        before_target = once(lambda: target(options, catalog, start_local=True))
-    ctx = context(options, catalog, target_pool=target_pool(options, where.plain_http))
+        # Started at the first read of the target, after an upstream answered (once, whichever of resolve's
+        # threads gets there first): a run that cannot reach upstream stops without leaving a registry behind.
+        def before_target() -> None:
+            ctx.once(("start the local registry",), lambda: target(options, catalog, start_local=True))
+
     decisions = resolve(ctx, entries, check_target=True, force=options.force, before_target=before_target)
     return catalog, ctx, decisions
-
-
-def once(action: Callable[[], object]) -> Callable[[], None]:
-    """``action`` run by the first caller only, the others waiting for it (resolve's threads call it)."""
-    lock = threading.Lock()
-    done: list[bool] = []
-
-    def call() -> None:
-        with lock:
-            if not done:
-                action()
-                done.append(True)
-
-    return call
 
 
 def show_plan(options: Options) -> list[Decision]:
