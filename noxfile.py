@@ -56,17 +56,24 @@ def workflow_lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests; integration tests start the image lab on a Docker engine (started if needed)."""
+    """Unit tests first (they fail fast, before any lab is built), then the integration tests on the image lab.
+
+    The integration tests start a Docker engine if none answers. With `-- ARGS`, pytest runs ARGS alone."""
     _install(session, "test", "lab")
-    session.run("python", "-m", "ci_images.engine.dockerd", external=False)
-    session.run("pytest", *(session.posargs or ["tests"]), env={"PYTHONUNBUFFERED": "1"})
+    if session.posargs:
+        session.run("python", "-m", "ci_images.engine.dockerd")
+        session.run("pytest", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+        return
+    session.run("pytest", "tests", "-m", "not integration")
+    session.run("python", "-m", "ci_images.engine.dockerd")
+    session.run("pytest", "tests", "-m", "integration", env={"PYTHONUNBUFFERED": "1"})
 
 
 @nox.session(name="unit-tests", python=PYTHON)
 def unit_tests(session: nox.Session) -> None:
     """Only the fast unit tests: no engine, no registries."""
     _install(session, "test", "lab")
-    session.run("pytest", "tests/unit", *session.posargs)
+    session.run("pytest", "tests", "-m", "not integration", *session.posargs)
 
 
 @nox.session(name="ci-images", python=PYTHON)

@@ -26,23 +26,22 @@ from typing import Any
 
 from common import arguments, empty_registry, manifest_gets, table, writes
 
-from ci_images import proc, wiring
+from ci_images import proc
+from ci_images.commands.options import PUSH, parse_options
+from ci_images.commands.setup import prepare
 from ci_images.engine.client import Engine
 from ci_images.lab import lab
 from ci_images.lab.cli import standins_for
-from ci_images.options import PUSH, parse
 from ci_images.plan.entries import Entry
-from ci_images.registry import oci
+from ci_images.registry import documents
 
 GOAL = 1.15
 SMOKE_LINE = re.compile(r"^smoke \S+ .* ok in (?P<seconds>[0-9.]+) s$", re.MULTILINE)
 
 
 def built_entries(catalog: Path, env: dict[str, str]) -> list[Entry]:
-    options = parse(PUSH, {"catalog": str(catalog)}, env)
-    loaded = wiring.load(options)
-    prefix = wiring.target(options, loaded, start_local=False).prefix
-    return [e for e in wiring.entries_for(options, loaded, prefix=prefix) if e.mode == "build"]
+    with prepare(parse_options(PUSH, {"catalog": str(catalog)}, env)) as setup:
+        return [e for e in setup.entries if e.mode == "build"]
 
 
 def pull_bases(engine: Engine, the_lab: Any, entries: list[Entry]) -> dict[tuple[str, str], str]:
@@ -50,7 +49,7 @@ def pull_bases(engine: Engine, the_lab: Any, entries: list[Entry]) -> dict[tuple
     client = the_lab.upstream_client()
     bases: dict[tuple[str, str], str] = {}
     for entry in entries:
-        digests = oci.platform_digests(client, entry.pull.path, entry.version)
+        digests = documents.platform_digests(client, entry.pull.path, entry.version)
         for platform in entry.platforms:
             ref = entry.pull.with_digest(digests[platform])
             engine.pull(ref, platform=platform)

@@ -25,7 +25,8 @@ from common import arguments, authfile, empty_registry, manifest_gets, median, t
 
 from ci_images import proc
 from ci_images.lab import lab
-from ci_images.registry.client import Credentials, RegistryClient
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
 from ci_images.registry.copy import Endpoint, copy_image
 from ci_images.registry.pool import ClientPool
 

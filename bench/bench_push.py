@@ -18,11 +18,12 @@ from typing import Any
 
 from common import arguments, manifest_gets, writes
 
-from ci_images import app, wiring
+from ci_images.commands import images as image_commands
+from ci_images.commands.options import PUSH, Options, parse_options
+from ci_images.commands.setup import prepare
 from ci_images.engine.client import Engine
 from ci_images.lab import lab
 from ci_images.lab.cli import standins_for
-from ci_images.options import PUSH, Options, parse
 from ci_images.run.build import local_ref
 
 GOAL = 0.1
@@ -38,9 +39,9 @@ def naive_loop(the_lab: Any, options: Options) -> None:
         registry=the_lab.target.host,
         reauth=True,
     )
-    catalog = wiring.load(options)
-    prefix = wiring.target(options, catalog, start_local=False).prefix
-    for entry in wiring.entries_for(options, catalog, prefix=prefix):
+    with prepare(options) as setup:
+        entries = setup.entries
+    for entry in entries:
         for platform in entry.platforms or the_lab.platforms:
             engine.client.images.pull(str(entry.pull), tag=entry.version, platform=platform)
             tag = f"{entry.tags[0]}-naive-{platform.replace('/', '-')}"
@@ -72,15 +73,15 @@ def main() -> int:
     the_lab = lab.lab_up(workdir, standins=standins, platforms=platforms, narrowed=narrowed)
     try:
         env = {**the_lab.env(), "CI": "true"}
-        options: Options = parse(
+        options: Options = parse_options(
             PUSH, {"catalog": args.catalog, "lock": str(workdir / "images.lock.json"), "jobs": "2"}, env
         )
         print("warm-up: first push publishes everything ...", flush=True)
-        app.push_images(options)
+        image_commands.push_images(options)
 
         up0, tg0 = len(the_lab.upstream.requests()), len(the_lab.target.requests())
         started = time.monotonic()
-        results = app.push_images(options)
+        results = image_commands.push_images(options)
         no_change_s = time.monotonic() - started
         up1, tg1 = len(the_lab.upstream.requests()), len(the_lab.target.requests())
         skipped = sum(1 for r in results if r.action == "skipped")

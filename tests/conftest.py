@@ -13,3 +13,14 @@ def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("CI_IMAGES_", "GITHUB_", "COSIGN_")) or key == "ACTIONS_ID_TOKEN_REQUEST_URL":
             monkeypatch.delenv(key)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration is an integration test (it needs the engine and the lab), and none
+    elsewhere is: `-m "not integration"` is exactly the unit tests, which CI runs first."""
+    for item in items:
+        integration = "integration" in item.path.parts[-3:-1]
+        if integration:
+            item.add_marker(pytest.mark.integration)
+        elif item.get_closest_marker("integration") is not None:
+            raise pytest.UsageError(f"{item.nodeid} is marked integration but is not under tests/integration")

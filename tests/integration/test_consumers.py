@@ -31,10 +31,10 @@ import hvac
 import pytest
 import requests
 
-from ci_images import app
+from ci_images.commands import images as image_commands
+from ci_images.commands.options import PUSH, Options, parse_options
 from ci_images.engine.client import CONTAINER_LABEL, Engine
-from ci_images.options import PUSH, Options, parse
-from ci_images.run.report import Result
+from ci_images.run.result import Result
 
 from .conftest import unavailable
 
@@ -61,8 +61,8 @@ def published(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, R
         "platform": "linux/amd64",
         "lock": str(root / "images.lock.json"),
     }
-    options: Options = parse(PUSH, given, env)
-    results = {f"{r.image}:{r.version}": r for r in app.push_images(options)}
+    options: Options = parse_options(PUSH, given, env)
+    results = {f"{r.image}:{r.version}": r for r in image_commands.push_images(options)}
     assert {k: r.action for k, r in results.items()} == {
         "local-kms:3.11.1": "built",
         "vault:1.10.0": "built",

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from ci_images import app
+from ci_images.commands import images as image_commands
+from ci_images.commands.options import PUSH, Options, parse_options
 from ci_images.errors import CiImagesError
-from ci_images.options import PUSH, Options, parse
-from ci_images.registry.client import Credentials, RegistryClient
-from ci_images.run.report import Result
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
+from ci_images.run.result import Result
 
 from .conftest import vault_catalog
 from .proxy import RESET, TOO_MANY, TRUNCATE, Fault, Request, fault_proxy, first, slow
@@ -73,7 +74,7 @@ def options(lab: Any, catalog: Path, **given: Any) -> Options:
     env = {**lab.env(), "CI": "true"}
     env.pop("CI_IMAGES_REGISTRY", None)
     values = {"catalog": str(catalog), "lock": str(catalog.parent / "lock.json"), **given}
-    parsed: Options = parse(PUSH, values, env)
+    parsed: Options = parse_options(PUSH, values, env)
     return parsed
 
 
@@ -125,7 +126,7 @@ def test_upstream_faults_are_retried_and_the_run_completes(
 ) -> None:
     rule, extra = UPSTREAM_FAULTS[name]
     with upstream_proxy(lab, tmp_path, rule) as (mirror, seen):
-        results = app.push_images(
+        results = image_commands.push_images(
             options(lab, catalog, registry=unique_target(lab, catalog), upstream_mirror=mirror, **extra)
         )
     assert [r.action for r in results] == ["built"]
@@ -141,7 +142,9 @@ def test_target_faults_are_retried_and_the_run_completes(
     rule, extra = TARGET_FAULTS[name]
     path = unique_target(lab, catalog).split("/", 1)[1]
     with fault_proxy(lab.target.host, str(lab.ca_bundle), fault=rule) as (proxy, seen):
-        results = app.push_images(options(lab, catalog, registry=f"{proxy}/{path}", plain_http=True, **extra))
+        results = image_commands.push_images(
+            options(lab, catalog, registry=f"{proxy}/{path}", plain_http=True, **extra)
+        )
     assert [r.action for r in results] == ["built"]
     assert faults_seen(seen) >= 1, seen
     assert "retry" in capfd.readouterr().err
@@ -155,7 +158,7 @@ def test_a_target_that_keeps_failing_fails_cleanly_and_moves_no_tag(lab: Any, ca
         fault_proxy(lab.target.host, str(lab.ca_bundle), fault=always) as (proxy, _),
         pytest.raises(CiImagesError) as raised,
     ):
-        app.push_images(options(lab, catalog, registry=f"{proxy}/{path}", plain_http=True))
+        image_commands.push_images(options(lab, catalog, registry=f"{proxy}/{path}", plain_http=True))
     assert raised.value.exit_code == 3
     client = RegistryClient(
         lab.target.host, credentials=Credentials(lab.target.username, lab.target.password)
@@ -179,13 +182,13 @@ def test_a_tag_move_that_stops_part_way_is_reported_and_finished_by_the_next_run
             lab, catalog, registry=f"{proxy}/{path}", plain_http=True, json=str(catalog.parent / "r.json")
         )
         with pytest.raises(CiImagesError) as raised:
-            app.push_images(opts)
+            image_commands.push_images(opts)
     assert raised.value.exit_code == 3
     (record,) = json.loads((catalog.parent / "r.json").read_text())
     prefix = f"{proxy}/{path}/vault"
     assert record["tags_moved"] == [f"{prefix}:2.0.0"]
     assert record["tags_not_moved"] == [f"{prefix}:2.0", f"{prefix}:latest"]
     assert "moved: " in record["error"] and "not moved: " in record["error"]
-    again = app.push_images(options(lab, catalog, registry=f"{lab.target.host}/{path}"))
+    again = image_commands.push_images(options(lab, catalog, registry=f"{lab.target.host}/{path}"))
     assert [(r.action, r.reason) for r in again] == [("retagged", "up to date; moving 2.0, latest")]
     assert_complete(lab, [*again], smoked=False)

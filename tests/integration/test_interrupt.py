@@ -18,7 +18,8 @@ import pytest
 
 from ci_images.engine.client import CONTAINER_LABEL, Engine
 from ci_images.lab.standins import IMAGE_PREFIX, prune_stale_standins, standin_ref
-from ci_images.registry.client import Credentials, RegistryClient
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
 from tests.doors import MAIN, clean_env, run_door
 
 from .conftest import vault_catalog

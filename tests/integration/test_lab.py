@@ -18,10 +18,9 @@ import pytest
 import requests
 
 from ci_images.engine.client import Engine
-from ci_images.engine.service import free_loopback_port
-from ci_images.lab.lab import VERSION_LABEL, Lab, ensure_standin, lab_down, lab_up, standin_ref
-from ci_images.registry.client import OCI_INDEX, OCI_MANIFEST
-from ci_images.registry.oci import platform_digests, read_labels
+from ci_images.lab.lab import VERSION_LABEL, Lab, ensure_standin, lab_down, lab_up, read_labels, standin_ref
+from ci_images.oci import OCI_INDEX, OCI_MANIFEST, free_loopback_port
+from ci_images.registry.documents import platform_digests
 
 from .conftest import LAB_NARROWED, LAB_PLATFORMS, LAB_STANDINS, unavailable
 

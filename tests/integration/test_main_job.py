@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import requests
 
-from ci_images import app
 from ci_images.catalog.load import load_catalog
+from ci_images.commands import images as image_commands
+from ci_images.commands.options import BUILD, parse_options
 from ci_images.engine.client import Engine
-from ci_images.engine.service import free_loopback_port
 from ci_images.loopback.local import stop_local_registry
-from ci_images.options import BUILD, parse
+from ci_images.oci import free_loopback_port
 from ci_images.registry.client import RegistryClient
-from ci_images.registry.oci import platform_digests
+from ci_images.registry.documents import platform_digests
 from ci_images.smoke import KINDS
 from tests.doors import clean_env, run_door
 
@@ -38,8 +38,8 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 def test_shipped_catalog_builds_and_passes_smoke_tests_on_amd64_and_arm64(lab: Any, tmp_path: Path) -> None:
     """invoke build-images then invoke test-images, on every (image, variant, version) of images.yaml."""
     env = {**lab.env(), "CI": "true"}
-    opts = parse(BUILD, {"catalog": str(REPO_ROOT / "images.yaml"), "jobs": "2"}, env)
-    built = app.build_images(opts)
+    opts = parse_options(BUILD, {"catalog": str(REPO_ROOT / "images.yaml"), "jobs": "2"}, env)
+    built = image_commands.build_images(opts)
     assert {r.action for r in built} == {"built"}
     catalog = load_catalog(REPO_ROOT / "images.yaml", smoke_kinds=KINDS)
     expected = {
@@ -56,7 +56,7 @@ def test_shipped_catalog_builds_and_passes_smoke_tests_on_amd64_and_arm64(lab: A
             assert engine.has_image(ref), ref
             assert engine.image_platform(ref) == host
             assert engine.image_labels(ref)["org.opencontainers.image.version"] == result.version
-    tested = app.test_images(opts)
+    tested = image_commands.test_images(opts)
     assert {r.action for r in tested} == {"tested"}
     assert all(set(r.smoked) == {"linux/amd64", "linux/arm64"} for r in tested)
 

@@ -13,15 +13,17 @@ from typing import Any
 
 import pytest
 
-from ci_images import app
+from ci_images.commands import images as image_commands
+from ci_images.commands.options import BUILD, PUSH, TEST, Options, parse_options
 from ci_images.errors import PublishError
-from ci_images.options import BUILD, PUSH, TEST, Options, parse
-from ci_images.registry import oci
-from ci_images.registry.client import OCI_INDEX, Credentials, RegistryClient
+from ci_images.oci import OCI_INDEX, join_platform
+from ci_images.registry import documents
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
 from ci_images.registry.copy import Endpoint, copy_image
 from ci_images.registry.pool import ClientPool
 from ci_images.retry import RetryPolicy
-from ci_images.run.report import Result
+from ci_images.run.result import Result
 
 from .proxy import throttling_proxy
 
@@ -49,8 +51,8 @@ def push(catalog: Path, lab: Any, **given: Any) -> list[Result]:
     env = {**lab.env(), "CI": "true"}
     env.pop("CI_IMAGES_REGISTRY", None)  # the catalog names the target
     defaults = {"catalog": str(catalog), "lock": str(catalog.parent / "images.lock.json")}
-    options: Options = parse(PUSH, {**defaults, **given}, env)
-    return app.push_images(options)
+    options: Options = parse_options(PUSH, {**defaults, **given}, env)
+    return image_commands.push_images(options)
 
 
 def target_client(lab: Any) -> RegistryClient:
@@ -105,12 +107,12 @@ def test_multi_arch_index_is_mirrored_with_upstreams_digests_and_a_second_run_pu
     held = client.get_manifest(full, tag)
     assert held is not None
     assert held[1] == upstream_body  # byte for byte
-    upstream_platforms = oci.platform_digests(lab.upstream_client(), KMS, tag)
+    upstream_platforms = documents.platform_digests(lab.upstream_client(), KMS, tag)
     assert set(upstream_platforms) == {"linux/amd64", "linux/arm64"}
     for platform, digest in upstream_platforms.items():
         info = client.head_manifest(full, digest)
         assert info is not None and info.digest == digest, platform
-    assert oci.platform_digests(client, full, tag) == upstream_platforms
+    assert documents.platform_digests(client, full, tag) == upstream_platforms
 
     lock = tmp_path / "images.lock.json"
     recorded = json.loads(lock.read_text())["images"]
@@ -141,7 +143,7 @@ def test_platform_subset_mirror_lists_only_those_platforms_and_records_upstreams
 """
     catalog = write_catalog(tmp_path, lab, entry)
     upstream_digest = lab.standins[KMS]["3.12.0"]
-    upstream_platforms = oci.platform_digests(lab.upstream_client(), KMS, upstream_digest)
+    upstream_platforms = documents.platform_digests(lab.upstream_client(), KMS, upstream_digest)
     before, target_before = len(lab.upstream.requests()), len(lab.target.requests())
     (first,) = push(catalog, lab, json=str(tmp_path / "report.json"))
     assert first.action == "mirrored", first.reason
@@ -156,7 +158,7 @@ def test_platform_subset_mirror_lists_only_those_platforms_and_records_upstreams
     got = client.get_manifest(full, "3.12.0")
     assert got is not None and got[0].media_type == OCI_INDEX
     index = json.loads(got[1])
-    assert [oci.join_platform(m["platform"]) for m in index["manifests"]] == ["linux/amd64"]
+    assert [join_platform(m["platform"]) for m in index["manifests"]] == ["linux/amd64"]
     assert (
         index["manifests"][0]["digest"] == upstream_platforms["linux/amd64"]
     )  # the platform manifest is upstream's
@@ -224,7 +226,7 @@ def test_a_blob_upload_dropped_mid_way_starts_over_and_the_digests_still_match(l
     client = target_client(lab)
     assert client.head_manifest(target_repo, upstream_digest) is not None
     # By digest: other tests may re-release the upstream tag meanwhile.
-    for platform, digest in oci.platform_digests(lab.upstream_client(), repo, upstream_digest).items():
+    for platform, digest in documents.platform_digests(lab.upstream_client(), repo, upstream_digest).items():
         info = client.head_manifest(target_repo, digest)
         assert info is not None and info.digest == digest, platform
     upstream.close()
@@ -300,7 +302,7 @@ def test_single_platform_upstream_mirrors_as_is_and_builds_need_the_version_narr
     assert results["kms-old-mirror"].action == "skipped"
     assert results["kms-old"].action == "built", results["kms-old"].reason
     client = target_client(lab)
-    assert set(oci.platform_digests(client, f"{PREFIX_PATH}/kms-old", "3.11.0")) == {"linux/amd64"}
+    assert set(documents.platform_digests(client, f"{PREFIX_PATH}/kms-old", "3.11.0")) == {"linux/amd64"}
 
 
 def test_build_images_then_test_images_on_a_mirror_of_every_platform(lab: Any, tmp_path: Path) -> None:
@@ -317,7 +319,7 @@ def test_build_images_then_test_images_on_a_mirror_of_every_platform(lab: Any, t
 """,
     )
     env = {**lab.env(), "CI": "true"}
-    (built,) = app.build_images(parse(BUILD, {"catalog": str(catalog)}, env), smoke=True)
+    (built,) = image_commands.build_images(parse_options(BUILD, {"catalog": str(catalog)}, env), smoke=True)
     assert (built.action, built.platforms, built.smoked) == ("built", ("linux/amd64",), ["linux/amd64"])
-    (tested,) = app.test_images(parse(TEST, {"catalog": str(catalog)}, env))
+    (tested,) = image_commands.test_images(parse_options(TEST, {"catalog": str(catalog)}, env))
     assert (tested.action, tested.smoked) == ("tested", ["linux/amd64"])

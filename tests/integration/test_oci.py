@@ -14,9 +14,12 @@ import pytest
 
 from ci_images.engine.client import Engine
 from ci_images.errors import BuildError
+from ci_images.lab.lab import put_tags, read_labels
 from ci_images.loopback.server import RegistryServer
-from ci_images.registry.client import OCI_INDEX, Credentials, RegistryClient
-from ci_images.registry.oci import make_index, platform_digests, put_tags, read_labels
+from ci_images.oci import OCI_INDEX
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
+from ci_images.registry.documents import make_index, platform_digests
 from ci_images.registry.push import push_engine_image
 from tests.integration.conftest import unavailable
 

@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from ci_images.registry.client import OCI_MANIFEST, RegistryClient
-from ci_images.registry.oci import put_tags
+from ci_images.lab.lab import put_tags
+from ci_images.oci import OCI_MANIFEST
+from ci_images.registry.client import RegistryClient
 from tests.doors import clean_env, run_door
 
 pytestmark = pytest.mark.integration

@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ci_images import app
+from ci_images.commands import images as image_commands
+from ci_images.commands.options import BUILD, PUSH, Options, parse_options
 from ci_images.errors import EntriesFailed, PublishError, UsageError
-from ci_images.options import BUILD, PUSH, Options, parse
-from ci_images.registry import oci
-from ci_images.registry.client import Credentials, RegistryClient
+from ci_images.lab.lab import put_tags, read_labels
+from ci_images.registry import documents
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
 from ci_images.registry.push import push_engine_image
-from ci_images.run import report
-from ci_images.run.report import Result
+from ci_images.report import table as report
+from ci_images.run.result import Result
 from tests.doors import clean_env, run_door
 
 from .proxy import throttling_proxy
@@ -64,7 +67,7 @@ def options(catalog: Path, lab: Any, command: str = PUSH, **given: Any) -> Optio
     defaults = {"catalog": str(catalog)}
     if command == PUSH:
         defaults["lock"] = str(catalog.parent / "images.lock.json")
-    parsed: Options = parse(command, {**defaults, **given}, env)
+    parsed: Options = parse_options(command, {**defaults, **given}, env)
     return parsed
 
 
@@ -83,7 +86,7 @@ def counts(requests: list[tuple[str, str]]) -> dict[str, int]:
 def published(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Result]]:
     root = tmp_path_factory.mktemp("push")
     catalog = write_catalog(root, lab)
-    results = app.push_images(options(catalog, lab, json=str(root / "report.json")))
+    results = image_commands.push_images(options(catalog, lab, json=str(root / "report.json")))
     return catalog, results
 
 
@@ -103,8 +106,8 @@ def test_first_push_publishes_multi_arch_indexes_under_every_tag(
             assert info.digest == result.digest, ref
             assert info.media_type == "application/vnd.oci.image.index.v1+json"
             assert lock[ref]["digest"] == result.digest
-            assert set(oci.platform_digests(client, repo, tag)) == {"linux/amd64", "linux/arm64"}
-            held = oci.read_labels(client, repo, tag)
+            assert set(documents.platform_digests(client, repo, tag)) == {"linux/amd64", "linux/arm64"}
+            held = read_labels(client, repo, tag)
             assert held is not None
             labels = held[1]
             assert labels["org.opencontainers.image.version"] == result.version
@@ -135,13 +138,13 @@ def test_platform_on_a_push_never_replaces_a_published_index_with_fewer_platform
     vault = next(r for r in results if r.image == "vault")
     before = len(lab.target.requests())
     with pytest.raises(UsageError) as refused:
-        app.push_images(options(catalog, lab, images=["vault"], platform=["linux/amd64"]))
+        image_commands.push_images(options(catalog, lab, images=["vault"], platform=["linux/amd64"]))
     assert refused.value.exit_code == 2
     assert f"{vault.tags[0]} (would lose linux/arm64)" in refused.value.message
     assert "push without --platform" in (refused.value.fix or "")
     assert counts(lab.target.requests()[before:])["writes"] == 0
     repo, tag = vault.tags[0].split("/", 1)[1].rsplit(":", 1)
-    assert set(oci.platform_digests(target_client(lab), repo, tag)) == {"linux/amd64", "linux/arm64"}
+    assert set(documents.platform_digests(target_client(lab), repo, tag)) == {"linux/amd64", "linux/arm64"}
 
 
 def test_base_layers_are_upstreams_own_blobs_copied_not_compressed(lab: Any, tmp_path: Path) -> None:
@@ -149,15 +152,15 @@ def test_base_layers_are_upstreams_own_blobs_copied_not_compressed(lab: Any, tmp
     catalog = write_catalog(tmp_path, lab)
     prefix = f"{lab.target.host}/reuse-{secrets.token_hex(3)}"  # a target that holds none of these blobs yet
     before = len(lab.upstream.requests())
-    (result,) = app.push_images(
+    (result,) = image_commands.push_images(
         options(catalog, lab, images=["vault"], platform="linux/amd64", registry=prefix)
     )
     during = lab.upstream.requests()[before:]
     assert result.action == "built" and result.source_digest is not None
     client, upstream = target_client(lab), lab.upstream_client()
     repo = f"{prefix.split('/', 1)[1]}/vault"
-    built = client.get_manifest(repo, oci.platform_digests(client, repo, "2.0.0")["linux/amd64"])
-    base_digest = oci.platform_digests(upstream, "hashicorp/vault", result.source_digest)["linux/amd64"]
+    built = client.get_manifest(repo, documents.platform_digests(client, repo, "2.0.0")["linux/amd64"])
+    base_digest = documents.platform_digests(upstream, "hashicorp/vault", result.source_digest)["linux/amd64"]
     base = upstream.get_manifest("hashicorp/vault", base_digest)
     assert built is not None and base is not None
     base_layers = [layer["digest"] for layer in json.loads(base[1])["layers"]]
@@ -180,7 +183,7 @@ def test_a_push_leaves_only_the_catalogs_tags_on_this_target_in_the_lock_file(
     stale[f"{first[0].tags[0].rsplit(':', 1)[0]}:0.0.1"] = {"digest": first[0].digest}
     lock = tmp_path / "images.lock.json"
     lock.write_text(json.dumps({**recorded, "images": {**recorded["images"], **stale}}), encoding="utf-8")
-    results = app.push_images(options(catalog, lab, images=["vault"], lock=str(lock)))
+    results = image_commands.push_images(options(catalog, lab, images=["vault"], lock=str(lock)))
     assert [r.action for r in results] == ["skipped"]
     assert json.loads(lock.read_text())["images"] == recorded["images"]
 
@@ -190,7 +193,7 @@ def test_second_run_with_nothing_changed_pulls_and_pushes_nothing(
 ) -> None:
     catalog, first = published
     upstream_before, target_before = len(lab.upstream.requests()), len(lab.target.requests())
-    results = app.push_images(options(catalog, lab))
+    results = image_commands.push_images(options(catalog, lab))
     assert [r.action for r in results] == ["skipped"] * len(first)
     assert [r.digest for r in results] == [r.digest for r in first]
     upstream = counts(lab.upstream.requests()[upstream_before:])
@@ -201,12 +204,46 @@ def test_second_run_with_nothing_changed_pulls_and_pushes_nothing(
     assert lab.target.password not in out + err
 
 
+_OPENED: list[str] = []
+_WATCH: set[str] = set()
+
+
+def _count_opens(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and args and str(args[0]) in _WATCH:
+        _OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_count_opens)  # audit hooks stay for the process: it counts only while _WATCH names a file
+
+
+def test_a_no_change_push_reads_the_catalog_once_and_asks_the_target_for_each_tag_once(
+    published: tuple[Path, list[Result]], lab: Any
+) -> None:
+    """One Setup per command: the catalog is read once, and the plan asks the target about each tag once (a 401
+    that asks for credentials is not an answer about the tag)."""
+    catalog, first = published
+    before = len(lab.target.answers())
+    _OPENED.clear()
+    _WATCH.add(str(catalog))
+    try:
+        results = image_commands.push_images(options(catalog, lab))
+    finally:
+        _WATCH.clear()
+    assert [r.action for r in results] == ["skipped"] * len(first)
+    assert [str(catalog)] == _OPENED
+    asked = [uri for _, uri, status in lab.target.answers()[before:] if status != 401]
+    for result in results:
+        for ref in result.tags:
+            repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+            assert asked.count(f"/v2/{repo}/manifests/{tag}") == 1, ref
+
+
 def test_lock_only_records_every_tag_without_building(
     published: tuple[Path, list[Result]], lab: Any, tmp_path: Path
 ) -> None:
     catalog, first = published
     upstream_before, target_before = len(lab.upstream.requests()), len(lab.target.requests())
-    lock_path = app.write_lock_only(options(catalog, lab, lock=str(tmp_path / "lock.json")))
+    lock_path = image_commands.write_lock_only(options(catalog, lab, lock=str(tmp_path / "lock.json")))
     lock = json.loads(lock_path.read_text())["images"]
     assert {ref: lock[ref]["digest"] for r in first for ref in r.tags} == {
         ref: r.digest for r in first for ref in r.tags
@@ -218,12 +255,12 @@ def test_lock_only_records_every_tag_without_building(
 def test_changed_dockerfile_rebuilds_only_that_image(lab: Any, tmp_path: Path) -> None:
     catalog = write_catalog(tmp_path, lab)
     # Whatever other tests left on the target, after this push it holds exactly this catalog's images.
-    first = {r.key: r for r in app.push_images(options(catalog, lab))}
-    again = app.push_images(options(catalog, lab))
+    first = {r.key: r for r in image_commands.push_images(options(catalog, lab))}
+    again = image_commands.push_images(options(catalog, lab))
     assert {r.action for r in again} == {"skipped"}
     dockerfile = tmp_path / "images" / "vault" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text() + "\nLABEL org.example.touched=yes\n")
-    results = {r.key: r for r in app.push_images(options(catalog, lab))}
+    results = {r.key: r for r in image_commands.push_images(options(catalog, lab))}
     assert results["vault/plain/2.0.0"].action == "built"
     assert "recipe changed" in results["vault/plain/2.0.0"].reason
     assert results["vault/plain/2.0.0"].previous_digest == first["vault/plain/2.0.0"].digest
@@ -249,7 +286,7 @@ def test_smoke_failure_keeps_previous_tags_and_others_publish(
     smoke: kms
 """
     catalog = write_catalog(tmp_path, lab, extra_images=extra)
-    first = {r.key: r for r in app.push_images(options(catalog, lab, images=["broken-kms"]))}
+    first = {r.key: r for r in image_commands.push_images(options(catalog, lab, images=["broken-kms"]))}
     good_digest = first["broken-kms/plain/3.11.7"].digest
     assert good_digest
     # Now the server never starts: the entrypoint is replaced by a command that prints and exits.
@@ -259,7 +296,9 @@ def test_smoke_failure_keeps_previous_tags_and_others_publish(
     vault_dockerfile = tmp_path / "images" / "vault" / "Dockerfile"
     vault_dockerfile.write_text(vault_dockerfile.read_text() + "\nLABEL org.example.round=2\n")
     with pytest.raises(PublishError) as raised:
-        app.push_images(options(catalog, lab, images=["broken-kms", "vault"], json=str(tmp_path / "r.json")))
+        image_commands.push_images(
+            options(catalog, lab, images=["broken-kms", "vault"], json=str(tmp_path / "r.json"))
+        )
     assert raised.value.exit_code == 8  # one entry failed, the other was published
     report = {
         f"{r['image']}/{r['variant']}/{r['version']}": r
@@ -291,7 +330,7 @@ def test_target_answering_429_is_retried(lab: Any, tmp_path: Path) -> None:
         opts = options(
             catalog, lab, images=["vault"], force=True, plain_http=True, registry=f"{proxy}/{PREFIX_PATH}"
         )
-        results = app.push_images(opts)
+        results = image_commands.push_images(opts)
     assert [r.action for r in results] == ["built"]
     assert sum(1 for _, _, status in seen if status == 429) == 3
 
@@ -302,7 +341,7 @@ def _repush_standin(lab: Any, repo: str, version: str, marker: str) -> str:
 
     engine = Engine.connect()
     upstream = RegistryClient(lab.upstream.host)
-    old = oci.platform_digests(upstream, repo, version)
+    old = documents.platform_digests(upstream, repo, version)
     descriptors = []
     for platform, digest in sorted(old.items()):
         base = f"{lab.upstream.host}/{repo}@{digest}"
@@ -318,15 +357,15 @@ def _repush_standin(lab: Any, repo: str, version: str, marker: str) -> str:
             labels={},
         )
         descriptors.append(push_engine_image(engine, upstream, repo, image, platform=platform))
-    body, media_type = oci.make_index(descriptors, {"org.opencontainers.image.version": version})
-    return oci.put_tags(upstream, repo, body, media_type, [version])
+    body, media_type = documents.make_index(descriptors, {"org.opencontainers.image.version": version})
+    return put_tags(upstream, repo, body, media_type, [version])
 
 
 def test_upstream_rerelease_rebuilds_only_the_entries_built_from_it(lab: Any, tmp_path: Path) -> None:
     catalog = write_catalog(tmp_path, lab)
-    app.push_images(options(catalog, lab))
+    image_commands.push_images(options(catalog, lab))
     new_digest = _repush_standin(lab, "hashicorp/vault", "2.0.0", marker=tmp_path.name[-12:])
-    results = {r.key: r for r in app.push_images(options(catalog, lab))}
+    results = {r.key: r for r in image_commands.push_images(options(catalog, lab))}
     assert results["vault/plain/2.0.0"].action == "built"
     assert "upstream changed" in results["vault/plain/2.0.0"].reason
     assert results["vault/plain/2.0.0"].source_digest == new_digest
@@ -341,17 +380,17 @@ def test_mirror_mode_copies_smoke_tested_upstream_images(lab: Any, tmp_path: Pat
     smoke: kms
 """
     catalog = write_catalog(tmp_path, lab, extra_images=extra)
-    first = app.push_images(options(catalog, lab, images=["kms-mirror"]))
+    first = image_commands.push_images(options(catalog, lab, images=["kms-mirror"]))
     assert [r.action for r in first] == ["mirrored"]
     # The catalog's platforms are all upstream has: a byte copy, upstream's own digest.
     assert first[0].digest == lab.standins["nsmithuk/local-kms"]["3.12.0"]
     assert first[0].smoked == ["linux/amd64", "linux/arm64"] or not lab_can_run_arm64()
     client = target_client(lab)
-    assert set(oci.platform_digests(client, f"{PREFIX_PATH}/kms-mirror", "3.12.0")) == {
+    assert set(documents.platform_digests(client, f"{PREFIX_PATH}/kms-mirror", "3.12.0")) == {
         "linux/amd64",
         "linux/arm64",
     }
-    again = app.push_images(options(catalog, lab, images=["kms-mirror"]))
+    again = image_commands.push_images(options(catalog, lab, images=["kms-mirror"]))
     assert [r.action for r in again] == ["skipped"]
 
 
@@ -366,7 +405,7 @@ def test_a_dry_run_builds_and_smoke_tests_but_writes_nothing(lab: Any, tmp_path:
     catalog = write_catalog(tmp_path, lab, extra_images=extra)
     target_before = len(lab.target.requests())
     fresh = f"{lab.target.host}/dry-{secrets.token_hex(3)}"  # nothing published there: --platform may narrow
-    results = app.push_images(
+    results = image_commands.push_images(
         options(catalog, lab, images=["vault", repo], platform=["linux/amd64"], dry_run=True, registry=fresh)
     )
     by_key = {r.key: r for r in results}
@@ -403,7 +442,7 @@ def test_low_upstream_pull_quota_stops_before_any_pull(lab: Any, tmp_path: Path)
             opts = options(catalog, lab, force=True, json=str(tmp_path / "r.json"), upstream_mirror=mirror)
             target_before = len(lab.target.requests())
             with pytest.raises(EntriesFailed) as raised:
-                app.push_images(opts)
+                image_commands.push_images(opts)
         finally:
             shutil.rmtree(certs_d, ignore_errors=True)
     assert raised.value.exit_code == 4
@@ -423,7 +462,7 @@ def test_a_version_upstream_lacks_fails_alone(lab: Any, tmp_path: Path) -> None:
 """
     catalog = write_catalog(tmp_path, lab, extra_images=extra)
     with pytest.raises(PublishError):
-        app.push_images(
+        image_commands.push_images(
             options(catalog, lab, images=["vault-missing", "vault"], json=str(tmp_path / "r.json"))
         )
     records = {r["image"]: r for r in json.loads((tmp_path / "r.json").read_text())}
@@ -436,7 +475,7 @@ def test_variants_of_one_version_share_one_upstream_head_and_index_get(lab: Any,
     """plain and seeded local-kms 3.11.7 come from one upstream tag: it costs one HEAD and one index GET."""
     catalog = write_catalog(tmp_path, lab)
     before = len(lab.upstream.requests())
-    built = app.build_images(options(catalog, lab, BUILD, images=["local-kms"]))
+    built = image_commands.build_images(options(catalog, lab, BUILD, images=["local-kms"]))
     assert [r.key for r in built] == ["local-kms/plain/3.11.7", "local-kms/seeded/3.11.7"]
     index = built[0].source_digest
     seen = lab.upstream.requests()[before:]

@@ -14,10 +14,13 @@ import pytest
 import requests
 
 from ci_images.errors import RegistryError
+from ci_images.lab.lab import put_tags, read_labels
 from ci_images.loopback.server import RegistryServer
-from ci_images.registry.client import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient
-from ci_images.registry.oci import OCI_CONFIG, Descriptor, make_index, platform_digests, put_tags, read_labels
-from ci_images.registry.push import OCI_LAYER_GZIP, gzip_deterministic
+from ci_images.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
+from ci_images.registry.documents import make_index, platform_digests
+from ci_images.registry.push import gzip_deterministic
 from ci_images.registry.transport import verify_bundle
 from tests.integration.conftest import unavailable
 

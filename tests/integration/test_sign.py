@@ -26,10 +26,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ci_images import app, signing
+from ci_images.commands import images as image_commands
+from ci_images.commands import signing
+from ci_images.commands.options import PUSH, SIGN, VERIFY, parse_options
 from ci_images.errors import SigningError
-from ci_images.options import PUSH, SIGN, VERIFY, parse
-from ci_images.run.report import Result
+from ci_images.run.result import Result
 from tests.doors import clean_env, run_door
 
 from .conftest import vault_catalog
@@ -69,7 +70,7 @@ def _catalog(root: Path, lab: Any) -> Path:
 
 def _options(signed: Signed, command: str, **given: Any) -> Any:
     defaults: dict[str, Any] = {"catalog": str(signed.catalog), "lock": str(signed.lock)}
-    return parse(command, {**defaults, **given}, signed.env)
+    return parse_options(command, {**defaults, **given}, signed.env)
 
 
 class Raw:
@@ -150,7 +151,7 @@ def signed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Signed:
         {**env, "COSIGN_KEY": str(keys_dir / "cosign.key")},
         [],
     )
-    signed.first = app.push_images(_options(signed, PUSH))
+    signed.first = image_commands.push_images(_options(signed, PUSH))
     return signed
 
 
@@ -286,21 +287,23 @@ def test_lock_only_records_who_signed_each_digest(signed: Signed, tmp_path: Path
     back by verifying it, so a fresh lock file carries the signature records a consumer checks against."""
     fingerprint = signed.result.signature.signer if signed.result.signature else None
     with_key = tmp_path / "with-key.json"
-    app.write_lock_only(_options(signed, "ci", lock_only=True, lock=str(with_key)))
+    image_commands.write_lock_only(_options(signed, "ci", lock_only=True, lock=str(with_key)))
     lock = json.loads(with_key.read_text())
     assert {lock["images"][ref]["digest"] for ref in signed.result.tags} == {signed.digest}
     assert lock["signatures"] == {signed.digest: {"signed_by": [{"key": fingerprint}]}}
     # Without a key or --keyless there is nothing to verify with: tags only, as before.
     unsigned = tmp_path / "tags-only.json"
     env = {k: v for k, v in signed.env.items() if k != "COSIGN_KEY"}
-    options = parse("ci", {"catalog": str(signed.catalog), "lock": str(unsigned), "lock_only": True}, env)
-    app.write_lock_only(options)
+    options = parse_options(
+        "ci", {"catalog": str(signed.catalog), "lock": str(unsigned), "lock_only": True}, env
+    )
+    image_commands.write_lock_only(options)
     assert "signatures" not in json.loads(unsigned.read_text())
 
 
 def test_second_push_signs_nothing_new(signed: Signed, lab: Any) -> None:
     before = len(lab.target.requests())
-    again = app.push_images(_options(signed, PUSH))
+    again = image_commands.push_images(_options(signed, PUSH))
     assert [r.action for r in again] == ["skipped"]
     assert again[0].signature is not None and again[0].signature.signed == ()
     writes = [(m, u) for m, u in lab.target.requests()[before:] if m in {"PUT", "POST", "PATCH", "DELETE"}]

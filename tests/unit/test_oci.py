@@ -1,68 +1,48 @@
-"""Index building, platform strings and deterministic gzip: pure functions, no engine."""
+"""The registry's words (ci_images.oci): digests, platforms, Go-style JSON, and the loopback conventions. Pure."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
-import os
+import socket
+from pathlib import Path
 
 import pytest
 
-from ci_images.errors import UsageError
-from ci_images.registry.client import OCI_INDEX, OCI_MANIFEST
-from ci_images.registry.oci import Descriptor, join_platform, make_index, split_platform
-from ci_images.registry.push import gzip_deterministic
+from ci_images import oci
+from ci_images.errors import RegistryError, UsageError
+from ci_images.oci import (
+    digest_of,
+    digest_tag,
+    go_json,
+    is_loopback_host,
+    join_platform,
+    refuse_plain_http,
+    require_platforms,
+    sha256_digest,
+    short_digest,
+    split_platform,
+)
 
 
-def _desc(platform: str | None, digest_char: str = "a") -> Descriptor:
-    return Descriptor(OCI_MANIFEST, "sha256:" + digest_char * 64, 500, platform)
+def test_digests() -> None:
+    assert sha256_digest(b"abc") == "sha256:" + hashlib.sha256(b"abc").hexdigest()
+    hasher = hashlib.sha256()
+    for piece in (b"a", b"b", b"c"):
+        hasher.update(piece)
+    assert digest_of(hasher) == sha256_digest(b"abc")
+    assert short_digest(sha256_digest(b"abc")) == hashlib.sha256(b"abc").hexdigest()[:12]
+    assert short_digest(None) == "-"
+    assert short_digest("", empty="none") == "none"
+    assert digest_tag("sha256:" + "ab" * 32, "sig") == "sha256-" + "ab" * 32 + ".sig"
+    assert digest_tag("sha256:" + "ab" * 32, "att") == "sha256-" + "ab" * 32 + ".att"
 
 
-def test_make_index_lists_platforms_and_annotations() -> None:
-    body, media_type = make_index(
-        [_desc("linux/amd64", "a"), _desc("linux/arm/v7", "b")],
-        {"org.opencontainers.image.version": "3.11.7"},
-    )
-    assert media_type == OCI_INDEX
-    document = json.loads(body)
-    assert document == {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": "sha256:" + "a" * 64,
-                "size": 500,
-                "platform": {"os": "linux", "architecture": "amd64"},
-            },
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": "sha256:" + "b" * 64,
-                "size": 500,
-                "platform": {"os": "linux", "architecture": "arm", "variant": "v7"},
-            },
-        ],
-        "annotations": {"org.opencontainers.image.version": "3.11.7"},
-    }
-    # Same input, same bytes: the index digest is stable across runs.
-    assert (
-        make_index([_desc("linux/amd64", "a"), _desc("linux/arm/v7", "b")], dict(document["annotations"]))[0]
-        == body
-    )
-
-
-def test_make_index_without_annotations_omits_the_key() -> None:
-    body, _ = make_index([_desc("linux/amd64")], {})
-    assert "annotations" not in json.loads(body)
-
-
-def test_make_index_rejects_missing_or_duplicate_platforms() -> None:
-    with pytest.raises(UsageError, match="has no platform"):
-        make_index([_desc(None)], {})
-    with pytest.raises(UsageError, match="platform twice"):
-        make_index([_desc("linux/amd64", "a"), _desc("linux/amd64", "b")], {})
+def test_go_json_is_what_go_writes() -> None:
+    """encoding/json: insertion order, no spaces, HTML-sensitive characters escaped (json.Marshal's default)."""
+    document = {"b": 1, "a": "<x> & \u2028", "c": None}
+    assert go_json(document) == b'{"b":1,"a":"\\u003cx\\u003e \\u0026 \\u2028","c":null}'
+    assert json.loads(go_json(document)) == document
 
 
 @pytest.mark.parametrize(
@@ -83,17 +63,64 @@ def test_split_platform_rejects_nonsense() -> None:
         split_platform("amd64")
 
 
-def test_gzip_is_deterministic_and_round_trips() -> None:
-    data = os.urandom(300_000) + b"x" * 2_000_000
-    first, second = io.BytesIO(), io.BytesIO()
-    plain1, digest1, size1 = gzip_deterministic(io.BytesIO(data), first)
-    plain2, digest2, size2 = gzip_deterministic(io.BytesIO(data), second)
-    assert first.getvalue() == second.getvalue()
-    assert (plain1, digest1, size1) == (plain2, digest2, size2)
-    assert plain1 == "sha256:" + hashlib.sha256(data).hexdigest()
-    assert digest1 == "sha256:" + hashlib.sha256(first.getvalue()).hexdigest()
-    assert size1 == len(first.getvalue())
-    assert gzip.decompress(first.getvalue()) == data
-    header = first.getvalue()[:10]
-    assert header[3] == 0  # FLG: no file name, no comment, no extra field
-    assert header[4:8] == b"\0\0\0\0"  # MTIME 0
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("localhost:5000", True),
+        ("LOCALHOST:5000", True),
+        ("127.0.0.1", True),
+        ("127.0.0.1:5000", True),
+        ("127.8.9.10:443", True),
+        ("[::1]:5000", True),
+        ("[::1]", True),
+        ("::1", True),
+        ("ghcr.io", False),
+        ("10.0.0.1:5000", False),
+        ("0.0.0.0:5000", False),
+        ("localhost.example.com", False),
+        ("[::2]:5000", False),
+        ("[::1", True),
+        ("", False),
+    ],
+)
+def test_is_loopback_host(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_plain_http_only_to_loopback() -> None:
+    refuse_plain_http("127.0.0.1:5000", "--registry")
+    refuse_plain_http("localhost:5000", "--registry")
+    with pytest.raises(UsageError) as raised:
+        refuse_plain_http("ghcr.io", "--plain-http")
+    assert raised.value.exit_code == 2
+    assert "--plain-http" in raised.value.message and "ghcr.io" in raised.value.message
+    assert "/etc/docker/certs.d/ghcr.io/ca.crt" in (raised.value.fix or "")
+
+
+def test_require_platforms_names_what_is_missing_and_what_there_is() -> None:
+    require_platforms("x/y:1", ["linux/amd64"], {"linux/amd64": "d", "linux/arm64": "e"}, fix="f")
+    with pytest.raises(RegistryError) as raised:
+        require_platforms("x/y:1", ["linux/amd64", "linux/s390x"], ["linux/arm64"], fix="give platforms")
+    assert (
+        raised.value.message
+        == "upstream x/y:1 has no image for linux/amd64, linux/s390x (it has linux/arm64)"
+    )
+    assert raised.value.fix == "give platforms"
+
+
+def test_certs_d_is_per_host_and_port(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert oci.certs_d_ca("127.0.0.1:5000") == Path("/etc/docker/certs.d/127.0.0.1:5000/ca.crt")
+    monkeypatch.setattr(oci, "CERTS_D", tmp_path)
+    assert oci.certs_d_ca("ghcr.io") == tmp_path / "ghcr.io" / "ca.crt"
+
+
+def test_free_loopback_port_is_not_one_in_use() -> None:
+    """A port held by a listener is never handed out again while it is held."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind((oci.LOOPBACK, oci.free_loopback_port()))
+        held.listen()
+        taken = held.getsockname()[1]
+        others = {oci.free_loopback_port() for _ in range(20)}
+    assert taken not in others
+    assert all(1024 <= port <= 65535 for port in others)

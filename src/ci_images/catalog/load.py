@@ -156,64 +156,94 @@ def _build_image(
         mirror=mirror,
     )
     target = target_path(marked, name, (*base, "target"), spec["target"]) if "target" in spec else image_name
-    build: Path | None = None
-    dockerfile: Path | None = None
-    if "build" in spec:
-        build = (root / spec["build"]).resolve()
-        if not build.is_dir():
-            raise located_error(
-                marked,
-                name,
-                (*base, "build"),
-                f"build folder {spec['build']!r} does not exist (looked in {build})",
-                "create it with a Dockerfile, fix the path (relative to the catalog), or remove 'build' to mirror the image as it is",
-            )
-        dockerfile = (build / spec.get("dockerfile", "Dockerfile")).resolve()
-        if not dockerfile.is_relative_to(build):
-            # The recipe hash and the build both name the Dockerfile relative to the build folder.
-            raise located_error(
-                marked,
-                name,
-                (*base, "dockerfile"),
-                f"dockerfile {spec['dockerfile']!r} is outside the build folder {spec['build']!r}",
-                "move the Dockerfile into the build folder and name it relative to that folder",
-            )
-        if not dockerfile.is_file():
-            raise located_error(
-                marked,
-                name,
-                (*base, "dockerfile" if "dockerfile" in spec else "build"),
-                f"no Dockerfile at {dockerfile}",
-                "add the Dockerfile or set 'dockerfile:' to its name inside the build folder",
-            )
-        problem = check_dockerfile(dockerfile)
-        if problem:
-            raise located_error(
-                marked,
-                name,
-                (*base, "build"),
-                f"Dockerfile cannot be pinned: {problem}",
-                "start it with 'ARG BASE_IMAGE' then 'FROM ${BASE_IMAGE}'; the tool passes BASE_IMAGE=<source>@sha256:<digest>",
-            )
-    elif "dockerfile" in spec:
+    build, dockerfile = _build_folder(marked, name, root, base, spec)
+    smoke = check_smoke(marked, name, (*base, "smoke"), spec.get("smoke"), smoke_kinds)
+    return ImageSpec(
+        name=image_name,
+        source=source,
+        versions=tuple(r.version for r in image_releases),
+        releases=image_releases,
+        target=target,
+        build=build,
+        dockerfile=dockerfile,
+        smoke=smoke,
+        title=spec.get("title", image_name),
+        description=spec.get("description", ""),
+        platforms=platforms,
+        tag_templates=templates,
+        variants=_variants(marked, name, base, spec, smoke, smoke_kinds, built=build is not None),
+        updates=_update_filter(marked, name, (*base, "updates"), spec.get("updates")),
+    )
+
+
+def _build_folder(
+    marked: Marked, name: str, root: Path, base: tuple[str | int, ...], spec: dict[str, Any]
+) -> tuple[Path | None, Path | None]:
+    """The build folder and its Dockerfile (both None for a mirror), checked where the catalog names them."""
+    if "build" not in spec:
+        for key, what in (("dockerfile", "'dockerfile'"), ("build_args", "'build_args'")):
+            if key in spec:
+                raise located_error(
+                    marked,
+                    name,
+                    (*base, key),
+                    f"{what} without 'build'"
+                    + (": a mirrored image is not built" if key == "build_args" else ""),
+                    f"add 'build: FOLDER' or remove '{key}'",
+                    key=True,
+                )
+        return None, None
+    build = (root / spec["build"]).resolve()
+    if not build.is_dir():
+        raise located_error(
+            marked,
+            name,
+            (*base, "build"),
+            f"build folder {spec['build']!r} does not exist (looked in {build})",
+            "create it with a Dockerfile, fix the path (relative to the catalog), or remove 'build' to mirror the image as it is",
+        )
+    dockerfile = (build / spec.get("dockerfile", "Dockerfile")).resolve()
+    if not dockerfile.is_relative_to(build):
+        # The recipe hash and the build both name the Dockerfile relative to the build folder.
         raise located_error(
             marked,
             name,
             (*base, "dockerfile"),
-            "'dockerfile' without 'build'",
-            "add 'build: FOLDER' or remove 'dockerfile'",
-            key=True,
+            f"dockerfile {spec['dockerfile']!r} is outside the build folder {spec['build']!r}",
+            "move the Dockerfile into the build folder and name it relative to that folder",
         )
-    elif "build_args" in spec:
+    if not dockerfile.is_file():
         raise located_error(
             marked,
             name,
-            (*base, "build_args"),
-            "'build_args' without 'build': a mirrored image is not built",
-            "add 'build: FOLDER' or remove 'build_args'",
-            key=True,
+            (*base, "dockerfile" if "dockerfile" in spec else "build"),
+            f"no Dockerfile at {dockerfile}",
+            "add the Dockerfile or set 'dockerfile:' to its name inside the build folder",
         )
-    smoke = check_smoke(marked, name, (*base, "smoke"), spec.get("smoke"), smoke_kinds)
+    problem = check_dockerfile(dockerfile)
+    if problem:
+        raise located_error(
+            marked,
+            name,
+            (*base, "build"),
+            f"Dockerfile cannot be pinned: {problem}",
+            "start it with 'ARG BASE_IMAGE' then 'FROM ${BASE_IMAGE}'; the tool passes BASE_IMAGE=<source>@sha256:<digest>",
+        )
+    return build, dockerfile
+
+
+def _variants(
+    marked: Marked,
+    name: str,
+    base: tuple[str | int, ...],
+    spec: dict[str, Any],
+    smoke: str | None,
+    smoke_kinds: tuple[str, ...],
+    *,
+    built: bool,
+) -> tuple[Variant, ...]:
+    """The plain variant first, then the declared ones, each with the image's build args and smoke test unless it
+    says its own."""
     image_args = dict(spec.get("build_args", {}))
     variants = [Variant(DEFAULT_VARIANT, image_args, spec.get("description", ""), smoke)]
     for variant_name, declared in (spec.get("variants") or {}).items():
@@ -228,7 +258,7 @@ def _build_image(
                 "pick another name",
                 key=True,
             )
-        if build is None:
+        if not built:
             raise located_error(
                 marked,
                 name,
@@ -250,22 +280,7 @@ def _build_image(
                 variant_smoke,
             )
         )
-    return ImageSpec(
-        name=image_name,
-        source=source,
-        versions=tuple(r.version for r in image_releases),
-        releases=image_releases,
-        target=target,
-        build=build,
-        dockerfile=dockerfile,
-        smoke=smoke,
-        title=spec.get("title", image_name),
-        description=spec.get("description", ""),
-        platforms=platforms,
-        tag_templates=templates,
-        variants=tuple(variants),
-        updates=_update_filter(marked, name, (*base, "updates"), spec.get("updates")),
-    )
+    return tuple(variants)
 
 
 def _update_filter(

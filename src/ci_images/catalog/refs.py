@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
-_DOCKER_HUB_ALIASES = frozenset(
+DOCKER_HUB_ALIASES = frozenset(
     {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 )
 
@@ -16,7 +15,6 @@ _DOCKER_HUB_ALIASES = frozenset(
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 _HOST_RE = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?$"
 )
@@ -26,31 +24,12 @@ def is_valid_tag(tag: str) -> bool:
     return bool(_TAG_RE.match(tag))
 
 
-def is_valid_digest(digest: str) -> bool:
-    return bool(_DIGEST_RE.match(digest))
-
-
 def is_valid_host(host: str) -> bool:
     if not _HOST_RE.match(host):
         return False
     after_address = host.rpartition("]")[2]  # an IPv6 address has colons of its own
     _, colon, port = after_address.rpartition(":")
     return not colon or 0 < int(port) <= 65535
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8 and ::1, with or without a port."""
-    name = host.lower()
-    if name.startswith("["):
-        name = name[1:].partition("]")[0]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -63,11 +42,11 @@ class Repository:
     @property
     def api_host(self) -> str:
         """The host to send distribution API requests to (Docker Hub's API lives elsewhere)."""
-        return DOCKER_HUB_API if self.host in _DOCKER_HUB_ALIASES else self.host
+        return DOCKER_HUB_API if self.host in DOCKER_HUB_ALIASES else self.host
 
     @property
     def is_docker_hub(self) -> bool:
-        return self.host in _DOCKER_HUB_ALIASES
+        return self.host in DOCKER_HUB_ALIASES
 
     def __str__(self) -> str:
         return f"{self.host}/{self.path}"
@@ -101,7 +80,7 @@ def parse_repository(name: str) -> Repository:
         host, path = DOCKER_HUB, name
     if ":" in path:
         raise ValueError("a repository must not carry a tag: put versions under 'versions'")
-    if host in _DOCKER_HUB_ALIASES:
+    if host in DOCKER_HUB_ALIASES:
         host = DOCKER_HUB
         if "/" not in path:
             path = f"library/{path}"

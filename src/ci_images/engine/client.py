@@ -24,9 +24,10 @@ import requests
 
 from ci_images.engine.failures import engine_fix, is_transient, pull_error
 from ci_images.engine.platforms import binfmt_enabled, kernel_arch, oci_arch, same_os_arch
-from ci_images.engine.service import LOOPBACK, RunningService, free_loopback_port
+from ci_images.engine.service import RunningService
 from ci_images.errors import BuildError, EngineError
 from ci_images.log import log
+from ci_images.oci import LOOPBACK, free_loopback_port
 from ci_images.retry import RetryPolicy
 
 CONTAINER_PREFIX = "ci-images-smoke-"

@@ -6,7 +6,6 @@ Kept apart from engine.py: the smoke probes work with one running container thro
 from __future__ import annotations
 
 import io
-import socket
 import tarfile
 import threading
 from collections.abc import Sequence
@@ -18,16 +17,6 @@ import docker.errors
 import requests
 
 from ci_images.errors import EngineError
-
-LOOPBACK = "127.0.0.1"
-
-
-def free_loopback_port() -> int:
-    """A port nothing listens on right now (the kernel picks it, so concurrent users do not collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -105,10 +94,3 @@ class RunningService:
             if extracted is None:
                 raise EngineError(f"{path} in container {self.container.name} is not a regular file")
             return extracted.read()
-
-
-__all__ = [
-    "LOOPBACK",
-    "RunningService",
-    "free_loopback_port",
-]

@@ -17,9 +17,10 @@ from pathlib import Path
 from ci_images import smoke
 from ci_images.cache import cache_home
 from ci_images.catalog.load import catalog_path, load_catalog
-from ci_images.cli import Command, main
+from ci_images.cli.argv import main
+from ci_images.cli.table import Command
+from ci_images.commands.options import Option
 from ci_images.lab import lab
-from ci_images.options import Option
 
 UP, DOWN = "lab-up", "lab-down"
 
@@ -116,7 +117,7 @@ def down(options: LabOptions) -> bool:
     return lab.lab_down(options.folder)
 
 
-LAB_COMMANDS: tuple[Command, ...] = (
+LAB_COMMANDS: tuple[Command[LabOptions], ...] = (
     Command(
         UP,
         up,

@@ -39,9 +39,11 @@ from ci_images.lab.standins import (
 from ci_images.log import log
 from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
-from ci_images.registry import oci
-from ci_images.registry.client import Credentials, RegistryClient
-from ci_images.registry.oci import make_index, put_tags
+from ci_images.oci import sha256_digest
+from ci_images.registry import documents
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
+from ci_images.registry.documents import make_index
 from ci_images.registry.push import push_engine_image
 
 STATE_FILE = "lab.json"
@@ -52,6 +54,21 @@ DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 # stand-in has all of the lab's platforms.
 Narrowed = Mapping[str, Sequence[str]]
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
+
+
+def put_tags(client: RegistryClient, repo: str, body: bytes, media_type: str, tags: Sequence[str]) -> str:
+    """PUT one manifest or index under each tag (or only by digest when there are none); returns its digest. The
+    tool itself never tags this way: its publisher moves tags only after everything they point at is in place."""
+    digest = sha256_digest(body)
+    for ref in tags or [digest]:
+        client.put_manifest(repo, ref, body, media_type)
+    return digest
+
+
+def read_labels(client: RegistryClient, repo: str, ref: str) -> tuple[str, dict[str, str]] | None:
+    """What ``ref`` holds now: (digest, labels), index annotations winning over the first image's config labels."""
+    held = documents.read_held(client, repo, ref)
+    return None if held is None else (held.digest, held.labels)
 
 
 # -- the lab --------------------------------------------------------------------------------------------------------
@@ -291,7 +308,7 @@ def _store_key(
     ]
     parts.append(image_ids)
     # The pushed bytes also depend on how ci_images.oci writes layers and manifests.
-    parts.append(hashlib.sha256(Path(oci.__file__).read_bytes()).hexdigest())
+    parts.append(hashlib.sha256(Path(documents.__file__).read_bytes()).hexdigest())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 

@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ci_images.errors import RegistryError
-
-LOOPBACK = "127.0.0.1"
+from ci_images.oci import LOOPBACK
 
 
 @dataclass(frozen=True)

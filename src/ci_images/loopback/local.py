@@ -17,15 +17,14 @@ import requests
 from ci_images.errors import RegistryError
 from ci_images.log import log
 from ci_images.loopback.server import (
-    LOOPBACK,
     START_TIMEOUT_S,
     RegistryServer,
     container_logs,
     remove_container,
     start_registry,
 )
+from ci_images.oci import LOCAL_REGISTRY_PORT, LOOPBACK
 
-LOCAL_REGISTRY_PORT = 5000
 LOCAL_CONTAINER_NAME = "ci-images-local-registry"
 
 

@@ -13,7 +13,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,13 +24,12 @@ import requests
 from ci_images import proc
 from ci_images.errors import RegistryError
 from ci_images.log import log
+from ci_images.oci import LOOPBACK, certs_d_ca, free_loopback_port
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
 from ci_images.loopback.certs import CertificateAuthority, write_private
 
-LOOPBACK = "127.0.0.1"
-DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 25
@@ -39,7 +37,9 @@ LOG_TAIL_LINES = 25
 # "subprocess is still running" fires when a handle is collected while its registry runs on).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 # One access-log line per request, Apache combined format: `IP - USER [DATE] "METHOD URI HTTP/1.1" STATUS ...`.
-_ACCESS_LINE = re.compile(r'^\S+ - \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+"')
+_ACCESS_LINE = re.compile(
+    r'^\S+ - \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3})'
+)
 
 
 # -- registry processes ---------------------------------------------------------------------------------------------
@@ -73,6 +73,10 @@ class RegistryServer:
 
     def requests(self) -> list[tuple[str, str]]:
         """(METHOD, URI) of every request the registry has answered so far, in order."""
+        return [(method, uri) for method, uri, _ in self.answers()]
+
+    def answers(self) -> list[tuple[str, str, int]]:
+        """(METHOD, URI, STATUS) of every request the registry has answered so far, in order."""
         if self.container is not None:
             text = container_logs(self.container)
         else:
@@ -82,7 +86,9 @@ class RegistryServer:
                     text = fh.read().decode("utf-8", errors="replace")
             except FileNotFoundError:
                 return []
-        return [(m["method"], m["uri"]) for m in map(_ACCESS_LINE.match, text.splitlines()) if m]
+        return [
+            (m["method"], m["uri"], int(m["status"])) for m in map(_ACCESS_LINE.match, text.splitlines()) if m
+        ]
 
     def reset_requests(self) -> None:
         """Make requests() forget what was logged so far (e.g. the lab's own pushes before a test runs)."""
@@ -154,7 +160,7 @@ def start_registry(
     attempts = 1 if port is not None else 3
     last_error: RegistryError | None = None
     for _ in range(attempts):
-        chosen = port if port is not None else _free_port()
+        chosen = port if port is not None else free_loopback_port()
         try:
             return _start_once(workdir, chosen, ca, tls, auth_file, htpasswd)
         except RegistryError as exc:
@@ -231,7 +237,7 @@ def _htpasswd_line(user: str, password: str) -> str:
 
 def _install_engine_ca(host: str, ca: CertificateAuthority) -> Path | None:
     """Make the engine trust the lab CA for ``host`` (the engine reads certs.d per pull/push: no restart)."""
-    target = DOCKER_CERTS_DIR / host / "ca.crt"
+    target = certs_d_ca(host)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ca.cert_path, target)
@@ -276,13 +282,6 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except FileNotFoundError:
         return "  (no log)"
     return "\n".join(f"  | {line}" for line in text.splitlines()[-lines:])
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _is_registry_process(pid: int, config_path: Path | None) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ci_images.oci import short_digest
 from ci_images.plan.entries import Entry
 from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL
 
@@ -42,12 +43,6 @@ class Decision:
         }
 
 
-def _short(digest: str | None) -> str:
-    if not digest:
-        return "none"
-    return digest.split(":", 1)[-1][:12]
-
-
 def decide(
     entry: Entry, *, source_digest: str, recipe: str | None, current: TargetState, force: bool = False
 ) -> Decision:
@@ -61,6 +56,18 @@ def decide(
         return made(work, "forced (--force)")
     if current.digest is None:
         return made(work, f"new: {entry.target.with_tag(entry.tags[0])} does not exist")
+    changed = _what_changed(entry, source_digest, recipe, current)
+    if changed:
+        return made(work, changed)
+    held = current.digest
+    stale = [t for t in entry.tags[1:] if current.tag_digests.get(t) != held]
+    if stale:
+        return made("retag", f"up to date; moving {', '.join(stale)}")
+    return made("skip", "up to date")
+
+
+def _what_changed(entry: Entry, source_digest: str, recipe: str | None, current: TargetState) -> str | None:
+    """Why the version tag does not hold what the entry would make now; None when it does."""
     old_source = current.labels.get(SOURCE_DIGEST_LABEL)
     old_recipe = current.labels.get(RECIPE_LABEL)
     if entry.mode == "mirror" and current.digest == source_digest:
@@ -68,29 +75,23 @@ def decide(
         # narrows (or widens) the platforms: then a new index must be written.
         holds = current.platforms
         if not entry.all_platforms and holds is not None and set(holds) != set(entry.platforms):
-            return made(
-                work,
+            return (
                 f"platforms changed: target holds {', '.join(sorted(holds))}; "
-                f"asked for {', '.join(sorted(entry.platforms))}",
+                f"asked for {', '.join(sorted(entry.platforms))}"
             )
-    elif entry.mode == "mirror" and old_recipe is None:
+        return None
+    if entry.mode == "mirror" and old_recipe is None:
         # Not a byte copy and not one of ours: upstream moved on since the copy was made, or someone moved the tag.
-        return made(
-            work,
-            f"target holds {_short(current.digest)}, upstream is {_short(source_digest)} "
-            "(a new upstream release, or the target's tag was moved)",
+        return (
+            f"target holds {short_digest(current.digest)}, upstream is {short_digest(source_digest)} "
+            "(a new upstream release, or the target's tag was moved)"
         )
-    else:
-        # A build; or a mirror narrowed to some platforms, whose new index records upstream's digest and the
-        # platforms (the recipe) in its annotations, so it is compared without reading upstream's index.
-        if old_recipe is None:
-            return made(work, "target was not built by ci-images (no recipe label)")
-        if old_source != source_digest:
-            return made(work, f"upstream changed: {_short(old_source)} -> {_short(source_digest)}")
-        if old_recipe != recipe:
-            return made(work, f"recipe changed: {_short(old_recipe)} -> {_short(recipe)}")
-    held = current.digest
-    stale = [t for t in entry.tags[1:] if current.tag_digests.get(t) != held]
-    if stale:
-        return made("retag", f"up to date; moving {', '.join(stale)}")
-    return made("skip", "up to date")
+    # A build; or a mirror narrowed to some platforms, whose new index records upstream's digest and the platforms
+    # (the recipe) in its annotations, so it is compared without reading upstream's index.
+    if old_recipe is None:
+        return "target was not built by ci-images (no recipe label)"
+    if old_source != source_digest:
+        return f"upstream changed: {short_digest(old_source, empty='none')} -> {short_digest(source_digest)}"
+    if old_recipe != recipe:
+        return f"recipe changed: {short_digest(old_recipe, empty='none')} -> {short_digest(recipe)}"
+    return None

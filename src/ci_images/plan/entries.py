@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,41 +92,30 @@ def split_patterns(images: str | Sequence[str] | None) -> list[str]:
     return [p.strip() for item in raw for p in item.split(",") if p.strip()]
 
 
-def expand(
-    catalog: Catalog,
-    *,
-    registry: str,
-    mirror: str | None = None,
-    images: str | Sequence[str] | None = None,
-    platforms: Sequence[str] | None = None,
-) -> list[Entry]:
-    """All entries of the catalog, in catalog order, filtered by ``images`` globs (image, image/variant,
-    image/variant/version or image:version; comma-separated or repeated)."""
-    patterns = split_patterns(images)
+def expand(catalog: Catalog, *, registry: str, mirror: str | None = None) -> list[Entry]:
+    """Every entry of the catalog on the target ``registry`` prefix, in catalog order; ``mirror`` is the Docker Hub
+    mirror entries pull from."""
     entries: list[Entry] = []
     for spec in catalog.images:
         target = target_repository(registry, spec.target)
         for variant in spec.variants:
             for release in spec.releases:
-                version = release.version
-                if patterns and not _matches(patterns, spec.name, variant.name, version):
-                    continue
                 tags = tuple(
                     tag_rules.variant_tag(t, variant.name, DEFAULT_VARIANT)
-                    for t in tag_rules.tags_for(spec.tag_templates, version, spec.versions)
+                    for t in tag_rules.tags_for(spec.tag_templates, release.version, spec.versions)
                 )
                 title = spec.title if variant.name == DEFAULT_VARIANT else f"{spec.title} ({variant.name})"
                 entries.append(
                     Entry(
                         image=spec.name,
                         variant=variant.name,
-                        version=version,
+                        version=release.version,
                         mode=spec.mode,
                         source=release.source,
                         pull=apply_mirror(release.source, mirror),
                         target=target,
                         tags=tags,
-                        platforms=tuple(platforms) if platforms else release.platforms,
+                        platforms=release.platforms,
                         context=spec.build,
                         dockerfile=spec.dockerfile,
                         build_args=dict(variant.build_args),
@@ -135,17 +124,29 @@ def expand(
                         description=variant.description,
                     )
                 )
-    every = [
-        _names(spec.name, v.name, version)
-        for spec in catalog.images
-        for v in spec.variants
-        for version in spec.versions
+    return entries
+
+
+def select(
+    catalog: Catalog,
+    entries: Sequence[Entry],
+    *,
+    images: str | Sequence[str] | None = None,
+    platforms: Sequence[str] | None = None,
+) -> list[Entry]:
+    """The entries ``images`` globs name (image, image/variant, image/variant/version or image:version;
+    comma-separated or repeated; a glob that names nothing is an error), each on ``platforms`` when given."""
+    patterns = split_patterns(images)
+    unmatched = [
+        p for p in patterns if not any(_matches([p], e.image, e.variant, e.version) for e in entries)
     ]
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for names in every for n in names)]
     if unmatched:
         known = ", ".join(spec.name for spec in catalog.images)
         raise UsageError(
             f"--images {', '.join(unmatched)} matches nothing in {catalog.path}",
             fix=f"use an image name or glob (images: {known}); image/variant/version and image:version also work",
         )
-    return entries
+    chosen = [e for e in entries if not patterns or _matches(patterns, e.image, e.variant, e.version)]
+    if platforms:
+        chosen = [replace(e, platforms=tuple(platforms)) for e in chosen]
+    return chosen

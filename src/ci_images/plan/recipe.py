@@ -11,6 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from ci_images.oci import digest_of
 from ci_images.plan.entries import Entry
 
 RECIPE_VERSION = "ci-images-recipe/1"
@@ -52,7 +53,7 @@ def recipe_hash(entry: Entry, source_digest: str) -> str:
     for key in sorted(entry.build_args):
         add("arg", key, entry.build_args[key])
     add("base", source_digest, "platforms", *sorted(entry.platforms))
-    return f"sha256:{digest.hexdigest()}"
+    return digest_of(digest)
 
 
 def image_labels(
@@ -80,4 +81,4 @@ def mirror_recipe(entry: Entry, source_digest: str) -> str:
     digest = hashlib.sha256()
     for part in (RECIPE_VERSION, "mirror-copy", source_digest, *(sorted(entry.platforms) or ["all"])):
         digest.update(part.encode() + b"\0")
-    return f"sha256:{digest.hexdigest()}"
+    return digest_of(digest)

@@ -7,7 +7,6 @@ failures, counted by (method, kind) so reports and tests can prove that an uncha
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -19,10 +18,10 @@ from urllib.parse import urlencode, urljoin
 
 import requests
 
-from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log, redact
-from ci_images.registry.challenge import Authenticator, AuthState, Credentials, parse_www_authenticate
+from ci_images.oci import MANIFEST_MEDIA_TYPES, refuse_plain_http, sha256_digest
+from ci_images.registry.auth import Authenticator, AuthState, Credentials
 from ci_images.registry.stream import (
     CHUNK,
     BlobSource,
@@ -42,30 +41,11 @@ from ci_images.registry.transport import (
 )
 from ci_images.retry import RetryPolicy
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MANIFEST_MEDIA_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST)
-INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-
 Role = Literal["target", "upstream"]
 _CREDENTIAL_FIX: dict[Role, str] = {
     "target": "set CI_IMAGES_REGISTRY_USER and CI_IMAGES_REGISTRY_PASSWORD (or `docker login {host}`)",
     "upstream": "set CI_IMAGES_UPSTREAM_USER and CI_IMAGES_UPSTREAM_PASSWORD",
 }
-DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-
-
-def docker_hub_location(host: str, repo: str) -> tuple[str, str]:
-    """Map Docker Hub's user-facing names to its API host; single-name repos live under ``library/``."""
-    if host not in DOCKER_HUB_ALIASES:
-        return host, repo
-    return "registry-1.docker.io", repo if "/" in repo else f"library/{repo}"
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -90,11 +70,8 @@ class RegistryClient:
         role: Role = "target",
         read_timeout_s: float | None = None,
     ) -> None:
-        if plain_http and not is_loopback(host):
-            raise UsageError(
-                f"plain HTTP to registry {host} refused: only loopback registries may skip TLS",
-                fix=f"serve {host} over TLS and trust its CA in /etc/docker/certs.d/{host}/ca.crt",
-            )
+        if plain_http:
+            refuse_plain_http(host, f"registry {host}")
         self.host = host
         self.credentials = credentials
         self.plain_http = plain_http
@@ -409,19 +386,3 @@ def _scope(repo: str, actions: str) -> str:
 
 def _content_type(resp: requests.Response) -> str:
     return resp.headers.get("Content-Type", "").split(";")[0].strip()
-
-
-__all__ = [  # Credentials, AuthState and parse_www_authenticate live in challenge.py; importable from here too
-    "DOCKER_HUB_ALIASES",
-    "INDEX_MEDIA_TYPES",
-    "MANIFEST_MEDIA_TYPES",
-    "OCI_INDEX",
-    "OCI_MANIFEST",
-    "AuthState",
-    "Credentials",
-    "ManifestInfo",
-    "RegistryClient",
-    "docker_hub_location",
-    "parse_www_authenticate",
-    "sha256_digest",
-]

@@ -24,11 +24,17 @@ from typing import Any
 
 from ci_images.errors import RegistryError
 from ci_images.log import log
-from ci_images.registry.client import INDEX_MEDIA_TYPES, RegistryClient, sha256_digest
-from ci_images.registry.oci import canonical_json, join_platform
+from ci_images.oci import (
+    INDEX_MEDIA_TYPES,
+    UNKNOWN_PLATFORM,
+    canonical_json,
+    join_platform,
+    require_platforms,
+    sha256_digest,
+)
+from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool, RateBudget
 
-UNKNOWN_PLATFORM = "unknown/unknown"  # attestation manifests (buildx provenance) sit in indexes under this
 DEFAULT_JOBS = 4  # blobs in flight at once: enough to keep both registries busy on a small machine
 
 
@@ -105,6 +111,21 @@ def _media_type(document: Mapping[str, Any], fallback: str) -> str:
     return str(document.get("mediaType") or fallback)
 
 
+@dataclass(frozen=True)
+class _Top:
+    """The manifest a copy starts from: an index and the manifests it lists, or a single image as its own one."""
+
+    digest: str
+    media_type: str
+    body: bytes
+    document: dict[str, Any]
+    children: list[_Manifest]
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES
+
+
 def copy_image(
     source: Endpoint,
     source_digest: str,
@@ -124,14 +145,41 @@ def copy_image(
     source is spent from ``budget`` first (Docker Hub counts them as pulls); blob GETs are not.
     """
     copier = _Copier(source, target, budget=budget, what=what, jobs=jobs)
-    if fetched is None:
-        fetched = copier.fetch(source_digest)
-    top_type, top_body = fetched
-    where = f"{source}@{source_digest}"
-    document = _document(top_body, where)
+    top = _read_top(copier, source_digest, fetched or copier.fetch(source_digest))
+    images = {m.platform for m in top.children if m.platform != UNKNOWN_PLATFORM}
+    wanted = set(platforms) or images
+    require_platforms(
+        f"{source}@{source_digest}",
+        wanted,
+        images,
+        fix="give this version the platforms upstream publishes (platforms: [...] on the version in the "
+        "catalog, or platforms: all on a mirror)",
+    )
+    exact = images <= wanted
+    # A byte copy keeps every manifest the index lists (attestations too); a narrowed index keeps only images.
+    kept = top.children if exact else [m for m in top.children if m.platform in wanted]
+    copier.copy_manifests(kept)
+    body = _write_top(target, top, kept, exact, annotations or {})
+    digest = sha256_digest(body)
+    _check_served(target, digest, expected=source_digest if exact else digest)
+    copied = Copied(
+        digest=digest,
+        media_type=top.media_type,
+        body=body,
+        source_digest=source_digest,
+        platforms={m.platform: m.digest for m in kept if m.platform != UNKNOWN_PLATFORM},
+        counts=copier.counts,
+    )
+    _tell(what, f"{source}@{source_digest}", target, copied)
+    return copied
+
+
+def _read_top(copier: _Copier, digest: str, fetched: tuple[str, bytes]) -> _Top:
+    top_type, body = fetched
+    where = f"{copier.source}@{digest}"
+    document = _document(body, where)
     media_type = _media_type(document, top_type)
-    is_index = media_type in INDEX_MEDIA_TYPES
-    if is_index:
+    if media_type in INDEX_MEDIA_TYPES:
         children = [
             _Manifest(
                 str(entry["digest"]),
@@ -140,57 +188,44 @@ def copy_image(
             )
             for entry in document.get("manifests") or []
         ]
-    else:  # a single-platform image (``docker push`` of one build): the top manifest is the platform manifest
-        config = _document(source.client().get_blob(source.repo, document["config"]["digest"]), where)
-        children = [_Manifest(source_digest, media_type, join_platform(config))]
-        copier.known[source_digest] = top_body
-    images = {m.platform for m in children if m.platform != UNKNOWN_PLATFORM}
-    wanted = set(platforms) or images
-    missing = sorted(wanted - images)
-    if missing:
-        raise RegistryError(
-            f"upstream {where} has no image for {', '.join(missing)} (it has {', '.join(sorted(images)) or 'none'})",
-            fix="give this version the platforms upstream publishes (platforms: [...] on the version in the "
-            "catalog, or platforms: all on a mirror)",
-        )
-    exact = images <= wanted
-    # A byte copy keeps every manifest the index lists (attestations too); a narrowed index keeps only images.
-    kept = children if exact else [m for m in children if m.platform in wanted]
-    copier.copy_manifests(kept)
-    if not is_index:
-        body = top_body  # written above, as its own platform manifest
-    elif exact:
-        body = top_body
-        target.client().put_manifest(target.repo, source_digest, body, media_type)
-    else:
-        digests = {m.digest for m in kept}
-        narrowed = {
-            **document,
-            "manifests": [e for e in document["manifests"] if e["digest"] in digests],
-            "annotations": {**(document.get("annotations") or {}), **(annotations or {})},
-        }
-        body = canonical_json(narrowed)
-        target.client().put_manifest(target.repo, sha256_digest(body), body, media_type)
-    digest = sha256_digest(body)
-    _check_served(target, digest, expected=source_digest if exact else digest)
-    copied = Copied(
-        digest=digest,
-        media_type=media_type,
-        body=body,
-        source_digest=source_digest,
-        platforms={m.platform: m.digest for m in kept if m.platform != UNKNOWN_PLATFORM},
-        counts=copier.counts,
-    )
-    counts = copier.counts
+        return _Top(digest, media_type, body, document, children)
+    # A single-platform image (``docker push`` of one build): the top manifest is the platform manifest.
+    source = copier.source
+    config = _document(source.client().get_blob(source.repo, document["config"]["digest"]), where)
+    copier.known[digest] = body
+    return _Top(digest, media_type, body, document, [_Manifest(digest, media_type, join_platform(config))])
+
+
+def _write_top(
+    target: Endpoint, top: _Top, kept: Sequence[_Manifest], exact: bool, annotations: Mapping[str, str]
+) -> bytes:
+    """The top manifest's bytes on the target, by digest: upstream's own, or a narrowed index of its own."""
+    if not top.is_index:
+        return top.body  # written with the platform manifests, as its own
+    if exact:
+        target.client().put_manifest(target.repo, top.digest, top.body, top.media_type)
+        return top.body
+    digests = {m.digest for m in kept}
+    narrowed = {
+        **top.document,
+        "manifests": [e for e in top.document["manifests"] if e["digest"] in digests],
+        "annotations": {**(top.document.get("annotations") or {}), **annotations},
+    }
+    body = canonical_json(narrowed)
+    target.client().put_manifest(target.repo, sha256_digest(body), body, top.media_type)
+    return body
+
+
+def _tell(what: str, where: str, target: Endpoint, copied: Copied) -> None:
+    counts = copied.counts
     outcome = (
         "same digest" if copied.exact else f"narrowed to {', '.join(sorted(copied.platforms))}: new digest"
     )
     log.info(
-        f"{what}: {where} -> {target}@{digest} ({outcome}); blobs: {counts.blobs_uploaded} uploaded "
+        f"{what}: {where} -> {target}@{copied.digest} ({outcome}); blobs: {counts.blobs_uploaded} uploaded "
         f"({counts.bytes_uploaded} bytes), {counts.blobs_mounted} mounted, {counts.blobs_present} present; "
         f"platform manifests: {counts.manifests_copied} copied, {counts.manifests_present} present"
     )
-    return copied
 
 
 def _check_served(target: Endpoint, digest: str, *, expected: str) -> None:

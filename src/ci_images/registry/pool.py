@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from ci_images.errors import RateLimitError
 from ci_images.log import log
-from ci_images.registry.client import AuthState, RegistryClient
+from ci_images.registry.auth import AuthState
+from ci_images.registry.client import RegistryClient
 from ci_images.registry.transport import RequestKind
 
 

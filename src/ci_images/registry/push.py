@@ -18,23 +18,25 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from ci_images.errors import BuildError, RegistryError
-from ci_images.registry.client import OCI_MANIFEST, RegistryClient
-from ci_images.registry.oci import (
+from ci_images.oci import (
+    GZIP_LAYER_TYPES,
     OCI_CONFIG,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
     Descriptor,
     canonical_json,
     descriptor_json,
+    digest_of,
     join_platform,
+    sha256_digest,
     split_platform,
 )
+from ci_images.registry.client import RegistryClient
 
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-# The same gzip tar bytes under Docker's name: in an OCI manifest they go by the OCI name.
-_GZIP_LAYER_TYPES = frozenset({OCI_LAYER_GZIP, "application/vnd.docker.image.rootfs.diff.tar.gzip"})
-_REUSABLE_LAYER_TYPES = _GZIP_LAYER_TYPES | {
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-}
+# Layers an OCI manifest can reference as upstream has them (gzip under Docker's name goes by the OCI name).
+_REUSABLE_LAYER_TYPES = GZIP_LAYER_TYPES | {OCI_LAYER, OCI_LAYER_ZSTD}
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def read_base_layers(client: RegistryClient, repo: str, digest: str) -> dict[str
     for diff_id, layer in zip(diff_ids, layers, strict=True):
         media_type = str(layer.get("mediaType") or "")
         if media_type in _REUSABLE_LAYER_TYPES and not layer.get("urls"):
-            media_type = OCI_LAYER_GZIP if media_type in _GZIP_LAYER_TYPES else media_type
+            media_type = OCI_LAYER_GZIP if media_type in GZIP_LAYER_TYPES else media_type
             reusable[diff_id] = Descriptor(media_type, str(layer["digest"]), int(str(layer["size"])))
     return reusable
 
@@ -89,7 +91,7 @@ def gzip_deterministic(source: IO[bytes], target: IO[bytes]) -> tuple[str, str, 
         while chunk := source.read(_CHUNK):
             plain.update(chunk)
             gz.write(chunk)
-    return "sha256:" + plain.hexdigest(), "sha256:" + hashing.sha.hexdigest(), hashing.size
+    return digest_of(plain), digest_of(hashing.sha), hashing.size
 
 
 class _HashingWriter:
@@ -122,71 +124,100 @@ def push_engine_image(
     """
     reused: Mapping[str, Descriptor] = base.layers() if base is not None else {}
     with tempfile.TemporaryDirectory(prefix="ci-images-save-") as tmp:
-        archive = Path(tmp) / "image.tar"
+        folder = Path(tmp)
+        archive = folder / "image.tar"
         with archive.open("wb") as out:
             for chunk in engine.save(image):
                 out.write(chunk)
         with tarfile.open(archive) as tar:
-            entries = json.loads(_member_bytes(tar, "manifest.json", image))
-            if not entries:
-                raise BuildError(f"`docker save {image}` produced no image")
-            config_bytes = _member_bytes(tar, entries[0]["Config"], image)
-            config = json.loads(config_bytes)
-            actual = join_platform(config)
-            if actual != join_platform(split_platform(platform)):
-                raise BuildError(
-                    f"image {image} is {actual}, expected {platform}",
-                    fix="build it with the requested platform (the engine may have reused another platform's base)",
-                )
-            diff_ids: list[str] = config.get("rootfs", {}).get("diff_ids", [])
-            layer_paths: list[str] = entries[0]["Layers"]
-            if len(diff_ids) != len(layer_paths):
-                raise BuildError(
-                    f"`docker save {image}`: {len(layer_paths)} layers but {len(diff_ids)} diff_ids"
-                )
-            layers: list[tuple[Descriptor, Path | None]] = []  # None: upstream's blob, copied from upstream
-            done: dict[str, tuple[Descriptor, Path | None]] = {}
-            for index, (member, diff_id) in enumerate(zip(layer_paths, diff_ids, strict=True)):
-                if member in done:  # the same layer twice (e.g. two identical empty layers)
-                    layers.append(done[member])
-                    continue
-                if diff_id in reused:
-                    done[member] = (reused[diff_id], None)
-                    layers.append(done[member])
-                    continue
-                gz_path = Path(tmp) / f"layer-{index}.tar.gz"
-                source = tar.extractfile(member)
-                if source is None:
-                    raise BuildError(f"`docker save {image}`: {member} is not a file")
-                with source, gz_path.open("wb") as target:
-                    plain, digest, size = gzip_deterministic(source, target)
-                if plain != diff_id:
-                    raise BuildError(
-                        f"`docker save {image}`: {member} has digest {plain}, config says {diff_id}"
-                    )
-                done[member] = (Descriptor(OCI_LAYER_GZIP, digest, size), gz_path)
-                layers.append(done[member])
-        config_desc = Descriptor(
-            OCI_CONFIG, "sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(config_bytes)
+            config_bytes, members = _saved_image(tar, image, platform)
+            layers = _layers(tar, image, members, reused, folder)
+        return _upload(client, repo, config_bytes, layers, base, platform)
+
+
+# A layer of a saved image: its descriptor, and the gzip file to upload (None: upstream's blob, copied from upstream).
+_Layer = tuple[Descriptor, Path | None]
+
+
+def _saved_image(tar: tarfile.TarFile, image: str, platform: str) -> tuple[bytes, list[tuple[str, str]]]:
+    """The config of a `docker save` archive, checked against ``platform``, and its (layer member, diff_id) pairs."""
+    entries = json.loads(_member_bytes(tar, "manifest.json", image))
+    if not entries:
+        raise BuildError(f"`docker save {image}` produced no image")
+    config_bytes = _member_bytes(tar, entries[0]["Config"], image)
+    config = json.loads(config_bytes)
+    actual = join_platform(config)
+    if actual != join_platform(split_platform(platform)):
+        raise BuildError(
+            f"image {image} is {actual}, expected {platform}",
+            fix="build it with the requested platform (the engine may have reused another platform's base)",
         )
-        client.upload_blob(repo, config_desc.digest, config_bytes)
-        for layer, path in {layer.digest: (layer, path) for layer, path in layers}.values():
-            if path is not None:
-                client.upload_blob(repo, layer.digest, path)
+    diff_ids: list[str] = config.get("rootfs", {}).get("diff_ids", [])
+    layer_paths: list[str] = entries[0]["Layers"]
+    if len(diff_ids) != len(layer_paths):
+        raise BuildError(f"`docker save {image}`: {len(layer_paths)} layers but {len(diff_ids)} diff_ids")
+    return config_bytes, list(zip(layer_paths, diff_ids, strict=True))
+
+
+def _layers(
+    tar: tarfile.TarFile,
+    image: str,
+    members: list[tuple[str, str]],
+    reused: Mapping[str, Descriptor],
+    folder: Path,
+) -> list[_Layer]:
+    """Each layer in order: upstream's own blob where the base has it, else compressed deterministically."""
+    layers: list[_Layer] = []
+    done: dict[str, _Layer] = {}
+    for index, (member, diff_id) in enumerate(members):
+        if member not in done:  # the same layer twice (e.g. two identical empty layers) is compressed once
+            if diff_id in reused:
+                done[member] = (reused[diff_id], None)
             else:
-                assert base is not None
-                _copy_base_layer(client, repo, base, layer)
-        manifest = canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": descriptor_json(config_desc),
-                "layers": [descriptor_json(layer) for layer, _ in layers],
-            }
-        )
-        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-        client.put_manifest(repo, digest, manifest, OCI_MANIFEST)
-        return Descriptor(OCI_MANIFEST, digest, len(manifest), platform)
+                done[member] = _compress(tar, image, member, diff_id, folder / f"layer-{index}.tar.gz")
+        layers.append(done[member])
+    return layers
+
+
+def _compress(tar: tarfile.TarFile, image: str, member: str, diff_id: str, gz_path: Path) -> _Layer:
+    source = tar.extractfile(member)
+    if source is None:
+        raise BuildError(f"`docker save {image}`: {member} is not a file")
+    with source, gz_path.open("wb") as target:
+        plain, digest, size = gzip_deterministic(source, target)
+    if plain != diff_id:
+        raise BuildError(f"`docker save {image}`: {member} has digest {plain}, config says {diff_id}")
+    return Descriptor(OCI_LAYER_GZIP, digest, size), gz_path
+
+
+def _upload(
+    client: RegistryClient,
+    repo: str,
+    config_bytes: bytes,
+    layers: list[_Layer],
+    base: BaseLayers | None,
+    platform: str,
+) -> Descriptor:
+    """Config and layers first (each once), then the manifest by digest: a registry refuses a manifest whose blobs
+    it does not hold."""
+    config_desc = Descriptor(OCI_CONFIG, sha256_digest(config_bytes), len(config_bytes))
+    client.upload_blob(repo, config_desc.digest, config_bytes)
+    for layer, path in {layer.digest: (layer, path) for layer, path in layers}.values():
+        if path is not None:
+            client.upload_blob(repo, layer.digest, path)
+        else:
+            assert base is not None
+            _copy_base_layer(client, repo, base, layer)
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor_json(config_desc),
+            "layers": [descriptor_json(layer) for layer, _ in layers],
+        }
+    )
+    digest = client.put_manifest(repo, sha256_digest(manifest), manifest, OCI_MANIFEST)
+    return Descriptor(OCI_MANIFEST, digest, len(manifest), platform)
 
 
 def _copy_base_layer(client: RegistryClient, repo: str, base: BaseLayers, layer: Descriptor) -> None:

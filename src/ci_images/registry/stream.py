@@ -12,6 +12,7 @@ import requests
 
 from ci_images.errors import CiImagesError, RegistryError
 from ci_images.log import redact
+from ci_images.oci import digest_of
 
 CHUNK = 1 << 20  # streamed blobs move in 1 MiB pieces: never whole in memory, few Python round trips
 # Opens a blob's bytes from the start, as an iterable of chunks; called again for every upload attempt.
@@ -77,8 +78,8 @@ def checked_chunks(chunks: Iterable[bytes], where: str, digest: str, size: int |
         ) from exc
     if size is not None and received != size:
         raise SourceInterrupted(f"{where}: blob {digest} ended after {received} of {size} bytes")
-    if "sha256:" + sha.hexdigest() != digest:
+    if digest_of(sha) != digest:
         raise RegistryError(
-            f"{where}: blob {digest} arrived with digest sha256:{sha.hexdigest()}",
+            f"{where}: blob {digest} arrived with digest {digest_of(sha)}",
             fix="the registry or a proxy altered the blob; retry, or report it to the registry operator",
         )

@@ -21,12 +21,11 @@ from urllib.parse import urlsplit
 import certifi
 import requests
 
-from ci_images.catalog.refs import is_loopback_host as is_loopback
 from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError
 from ci_images.log import log, redact
+from ci_images.oci import certs_d_ca, is_loopback_host
 from ci_images.retry import RetryPolicy, parse_retry_after
 
-DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 _bundles: dict[tuple[str, str, int], str] = {}
 
 
@@ -52,7 +51,7 @@ def verify_bundle(host: str, ca_bundle: Path | None = None) -> str:
         if env_bundle and Path(env_bundle).is_file()
         else certifi.where()
     )
-    extra = DOCKER_CERTS_D / host / "ca.crt"
+    extra = certs_d_ca(host)
     if not extra.is_file():
         return base
     key = (base, str(extra), extra.stat().st_mtime_ns)
@@ -128,70 +127,95 @@ class Transport:
         (an upload session that broke mid-body cannot take the same body again): a connection failure raises
         ConnectionDropped and any status is returned.
         """
-        target = urlsplit(url).netloc
-        verify = verify_bundle(target, self.ca_bundle)
-        # Loopback traffic never goes through a proxy from the environment.
-        proxies = {"http": None, "https": None} if is_loopback(target) else None
-        what = f"{method} {redact_url(url)}"
+        request = _Request(method, url, kind, headers, body, stream, resend)
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             self.counters[(method, kind)] += 1
-            try:
-                with _opened(body) as data:
-                    resp = self.session.request(
-                        method,
-                        url,
-                        headers=dict(headers),
-                        data=data,
-                        verify=verify,
-                        timeout=self.timeout,
-                        proxies=proxies,  # type: ignore[arg-type]  # None values disable env proxies
-                        allow_redirects=method in ("GET", "HEAD"),
-                        stream=stream,
-                    )
-            except requests.exceptions.SSLError as exc:
-                raise RegistryError(
-                    f"TLS verification failed for {target}: {redact(str(exc))}",
-                    fix=f"trust the registry's CA: /etc/docker/certs.d/{target}/ca.crt or SSL_CERT_FILE",
-                ) from exc
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,  # an answer cut short: fewer bytes than it announced
-                requests.exceptions.ContentDecodingError,
-            ) as exc:
-                if not resend:
-                    raise ConnectionDropped(f"{what}: {type(exc).__name__}: {redact(str(exc))}") from exc
-                wait = self.retry.next_wait(attempt, time.monotonic() - started)
-                if wait is None:
-                    raise UpstreamUnreachableError(
-                        f"registry {target} cannot be reached ({what}, {attempt} attempts): {redact(str(exc))}",
-                        fix=f"check that {target} is the right host and that it is up and reachable from here",
-                    ) from exc
-                log.warning(
-                    f"{what}: {type(exc).__name__}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
-                )
-                time.sleep(wait)
-                continue
-            if (resp.status_code != 429 and resp.status_code < 500) or not resend:
+            resp, failure = self._attempt(request)
+            if resp is not None and ((resp.status_code != 429 and resp.status_code < 500) or not resend):
                 return resp
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            retry_after = parse_retry_after(resp.headers.get("Retry-After")) if resp is not None else None
             wait = self.retry.next_wait(attempt, time.monotonic() - started, retry_after)
-            if wait is not None:
-                log.warning(
-                    f"{what}: {resp.status_code}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s"
-                )
+            if wait is None:
+                raise _gave_up(request, attempt, resp, failure)
+            why = f"{resp.status_code}" if resp is not None else type(failure).__name__
+            log.warning(f"{request.what}: {why}; retry {attempt}/{self.retry.max_attempts} in {wait:.1f} s")
+            if resp is not None:
                 resp.close()
-                time.sleep(wait)
-                continue
-            message = f"{what}: {resp.status_code} {redact(registry_message(resp))} (gave up after {attempt} attempts)"
-            if resp.status_code == 429:
-                raise RateLimitError(
-                    message, fix="wait for the quota window to pass, or authenticate to get a larger quota"
+            time.sleep(wait)
+
+    def _attempt(self, request: _Request) -> tuple[requests.Response | None, Exception | None]:
+        """One attempt: the answer, or the connection failure a retry may get past."""
+        verify = verify_bundle(request.host, self.ca_bundle)
+        # Loopback traffic never goes through a proxy from the environment.
+        proxies = {"http": None, "https": None} if is_loopback_host(request.host) else None
+        try:
+            with _opened(request.body) as data:
+                resp = self.session.request(
+                    request.method,
+                    request.url,
+                    headers=dict(request.headers),
+                    data=data,
+                    verify=verify,
+                    timeout=self.timeout,
+                    proxies=proxies,  # type: ignore[arg-type]  # None values disable env proxies
+                    allow_redirects=request.method in ("GET", "HEAD"),
+                    stream=request.stream,
                 )
-            raise RegistryError(message, fix=f"{target} is failing; retry later")
+        except requests.exceptions.SSLError as exc:
+            raise RegistryError(
+                f"TLS verification failed for {request.host}: {redact(str(exc))}",
+                fix=f"trust the registry's CA: {certs_d_ca(request.host)} or SSL_CERT_FILE",
+            ) from exc
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,  # an answer cut short: fewer bytes than it announced
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            if not request.resend:
+                raise ConnectionDropped(f"{request.what}: {type(exc).__name__}: {redact(str(exc))}") from exc
+            return None, exc
+        return resp, None
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    url: str
+    kind: RequestKind
+    headers: Mapping[str, str]
+    body: Body
+    stream: bool
+    resend: bool
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).netloc
+
+    @property
+    def what(self) -> str:
+        return f"{self.method} {redact_url(self.url)}"
+
+
+def _gave_up(
+    request: _Request, attempts: int, resp: requests.Response | None, failure: Exception | None
+) -> RegistryError:
+    """The error after the last retry: unreachable, rate limited, or failing."""
+    if resp is None:
+        return UpstreamUnreachableError(
+            f"registry {request.host} cannot be reached ({request.what}, {attempts} attempts): "
+            f"{redact(str(failure))}",
+            fix=f"check that {request.host} is the right host and that it is up and reachable from here",
+        )
+    message = f"{request.what}: {resp.status_code} {redact(registry_message(resp))} (gave up after {attempts} attempts)"
+    if resp.status_code == 429:
+        return RateLimitError(
+            message, fix="wait for the quota window to pass, or authenticate to get a larger quota"
+        )
+    return RegistryError(message, fix=f"{request.host} is failing; retry later")
 
 
 def registry_message(response: requests.Response) -> str:

@@ -6,15 +6,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ci_images.errors import RegistryError, UsageError
+from ci_images.errors import UsageError
 from ci_images.log import log
+from ci_images.oci import Descriptor, require_platforms
 from ci_images.plan import recipe
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
-from ci_images.registry import oci
+from ci_images.registry import documents
 from ci_images.registry.push import BaseLayers, read_base_layers
 from ci_images.run.context import Context
 from ci_images.run.resolve import upstream_manifest
+
+
+def _platforms_fix(entry: Entry) -> str:
+    return (
+        f"give {entry.image} {entry.version} the platforms upstream publishes: platforms: [...] on the version in "
+        "the catalog"
+    )
 
 
 def local_ref(entry: Entry, platform: str) -> str:
@@ -37,23 +45,17 @@ def upstream_platforms(ctx: Context, entry: Entry, source_digest: str) -> dict[s
     """Upstream's per-platform manifest digests for ``source_digest`` (its index, read once per run; a single
     manifest is its own one platform)."""
     _, body = upstream_manifest(ctx, entry, source_digest)
-    digests = oci.index_platforms(body)
+    digests = documents.index_platforms(body)
     if digests is None:
-        client = ctx.upstream.get(entry.pull.api_host)
-        digests = {oci.manifest_platform(client, entry.pull.path, body): source_digest}
+        client = ctx.upstream_pool.get(entry.pull.api_host)
+        digests = {documents.manifest_platform(client, entry.pull.path, body): source_digest}
     return digests
 
 
 def _pull_base(ctx: Context, entry: Entry, source_digest: str) -> dict[str, str]:
     """Per-platform upstream manifest digests of the platforms the entry builds (all of them must exist)."""
     digests = upstream_platforms(ctx, entry, source_digest)
-    missing = [p for p in entry.platforms if p not in digests]
-    if missing:
-        raise RegistryError(
-            f"upstream {entry.pull_ref} has no image for {', '.join(missing)} (it has {', '.join(sorted(digests)) or 'none'})",
-            fix=f"give {entry.image} {entry.version} the platforms upstream publishes: platforms: [...] on the version "
-            "in the catalog",
-        )
+    require_platforms(entry.pull_ref, entry.platforms, digests, fix=_platforms_fix(entry))
     # The engine pulls each platform's manifest once per run (the variants of a version share the pulled bases).
     key = ("pulls", entry.pull.api_host, entry.pull.path, source_digest, *entry.platforms)
     ctx.once(key, lambda: ctx.budget.spend(len(entry.platforms), what=entry.key))
@@ -81,7 +83,7 @@ def build_entry(
         ctx.check_cancelled(f"building {platform}")
         base = entry.pull.with_digest(platform_digests[platform])
         log.info(f"{entry.key}: building {platform} FROM {base}")
-        engine.pull(base, platform=platform, auth=ctx.upstream.engine_auth(entry.pull.api_host))
+        engine.pull(base, platform=platform, auth=ctx.upstream_pool.engine_auth(entry.pull.api_host))
         images[platform] = engine.build(
             entry.context,
             tag=local_ref(entry, platform),
@@ -105,14 +107,14 @@ def base_layers(ctx: Context, entry: Entry, manifest_digest: str) -> BaseLayers:
     spent from the budget, once per run per base)."""
     host, repo = entry.pull.api_host, entry.pull.path
 
-    def read() -> dict[str, oci.Descriptor]:
+    def read() -> dict[str, Descriptor]:
         ctx.budget.spend(1, what=entry.key)
-        return read_base_layers(ctx.upstream.get(host), repo, manifest_digest)
+        return read_base_layers(ctx.upstream_pool.get(host), repo, manifest_digest)
 
     return BaseLayers(
         host=host,
         repo=repo,
-        client=lambda: ctx.upstream.get(host),
+        client=lambda: ctx.upstream_pool.get(host),
         layers=lambda: ctx.once(("base-layers", host, repo, manifest_digest), read),
     )
 
@@ -173,19 +175,14 @@ def pull_upstream_images(ctx: Context, entry: Entry, source_digest: str) -> dict
     is copied to a target (build-images, a dry run)."""
     digests = upstream_platforms(ctx, entry, source_digest)
     platforms = list(entry.platforms) or sorted(digests)
-    missing = [p for p in platforms if p not in digests]
-    if missing:
-        raise RegistryError(
-            f"upstream {entry.pull_ref} has no image for {', '.join(missing)} (it has {', '.join(sorted(digests))})",
-            fix="give this version the platforms upstream publishes in the catalog",
-        )
+    require_platforms(entry.pull_ref, platforms, digests, fix=_platforms_fix(entry))
     images: dict[str, str] = {}
     host = ctx.engine.host_platform() if entry.smoke is not None else None
     for platform in platforms:
         ref = entry.pull.with_digest(digests[platform])
         if entry.smoke is not None and ctx.engine.can_run(platform):
             ctx.budget.spend(1, what=entry.key)
-            ctx.engine.pull(ref, platform=platform, auth=ctx.upstream.engine_auth(entry.pull.api_host))
+            ctx.engine.pull(ref, platform=platform, auth=ctx.upstream_pool.engine_auth(entry.pull.api_host))
             # Where test-images finds it, and (the host's) under the target tags: as for a build.
             for tag in [local_ref(entry, platform), *(entry.tag_refs if platform == host else ())]:
                 ctx.engine.tag(ref, tag)

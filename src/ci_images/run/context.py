@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ci_images.errors import Cancelled, Interrupted
@@ -22,11 +21,10 @@ T = TypeVar("T")
 class Context:
     """Everything a run needs: the pools of registry clients, the engine, and run-wide settings."""
 
-    upstream: ClientPool
-    target: ClientPool | None
+    upstream_pool: ClientPool
+    target_pool: ClientPool
     engine_factory: Callable[[], Engine]
     env: Mapping[str, str]
-    root: Path
     budget: RateBudget = field(default_factory=RateBudget)
     _engine: Engine | None = None
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,6 +65,5 @@ class Context:
 
     def close(self) -> None:
         """Close the registry clients' connections (the engine's are closed with the process)."""
-        self.upstream.close()
-        if self.target is not None:
-            self.target.close()
+        self.upstream_pool.close()
+        self.target_pool.close()

@@ -30,7 +30,7 @@ from ci_images.run.build import Built, build_entry, local_images, smoke_entry
 from ci_images.run.context import Context
 from ci_images.run.mirror import mirror_entry
 from ci_images.run.publish import Publisher
-from ci_images.run.report import HELD_ACTIONS, Result
+from ci_images.run.result import HELD_ACTIONS, Result
 from ci_images.run.settings import RunSettings
 
 if TYPE_CHECKING:
@@ -53,49 +53,12 @@ def execute(
     caller to raise once it has recorded them (lock file, report).
     """
     results: dict[int, Result] = {}
-    stop = threading.Event()
-
-    def one(index: int, decision: Decision) -> Result:
-        started = time.monotonic()
-        entry = decision.entry
-        base = Result.from_decision(decision, ratelimit_remaining=ctx.budget.remaining)
-        if stop.is_set():
-            why = "interrupted" if ctx.cancel.is_set() else "an earlier entry failed (--fail-fast)"
-            return _not_started(decision, why, base)
-        with log.group(f"{entry.key}: {decision.action} ({decision.reason})"):
-            published = base
-            try:
-                published = _run_one(ctx, decision, settings, publisher, base)
-                result = _sign_one(ctx, decision, settings, signer, published)
-            except CiImagesError as exc:
-                if ctx.cancel.is_set():  # what the interrupt broke (a removed container...) is not news
-                    log.warning(
-                        f"{entry.key}: stopped by the interrupt ({exc.message.splitlines()[0][:200]})"
-                    )
-                else:
-                    log.error(f"{entry.key}: {exc.render()}", title=f"{entry.key} failed")
-                if settings.fail_fast:
-                    stop.set()
-                # `published`: a signing failure comes after the tags moved, and the report must say where to.
-                result = replace(
-                    published,
-                    action="failed",
-                    reason=("interrupted: " if ctx.cancel.is_set() else "")
-                    + exc.message.splitlines()[0][:300],
-                    error=exc.render(),
-                    exit_code=exc.exit_code,
-                )
-                if isinstance(exc, TagsPartlyMoved):
-                    result = replace(result, tags_moved=exc.moved, tags_not_moved=exc.not_moved)
-        return replace(
-            result, duration_s=round(time.monotonic() - started, 2), ratelimit_remaining=ctx.budget.remaining
-        )
-
+    worker = _Worker(ctx, settings, publisher, signer)
     with (
         log.progress(len(decisions), "images") as advance,
         ThreadPoolExecutor(max_workers=max(1, settings.jobs), thread_name_prefix="entry") as pool,
     ):
-        pending: dict[Future[Result], int] = {pool.submit(one, i, d): i for i, d in enumerate(decisions)}
+        pending: dict[Future[Result], int] = {pool.submit(worker.run, d): i for i, d in enumerate(decisions)}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -103,12 +66,66 @@ def execute(
                     results[pending.pop(future)] = future.result()
                     advance()
         except KeyboardInterrupt as exc:
-            _stop(ctx, stop, pending, results)
+            _stop(ctx, worker.stop, pending, results)
             ctx.interrupted = exc if isinstance(exc, Interrupted) else Interrupted(2)
     ordered = [results.get(i) or _not_started(d, "interrupted") for i, d in enumerate(decisions)]
     if ctx.interrupted is not None:
         ctx.interrupted.summary = interrupted_summary(ordered)
     return ordered
+
+
+class _Worker:
+    """Runs one entry at a time on a worker thread: its steps, then its signature; a failure becomes its result."""
+
+    def __init__(
+        self, ctx: Context, settings: RunSettings, publisher: Publisher | None, signer: Signer | None
+    ) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.publisher = publisher
+        self.signer = signer
+        self.stop = (
+            threading.Event()
+        )  # no further entry starts (an interrupt, or --fail-fast after a failure)
+
+    def run(self, decision: Decision) -> Result:
+        ctx = self.ctx
+        started = time.monotonic()
+        base = Result.from_decision(decision, ratelimit_remaining=ctx.budget.remaining)
+        if self.stop.is_set():
+            why = "interrupted" if ctx.cancel.is_set() else "an earlier entry failed (--fail-fast)"
+            return _not_started(decision, why, base)
+        with log.group(f"{decision.entry.key}: {decision.action} ({decision.reason})"):
+            published = base
+            try:
+                published = _run_one(ctx, decision, self.settings, self.publisher, base)
+                result = _sign_one(ctx, decision, self.settings, self.signer, published)
+            except CiImagesError as exc:
+                # `published`: a signing failure comes after the tags moved, and the report must say where to.
+                result = self._failed(decision, published, exc)
+        return replace(
+            result, duration_s=round(time.monotonic() - started, 2), ratelimit_remaining=ctx.budget.remaining
+        )
+
+    def _failed(self, decision: Decision, published: Result, exc: CiImagesError) -> Result:
+        key = decision.entry.key
+        interrupted = self.ctx.cancel.is_set()
+        if interrupted:  # what the interrupt broke (a removed container...) is not news
+            log.warning(f"{key}: stopped by the interrupt ({exc.message.splitlines()[0][:200]})")
+        else:
+            log.error(f"{key}: {exc.render()}", title=f"{key} failed")
+        if self.settings.fail_fast:
+            self.stop.set()
+        result = replace(
+            published,
+            action="failed",
+            reason=("interrupted: " if interrupted else "") + exc.message.splitlines()[0][:300],
+            error=exc.render(),
+            exit_code=exc.exit_code,
+        )
+        if isinstance(exc, TagsPartlyMoved):
+            result = replace(result, tags_moved=exc.moved, tags_not_moved=exc.not_moved)
+        return result
 
 
 def _stop(
@@ -209,9 +226,8 @@ def _sign_one(
     """Sign (when not signed by this signer yet) and verify the digest the entry's tags point to now."""
     if signer is None or result.action not in HELD_ACTIONS or not result.digest:
         return result
-    assert ctx.target is not None
     entry = decision.entry
-    client = ctx.target.get(entry.target.api_host)
+    client = ctx.target_pool.get(entry.target.api_host)
     outcome = signer.sign(client, entry.target, result.digest, recursive=settings.sign_recursive)
     how = "signed" if outcome.signed else "already signed"
     log.info(f"{entry.key}: {how} and verified ({outcome.mode}: {outcome.signer})")

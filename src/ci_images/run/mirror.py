@@ -11,17 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ci_images.log import log
+from ci_images.oci import short_digest
 from ci_images.plan.decide import Decision
 from ci_images.registry.copy import Copied
 from ci_images.run.build import Built, pull_upstream_images, smoke_entry
 from ci_images.run.context import Context
 from ci_images.run.publish import Publisher
-from ci_images.run.report import Result
 from ci_images.run.resolve import upstream_manifest
-
-
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[-1][:12]
+from ci_images.run.result import Result
 
 
 def mirror_entry(ctx: Context, decision: Decision, publisher: Publisher | None, base: Result) -> Result:
@@ -40,7 +37,7 @@ def mirror_entry(ctx: Context, decision: Decision, publisher: Publisher | None, 
     else:
         outcome = (
             f"narrowed to {', '.join(sorted(copied.platforms))}: digest differs from upstream's "
-            f"{_short(copied.source_digest)}"
+            f"{short_digest(copied.source_digest)}"
         )
     return replace(
         base,
@@ -60,8 +57,7 @@ def _smoke_copy(ctx: Context, decision: Decision, copied: Copied) -> Built:
     images = {platform: entry.target.with_digest(digest) for platform, digest in copied.platforms.items()}
     if entry.smoke is None:
         return smoke_entry(ctx, entry, images)  # nothing to run: no engine needed
-    assert ctx.target is not None
-    auth = ctx.target.engine_auth(entry.target.api_host)
+    auth = ctx.target_pool.engine_auth(entry.target.api_host)
     for platform, ref in images.items():
         if ctx.engine.can_run(platform):
             log.info(f"{entry.key}: pulling {platform} from the target for its smoke test: {ref}")

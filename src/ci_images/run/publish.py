@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from ci_images.errors import Cancelled, CiImagesError, RegistryError, TagsPartlyMoved
 from ci_images.log import log
+from ci_images.oci import sha256_digest
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
 from ci_images.plan.recipe import BASE_NAME_LABEL, RECIPE_LABEL, SOURCE_DIGEST_LABEL
-from ci_images.registry import oci
-from ci_images.registry.client import RegistryClient, sha256_digest
+from ci_images.registry import documents
+from ci_images.registry.client import RegistryClient
 from ci_images.registry.copy import Copied, Endpoint, copy_image
 from ci_images.registry.pool import ClientPool, RateBudget
 from ci_images.registry.push import BaseLayers, push_engine_image
@@ -144,7 +145,7 @@ class RegistryPublisher:
             annotations[RECIPE_LABEL] = decision.recipe
         if decision.source_digest:
             annotations[SOURCE_DIGEST_LABEL] = decision.source_digest
-        body, media_type = oci.make_index(descriptors, annotations)
+        body, media_type = documents.make_index(descriptors, annotations)
         previous: PreviousDigests = {tag: decision.current.tag_digests.get(tag) for tag in entry.tags}
         digest = client.put_manifest(
             entry.target.path, sha256_digest(body), body, media_type

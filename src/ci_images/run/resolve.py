@@ -10,12 +10,12 @@ from ci_images.errors import CiImagesError, RegistryError, UpstreamUnreachableEr
 from ci_images.plan import recipe
 from ci_images.plan.decide import Decision, TargetState, decide
 from ci_images.plan.entries import Entry
-from ci_images.registry import oci
+from ci_images.registry import documents
 from ci_images.run.context import Context
 
 
 def _upstream_digest(ctx: Context, entry: Entry) -> str:
-    client = ctx.upstream.get(entry.pull.api_host)
+    client = ctx.upstream_pool.get(entry.pull.api_host)
     key = ("head", entry.pull.api_host, entry.pull.path, entry.version)
     try:
         info = ctx.once(key, lambda: client.head_manifest(entry.pull.path, entry.version))
@@ -41,7 +41,7 @@ def _upstream_digest(ctx: Context, entry: Entry) -> str:
 def upstream_manifest(ctx: Context, entry: Entry, digest: str) -> tuple[str, bytes]:
     """Upstream's manifest (index) for ``digest``: (media type, bytes), read once per run for every entry made
     from it (a manifest GET is a pull on Docker Hub, spent from the budget first)."""
-    client = ctx.upstream.get(entry.pull.api_host)
+    client = ctx.upstream_pool.get(entry.pull.api_host)
 
     def fetch() -> tuple[str, bytes]:
         ctx.budget.spend(1, what=entry.key)
@@ -59,9 +59,8 @@ def upstream_manifest(ctx: Context, entry: Entry, digest: str) -> tuple[str, byt
 
 
 def _target_state(ctx: Context, entry: Entry) -> TargetState:
-    assert ctx.target is not None
-    client = ctx.target.get(entry.target.api_host)
-    held = oci.read_held(client, entry.target.path, entry.tags[0])
+    client = ctx.target_pool.get(entry.target.api_host)
+    held = documents.read_held(client, entry.target.path, entry.tags[0])
     if held is None:
         return TargetState(digest=None)
     tag_digests: dict[str, str | None] = {entry.tags[0]: held.digest}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ci_images import proc
 from ci_images.errors import CommandError, SigningError, UsageError
-from ci_images.registry.client import Credentials
+from ci_images.registry.auth import Credentials
 
 COSIGN = "cosign"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"

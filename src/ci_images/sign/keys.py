@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import base64
 import getpass
-import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import nacl.exceptions
 import nacl.secret
@@ -36,6 +34,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ci_images.errors import UsageError
 from ci_images.log import log
+from ci_images.oci import go_json, sha256_digest
 
 PEM_TYPE = "ENCRYPTED SIGSTORE PRIVATE KEY"  # what cosign writes (keys.go: SigstorePrivateKeyPemType)
 LEGACY_PEM_TYPE = "ENCRYPTED COSIGN PRIVATE KEY"  # what cosign still reads (keys.go: CosignPrivateKeyPemType)
@@ -57,11 +56,6 @@ def generate_private_key() -> ec.EllipticCurvePrivateKey:
 
 def _scrypt_key(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=BOX_KEY_SIZE, n=n, r=r, p=p).derive(password)
-
-
-def _go_json(document: Mapping[str, Any]) -> bytes:
-    # Go's encoding/json: struct fields in declaration order (dicts here keep theirs), no spaces.
-    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _b64(data: bytes) -> str:
@@ -121,7 +115,7 @@ def encrypt_private_key(
         "cipher": {"name": "nacl/secretbox", "nonce": _b64(nonce)},
         "ciphertext": _b64(sealed),
     }
-    return _pem(PEM_TYPE, _go_json(document))
+    return _pem(PEM_TYPE, go_json(document))
 
 
 def decrypt_private_key(
@@ -193,7 +187,7 @@ def load_public_key(data: bytes, *, where: str) -> ec.EllipticCurvePublicKey:
 def fingerprint(key: ec.EllipticCurvePublicKey) -> str:
     """``sha256:`` + hex SHA-256 of the PKIX DER: `openssl pkey -pubin -in cosign.pub -outform DER | sha256sum`."""
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
+    return sha256_digest(der)
 
 
 def sign_bytes(key: ec.EllipticCurvePrivateKey, payload: bytes) -> bytes:

@@ -16,17 +16,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ci_images.catalog.refs import Repository
+from ci_images.catalog.refs import DOCKER_HUB_ALIASES, Repository
+from ci_images.oci import OCI_CONFIG, OCI_MANIFEST, digest_tag, go_json, sha256_digest
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 # Ours, beside cosign's (cosign ignores annotations it does not know, and its duplicate check only compares the
 # new signature's annotations with an old one's): the fingerprint of the key that made the signature, so that
@@ -36,30 +34,11 @@ PAYLOAD_TYPE = "cosign container image signature"
 # Go's zero time.Time as encoding/json writes it: v1.Time has no MarshalJSON of its own and `omitempty` does not
 # drop structs, so every config cosign writes without --record-creation-timestamp carries it.
 ZERO_TIME = "0001-01-01T00:00:00Z"
-# go-containerregistry's name package stores Docker Hub as index.docker.io (pkg/name/registry.go).
-_DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
-
-
-def go_json(document: Any) -> bytes:
-    """encoding/json's bytes: no spaces, non-ASCII as UTF-8, and <, >, &, U+2028, U+2029 escaped as \\uXXXX."""
-    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, escaped)
-    return text.encode("utf-8")
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def docker_reference(repository: Repository) -> str:
-    host = "index.docker.io" if repository.host in _DOCKER_HUB else repository.host
+    # go-containerregistry's name package stores Docker Hub as index.docker.io (pkg/name/registry.go).
+    host = "index.docker.io" if repository.host in DOCKER_HUB_ALIASES else repository.host
     return f"{host}/{repository.path}"
 
 
@@ -102,8 +81,7 @@ def read_claim(data: bytes) -> Claim | None:
 
 
 def signature_tag(digest: str) -> str:
-    algorithm, _, hexdigest = digest.partition(":")
-    return f"{algorithm}-{hexdigest}.sig"
+    return digest_tag(digest, "sig")
 
 
 @dataclass(frozen=True)
@@ -135,7 +113,7 @@ def new_layer(payload_bytes: bytes, signature_b64: str, *, signer: str | None = 
     annotations = {SIGNATURE_ANNOTATION: signature_b64}
     if signer:
         annotations[SIGNER_ANNOTATION] = signer
-    return Layer(sha256(payload_bytes), len(payload_bytes), SIMPLESIGNING, annotations)
+    return Layer(sha256_digest(payload_bytes), len(payload_bytes), SIMPLESIGNING, annotations)
 
 
 def read_layers(manifest: Mapping[str, Any]) -> list[Layer]:
@@ -190,6 +168,6 @@ def signature_manifest(
     document: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
     for key, value in (base or {}).items():
         document.setdefault(key, value)
-    document["config"] = {"mediaType": OCI_CONFIG, "size": len(config), "digest": sha256(config)}
+    document["config"] = {"mediaType": OCI_CONFIG, "size": len(config), "digest": sha256_digest(config)}
     document["layers"] = [layer.descriptor() for layer in layers]
     return go_json(document)

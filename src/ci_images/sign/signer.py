@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ci_images.catalog.refs import Repository
 from ci_images.errors import RegistryError, SigningError
 from ci_images.log import log
-from ci_images.registry import oci
+from ci_images.oci import short_digest
 from ci_images.registry.client import RegistryClient
+from ci_images.registry.documents import platform_digests
 from ci_images.sign import keyless, keys
 from ci_images.sign import payload as documents
 from ci_images.sign.store import append_signature, read_signatures
@@ -73,7 +74,7 @@ def _digests(client: RegistryClient, repository: Repository, digest: str, recurs
     """{label: digest} to sign: the digest itself, and with ``recursive`` each platform manifest of its index."""
     wanted = {"": digest}
     if recursive:
-        for platform, child in sorted(oci.platform_digests(client, repository.path, digest).items()):
+        for platform, child in sorted(platform_digests(client, repository.path, digest).items()):
             if child != digest:
                 wanted[platform] = child
     return wanted
@@ -131,7 +132,7 @@ class KeySigner(KeyVerifier):
                         layer = documents.new_layer(body, signature, signer=self.signer)
                         append_signature(client, repository.path, one, body, layer)
                         signed.append(one)
-                        log.info(f"signed {repository}@{one} with key {_short(self.signer)}")
+                        log.info(f"signed {repository}@{one} with key {short_digest(self.signer)}")
                     after = self.verify(client, repository, one)
                 except RegistryError as exc:
                     raise SigningError(f"signing {repository}@{one}: {exc.message}", fix=exc.fix) from exc
@@ -194,7 +195,3 @@ class KeylessSigner:
                 raise SigningError(f"{image}: {after.message}", fix="see cosign's message above")
         platforms = {label: d for label, d in wanted.items() if label}
         return SignOutcome(KEYLESS, self.signer, digest, tuple(signed), tuple(wanted.values()), platforms)
-
-
-def _short(fingerprint: str) -> str:
-    return fingerprint.removeprefix("sha256:")[:12]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ci_images.errors import RegistryError
+from ci_images.oci import OCI_MANIFEST, go_json, sha256_digest
 from ci_images.registry.client import RegistryClient
 from ci_images.sign import payload as documents
 from ci_images.sign.payload import Layer
@@ -70,8 +71,8 @@ def append_signature(client: RegistryClient, repo: str, digest: str, payload: by
         assert current.manifest_digest is not None
         return current.manifest_digest
     config_document = documents.append_to_config(current.config or documents.empty_config(), layer)
-    config = documents.go_json(config_document)
+    config = go_json(config_document)
     client.upload_blob(repo, layer.digest, payload)
-    client.upload_blob(repo, documents.sha256(config), config)
+    client.upload_blob(repo, sha256_digest(config), config)
     manifest = documents.signature_manifest(config, [*current.layers, layer], base=current.manifest or None)
-    return client.put_manifest(repo, current.tag, manifest, documents.OCI_MANIFEST)
+    return client.put_manifest(repo, current.tag, manifest, OCI_MANIFEST)

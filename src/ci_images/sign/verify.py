@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from ci_images.oci import short_digest
 from ci_images.registry.client import RegistryClient
 from ci_images.sign import keys
 from ci_images.sign import payload as documents
@@ -65,7 +66,7 @@ def _diagnose(
 ) -> tuple[str, str]:
     """Why ``layer`` (whose signature does not verify with our key) is not a good signature of ``digest``."""
     claim = documents.read_claim(body)
-    short = ours.removeprefix("sha256:")[:12]
+    short = short_digest(ours)
     if claim is None or claim.type != documents.PAYLOAD_TYPE:
         return PAYLOAD_EDITED, f"payload edited: layer {layer.digest[:19]} is not a cosign signature payload"
     if claim.digest != digest:
@@ -84,7 +85,7 @@ def _diagnose(
             SIGNATURE_EDITED,
             f"signature edited: the layer says key {short} made it, but it does not verify",
         )
-    other = (layer.signer or "").removeprefix("sha256:")[:12] or "another key"
+    other = short_digest(layer.signer, empty="another key")
     return WRONG_KEY, f"wrong key: signed by {other}, and no signature verifies with key {short}"
 
 
@@ -121,9 +122,7 @@ def verify_digest(
             claim = documents.read_claim(body)
             if claim is not None and claim.type == documents.PAYLOAD_TYPE and claim.digest == digest:
                 if claim.reference == reference:
-                    return Verdict(
-                        digest, None, f"verified with key {ours.removeprefix('sha256:')[:12]}", ours
-                    )
+                    return Verdict(digest, None, f"verified with key {short_digest(ours)}", ours)
                 problems.append(
                     (0, True, PAYLOAD_EDITED, f"signed for repository {claim.reference}, not {reference}")
                 )

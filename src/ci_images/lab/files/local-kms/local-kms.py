@@ -112,42 +112,50 @@ def seed(path: str) -> None:
         raise SystemExit(f"{path}: only local-kms' v1 seed format (Keys: {{Symmetric: ..}}) is supported")
     backend = kms_backends[ACCOUNT][REGION]
     for entry in (keys.get("Symmetric") or {}).get("Aes") or []:
-        meta = entry.get("Metadata") or {}
-        origin = meta.get("Origin") or "AWS_KMS"
-        key = backend.create_key(
-            None, "ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT", meta.get("Description") or "", None, origin=origin
-        )
-        _fixed_id(backend, key, str(meta["KeyId"]))
-        backing = entry.get("BackingKeys") or []
-        if backing:
-            key.key_material = bytes.fromhex(str(backing[-1]))
-        elif origin == "EXTERNAL":
-            key.key_state, key.enabled = "PendingImport", False
-        if entry.get("NextKeyRotation"):
-            key.key_rotation_status = True
-        say(f"Seeded AES key {key.arn}")
+        _seed_aes(backend, entry)
     asymmetric = keys.get("Asymmetric") or {}
     for kind in ("Rsa", "Ecc"):
         for entry in asymmetric.get(kind) or []:
-            meta = entry.get("Metadata") or {}
-            private = serialization.load_pem_private_key(str(entry["PrivateKeyPem"]).encode(), password=None)
-            if isinstance(private, rsa.RSAPrivateKey):
-                spec = f"RSA_{private.key_size}"
-            elif isinstance(private, ec.EllipticCurvePrivateKey):
-                spec = _CURVES[private.curve.name]
-            else:
-                raise SystemExit(f"{path}: key {meta.get('KeyId')} is neither RSA nor ECC")
-            usage = meta.get("KeyUsage") or "SIGN_VERIFY"
-            pair: Any = backend.create_key(None, usage, spec, meta.get("Description") or "", None)
-            pair.private_key.private_key = private  # moto's wrapper keeps the cryptography key here
-            _fixed_id(backend, pair, str(meta["KeyId"]))
-            say(f"Seeded {spec} key {pair.arn}")
+            _seed_pair(backend, entry, path)
     for alias in doc.get("Aliases") or []:
         name = str(alias["AliasName"])
         backend.create_alias(
             str(alias["TargetKeyId"]), name if name.startswith("alias/") else f"alias/{name}"
         )
         say(f"Seeded alias {name}")
+
+
+def _seed_aes(backend: Any, entry: dict[str, Any]) -> None:
+    meta = entry.get("Metadata") or {}
+    origin = meta.get("Origin") or "AWS_KMS"
+    key = backend.create_key(
+        None, "ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT", meta.get("Description") or "", None, origin=origin
+    )
+    _fixed_id(backend, key, str(meta["KeyId"]))
+    backing = entry.get("BackingKeys") or []
+    if backing:
+        key.key_material = bytes.fromhex(str(backing[-1]))
+    elif origin == "EXTERNAL":
+        key.key_state, key.enabled = "PendingImport", False
+    if entry.get("NextKeyRotation"):
+        key.key_rotation_status = True
+    say(f"Seeded AES key {key.arn}")
+
+
+def _seed_pair(backend: Any, entry: dict[str, Any], path: str) -> None:
+    meta = entry.get("Metadata") or {}
+    private = serialization.load_pem_private_key(str(entry["PrivateKeyPem"]).encode(), password=None)
+    if isinstance(private, rsa.RSAPrivateKey):
+        spec = f"RSA_{private.key_size}"
+    elif isinstance(private, ec.EllipticCurvePrivateKey):
+        spec = _CURVES[private.curve.name]
+    else:
+        raise SystemExit(f"{path}: key {meta.get('KeyId')} is neither RSA nor ECC")
+    usage = meta.get("KeyUsage") or "SIGN_VERIFY"
+    pair: Any = backend.create_key(None, usage, spec, meta.get("Description") or "", None)
+    pair.private_key.private_key = private  # moto's wrapper keeps the cryptography key here
+    _fixed_id(backend, pair, str(meta["KeyId"]))
+    say(f"Seeded {spec} key {pair.arn}")
 
 
 def main() -> None:

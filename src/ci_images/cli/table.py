@@ -1,0 +1,118 @@
+"""The table of commands both doors are made from: each command's name, what it runs, its summary and the options
+it takes (the rows of an option table that name it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ci_images.commands import images, upkeep
+from ci_images.commands.options import OPTIONS, Option, Options
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Command(Generic[S]):
+    name: str
+    run: Callable[[S], object]
+    summary: str
+    settings: Callable[
+        ..., S
+    ]  # what the runner builds from the parsed values (Options for the tool's commands)
+    table: tuple[Option, ...] = OPTIONS
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        return tuple(option for option in self.table if self.name in option.commands)
+
+
+def _tool(
+    name: str, run: Callable[[Options], object], summary: str, aliases: tuple[str, ...] = ()
+) -> Command[Options]:
+    return Command(name, run, summary, settings=Options, aliases=aliases)
+
+
+def _signing_command(name: str) -> Callable[[Options], object]:
+    """A signing command, loaded when it runs: cryptography and PyNaCl stay out of every other command's start."""
+
+    def run(options: Options) -> object:
+        from ci_images.commands import signing
+
+        command: Callable[[Options], object] = getattr(signing, name)
+        return command(options)
+
+    run.__name__ = name
+    return run
+
+
+COMMANDS: tuple[Command[Any], ...] = (
+    _tool(
+        "list-images",
+        images.list_images,
+        "List every (image, variant, version) of the catalog: mode, source, target tags and platforms.",
+        aliases=("list",),
+    ),
+    _tool(
+        "plan",
+        images.show_plan,
+        "Show what push-images would build, retag or skip, and why (HEAD requests upstream; changes nothing).",
+    ),
+    _tool(
+        "build-images",
+        images.build_images,
+        "Build every entry for every platform; the host's build is tagged with the target tags.",
+        aliases=("build",),
+    ),
+    _tool(
+        "test-images",
+        images.test_images,
+        "Smoke-test what build-images left in the engine, on every platform this host can run.",
+        aliases=("test",),
+    ),
+    _tool(
+        "push-images",
+        images.push_images,
+        "Build, smoke-test and push what changed as multi-arch indexes; tags move only after full success.",
+        aliases=("push",),
+    ),
+    _tool(
+        "ci",
+        images.ci,
+        "CI's job: build and smoke-test; --push also publishes, --matrix prints the plan as a job matrix, "
+        "--lock-only writes the lock file from the target.",
+    ),
+    _tool("registry-down", images.registry_down, "Stop the embedded local registry; its data stays."),
+    _tool(
+        "generate-key",
+        _signing_command("generate_key"),
+        "Write a cosign key pair: cosign.key (encrypted with COSIGN_PASSWORD, mode 0600) and cosign.pub.",
+    ),
+    _tool(
+        "sign-images",
+        _signing_command("sign_images"),
+        "Sign (cosign format) what the catalog's tags point to on the target now and this key has not signed yet.",
+    ),
+    _tool(
+        "verify-images",
+        _signing_command("verify_images"),
+        "Verify every catalog tag on the target: its signature, its payload, and its digest against the lock file.",
+    ),
+    _tool(
+        "outdated",
+        upkeep.outdated,
+        "Per image, the upstream tags newer than its newest cataloged version (tag lists only; exits 0 either way).",
+    ),
+    _tool(
+        "bump",
+        upkeep.bump,
+        "Add the releases `outdated` finds to the catalog, keeping its comments and layout; print the diff.",
+    ),
+    _tool(
+        "docs",
+        upkeep.docs,
+        "Write README's table of every published reference from the catalog; --check only says whether it is current.",
+    ),
+)

@@ -1,0 +1,264 @@
+"""The signing commands: generate-key, sign-images and verify-images, and their work: walking the catalog's tags on
+the target (HEAD requests), signing or verifying what they point to now, judging each tag against the lock file,
+and printing what was found. The formats, keys, signers and verifiers are the library in ``ci_images.sign``.
+Nothing here writes an image tag; signing writes only ``.sig`` tags."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ci_images.catalog.refs import Repository
+from ci_images.commands.options import Options
+from ci_images.commands.outcome import emit_json
+from ci_images.commands.setup import DEFAULT_SOURCE_URL, prepare
+from ci_images.errors import SigningError, UsageError
+from ci_images.log import Logger, log
+from ci_images.oci import short_digest
+from ci_images.plan.entries import Entry
+from ci_images.registry.pool import ClientPool
+from ci_images.report import lockfile
+from ci_images.sign.choose import configured_verifier
+from ci_images.sign.signer import Signer, SignOutcome, Verifier
+from ci_images.sign.verify import MISSING, Verdict
+
+
+def generate_key(options: Options) -> Path:
+    """cosign.key (encrypted with COSIGN_PASSWORD, mode 0600) and cosign.pub; never overwrites a key."""
+    from ci_images.sign.keys import generate_key_files
+
+    key, public, fingerprint = generate_key_files(Path(options.output or "."), options.env)
+    log.info(f"private key written to {key} (encrypted, mode 0600); public key written to {public}")
+    log.info(f"key fingerprint: {fingerprint}")
+    log.info(f"sign with: COSIGN_KEY={key} COSIGN_PASSWORD=... invoke push-images")
+    return key
+
+
+def sign_images(options: Options) -> list[dict[str, Any]]:
+    """Sign the digests the catalog's tags point to on the target now, where this key (or identity) has not."""
+    with prepare(options, with_signer=True) as setup:
+        if setup.signer is None:
+            raise UsageError(
+                "nothing to sign with",
+                fix="set COSIGN_KEY (a path or env://VAR) and COSIGN_PASSWORD, or pass --keyless in GitHub Actions",
+            )
+        setup.start_destination()
+        held = held_tags(setup.target_pool, setup.entries)
+        done = sign_held(setup.target_pool, held, setup.signer, recursive=options.recursive)
+    records = sign_records(done, held, log)
+    emit_json(options, records)
+    lockfile.record_signatures(setup.lock_path, [outcome for _, _, outcome in done])
+    return records
+
+
+def verify_images(options: Options) -> list[TagCheck]:
+    """Check every catalog tag on the target: signed by the key (or keyless identity), payload names the digest and
+    the repository, and the tag points where the lock file says. Exit 9 names every failure."""
+    verifier = configured_verifier(options.key, options.env, default_url=DEFAULT_SOURCE_URL)
+    with prepare(options) as setup:
+        locked, _ = lockfile.read_lock(setup.lock_path)
+        setup.start_destination()
+        held = held_tags(setup.target_pool, setup.entries)
+        checks = verify_held(setup.target_pool, held, verifier, locked)
+    print_checks(checks, log)
+    emit_json(options, [check.as_record() for check in checks])
+    failed = [check for check in checks if not check.ok]
+    if failed:
+        raise SigningError(
+            f"{len(failed)} of {len(checks)} tags failed verification: "
+            + "; ".join(f"{check.ref}: {check.message}" for check in failed),
+            fix=verify_fix(failed),
+        )
+    published = [check for check in checks if check.digest is not None]
+    unpublished = len(checks) - len(published)
+    if not published:
+        log.warning(f"nothing verified: none of the {len(checks)} tags is on the target (and none is locked)")
+        return checks
+    log.info(
+        f"{'all ' if not unpublished else ''}{len(published)} published tags verified "
+        f"({verifier.mode}: {verifier.signer})" + (f"; {unpublished} not published" if unpublished else "")
+    )
+    return checks
+
+
+# ---- the work: walk the tags, sign or verify, judge, print ---------------------------------------------------
+
+
+# verify-images' problems beyond the signature's own (sign.verify: missing, payload-edited, signature-edited,
+# wrong-key; keyless): the tag and the lock file disagree, or the lock file does not know the tag.
+MOVED_UNSIGNED, MOVED, NOT_LOCKED, ABSENT = "moved-unsigned", "moved", "not-locked", "absent"
+
+
+@dataclass(frozen=True)
+class HeldTag:
+    entry: Entry
+    tag: str  # tag name
+    digest: str | None  # what it points to now; None: the tag does not exist
+
+    @property
+    def ref(self) -> str:
+        return self.entry.target.with_tag(self.tag)
+
+
+def held_tags(pool: ClientPool, entries: Sequence[Entry]) -> list[HeldTag]:
+    """Every tag of ``entries`` and the digest it points to on the target now (one HEAD per tag)."""
+    held: list[HeldTag] = []
+    for entry in entries:
+        client = pool.get(entry.target.api_host)
+        for tag in entry.tags:
+            info = client.head_manifest(entry.target.path, tag)
+            held.append(HeldTag(entry, tag, info.digest if info else None))
+    return held
+
+
+def sign_held(
+    pool: ClientPool, held: Sequence[HeldTag], signer: Signer, *, recursive: bool
+) -> list[tuple[Repository, list[str], SignOutcome]]:
+    """Sign each digest the tags point to (once per repository and digest) unless this signer signed it already."""
+    groups: dict[tuple[Repository, str], list[str]] = {}
+    for one in held:
+        if one.digest is not None:
+            groups.setdefault((one.entry.target, one.digest), []).append(one.ref)
+    done: list[tuple[Repository, list[str], SignOutcome]] = []
+    for (repository, digest), refs in groups.items():
+        outcome = signer.sign(pool.get(repository.api_host), repository, digest, recursive=recursive)
+        done.append((repository, refs, outcome))
+    return done
+
+
+def sign_records(
+    done: Sequence[tuple[Repository, list[str], SignOutcome]], held: Sequence[HeldTag], logger: Logger
+) -> list[dict[str, Any]]:
+    """sign-images' records (one per repository and digest), told to ``logger`` too."""
+    records = [{"repository": str(repo), "tags": refs, **outcome.as_record()} for repo, refs, outcome in done]
+    for record in records:
+        state = "signed now" if record["signed"] else "already signed"
+        logger.info(f"{record['repository']}@{record['digest']}: {state} ({', '.join(record['tags'])})")
+    absent = [one.ref for one in held if one.digest is None]
+    if absent:
+        logger.warning(f"not on the target, not signed: {', '.join(absent)}")
+    signed = sum(len(record["signed"]) for record in records)
+    logger.info(f"{signed} manifests signed now; {len(records)} digests checked")
+    return records
+
+
+@dataclass(frozen=True)
+class TagCheck:
+    """verify-images' finding for one tag."""
+
+    ref: str
+    digest: str | None
+    locked: str | None
+    problem: str | None
+    message: str
+    mode: str
+    signer: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "tag": self.ref,
+            "digest": self.digest,
+            "locked_digest": self.locked,
+            "ok": self.ok,
+            "problem": self.problem,
+            "message": self.message,
+            "mode": self.mode,
+            "signer": self.signer,
+        }
+
+
+def _judge(one: HeldTag, locked: str | None, verdict: Verdict | None, mode: str) -> TagCheck:
+    def check(problem: str | None, message: str) -> TagCheck:
+        signer = verdict.signer if verdict is not None and verdict.ok else None
+        return TagCheck(one.ref, one.digest, locked, problem, message, mode, signer)
+
+    if one.digest is None or verdict is None:
+        if locked:
+            return check(ABSENT, f"the tag does not exist; the lock file records {locked}")
+        return check(None, "not published (no tag, no lock record)")
+    if locked and locked != one.digest:
+        if verdict.problem == MISSING:
+            return check(
+                MOVED_UNSIGNED,
+                f"tag moved to an unsigned digest: it points to {one.digest}, the lock file records {locked}",
+            )
+        if verdict.ok:
+            return check(
+                MOVED, f"tag moved: it points to {one.digest} (signed), the lock file records {locked}"
+            )
+        return check(verdict.problem, f"{verdict.message}; and the tag moved from {locked}")
+    if not verdict.ok:
+        return check(verdict.problem, verdict.message)
+    if not locked:
+        return check(
+            NOT_LOCKED, f"signed, but the lock file records no digest for this tag ({verdict.message})"
+        )
+    return check(None, verdict.message)
+
+
+def verify_held(
+    pool: ClientPool, held: Sequence[HeldTag], verifier: Verifier, locked: Mapping[str, Any]
+) -> list[TagCheck]:
+    """Check every tag: its digest's signature (verified once per digest) and the lock file's record."""
+    verdicts: dict[tuple[Repository, str], Verdict] = {}
+    checks: list[TagCheck] = []
+    for one in held:
+        verdict = None
+        if one.digest is not None:
+            key = (one.entry.target, one.digest)
+            if key not in verdicts:
+                client = pool.get(one.entry.target.api_host)
+                verdicts[key] = verifier.verify(client, one.entry.target, one.digest)
+            verdict = verdicts[key]
+        record = locked.get(one.ref)
+        checks.append(
+            _judge(one, record.get("digest") if isinstance(record, dict) else None, verdict, verifier.mode)
+        )
+    return checks
+
+
+def verify_fix(failed: Sequence[TagCheck]) -> str:
+    """What to do about verify-images' failures. A tag that no longer points where the lock file says is not to be
+    signed over: someone moved it, and signing what it points to now would bless that."""
+    if any(check.problem in (MOVED, MOVED_UNSIGNED, ABSENT) for check in failed):
+        return (
+            "find out who moved these tags before signing anything; if a publish of yours moved them, record it "
+            "with `nox -s ci-images -- --lock-only` (or push again)"
+        )
+    if any(check.problem == NOT_LOCKED for check in failed):
+        return "record the published tags in the lock file: `nox -s ci-images -- --lock-only` (or push again)"
+    return "sign what is yours (`invoke sign-images`), or find out who published or re-signed these tags"
+
+
+def print_checks(checks: Sequence[TagCheck], logger: Logger) -> None:
+    """The table for people; in GitHub Actions also the step summary."""
+    _table(checks, logger)
+    if logger.github:
+        lines = ["### ci-images: verify", "", "| tag | digest | result | detail |", "|---|---|---|---|"]
+        for c in checks:
+            short = short_digest(c.digest)
+            result = "✅ ok" if c.ok else f"❌ {c.problem}"
+            lines.append(f"| {c.ref} | `{short}` | {result} | {c.message.replace('|', '/')} |")
+        logger.step_summary("\n".join(lines) + "\n")
+
+
+def _table(checks: Sequence[TagCheck], logger: Logger) -> None:
+    rows = [
+        [
+            c.ref,
+            short_digest(c.digest),
+            "ok" if c.ok else c.problem or "",
+            c.message,
+        ]
+        for c in checks
+    ]
+    headers = ["tag", "digest", "result", "detail"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        logger.info("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
