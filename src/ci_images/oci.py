@@ -59,10 +59,16 @@ def short_digest(digest: str | None, *, empty: str = "-") -> str:
     return digest.split(":", 1)[-1][:12]
 
 
+def referrers_tag(digest: str) -> str:
+    """The referrers fallback tag of ``digest``, ``sha256-<hex>`` (OCI distribution spec 1.1, "referrers tag
+    schema"), where a registry without the referrers API (GHCR) keeps the index of what refers to it."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}-{hexdigest}"
+
+
 def digest_tag(digest: str, suffix: str) -> str:
     """cosign's tag for what is attached to ``digest``: ``sha256-<hex>.sig``, ``sha256-<hex>.att``."""
-    algorithm, _, hexdigest = digest.partition(":")
-    return f"{algorithm}-{hexdigest}.{suffix}"
+    return f"{referrers_tag(digest)}.{suffix}"
 
 
 # ---- documents ------------------------------------------------------------------------------------------------

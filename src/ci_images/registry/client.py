@@ -20,7 +20,7 @@ import requests
 
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log, redact
-from ci_images.oci import MANIFEST_MEDIA_TYPES, refuse_plain_http, sha256_digest
+from ci_images.oci import MANIFEST_MEDIA_TYPES, OCI_INDEX, refuse_plain_http, sha256_digest
 from ci_images.registry.auth import Authenticator, AuthState, Credentials
 from ci_images.registry.stream import (
     CHUNK,
@@ -144,6 +144,23 @@ class RegistryClient:
             )
         info = ManifestInfo(digest, _content_type(resp), len(body), RateLimit.parse(resp.headers))
         return info, body
+
+    def get_referrers(self, repo: str, digest: str) -> bytes | None:
+        """The OCI referrers index of ``digest`` (distribution spec 1.1, ``GET /v2/<name>/referrers/<digest>``);
+        None where the registry has no referrers API (404 or 400, or an answer that is not an OCI index: GHCR,
+        distribution 2.8): go-containerregistry's remote.Referrers then reads the fallback tag ``sha256-<hex>``."""
+        resp = self._call(
+            "GET",
+            f"/v2/{repo}/referrers/{digest}",
+            kind="manifest",
+            scope=_scope(repo, "pull"),
+            expect={200, 400, 404},
+        )
+        assert resp is not None
+        try:
+            return resp.content if resp.status_code == 200 and _content_type(resp) == OCI_INDEX else None
+        finally:
+            resp.close()
 
     def blob_exists(self, repo: str, digest: str) -> bool:
         resp = self._call(

@@ -26,8 +26,8 @@ def source_repository(env: Mapping[str, str], default_url: str) -> tuple[str, st
 
 def _keyless(env: Mapping[str, str], default_url: str) -> KeylessSigner:
     server, repository = source_repository(env, default_url)
-    regexp = keyless.identity_regexp(repository, server)
-    return KeylessSigner(env, identity=keyless.workflow_identity(env) or regexp, regexp=regexp)
+    policy = keyless.identity_policy(env, repository=repository, server=server)
+    return KeylessSigner(env, identity=keyless.workflow_identity(env) or str(policy), policy=policy)
 
 
 def configured_signer(
@@ -44,7 +44,9 @@ def configured_signer(
         return KeySigner(keys.load_signing_key(key_ref, env))
     if keyless_on:
         keyless.check_can_sign(env)
-        return _keyless(env, default_url)
+        signer = _keyless(env, default_url)
+        keyless.check_signs_as(env, signer.policy)
+        return signer
     return None
 
 

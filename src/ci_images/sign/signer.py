@@ -21,7 +21,7 @@ from ci_images.log import log
 from ci_images.oci import short_digest
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.documents import platform_digests
-from ci_images.sign import keyless, keys
+from ci_images.sign import bundles, keyless, keys
 from ci_images.sign import payload as documents
 from ci_images.sign.store import append_signature, read_signatures
 from ci_images.sign.verify import Verdict, verify_digest
@@ -147,14 +147,15 @@ class KeySigner(KeyVerifier):
 
 
 class KeylessSigner:
-    """cosign's keyless signing with this workflow's identity; verification with the repository's workflow regexp."""
+    """cosign's keyless signing with this workflow's identity; verification under the identity policy (an exact
+    publishing workflow, or the reusable workflow for one caller: see ``keyless``)."""
 
     mode = KEYLESS
 
-    def __init__(self, env: Mapping[str, str], *, identity: str, regexp: str) -> None:
+    def __init__(self, env: Mapping[str, str], *, identity: str, policy: keyless.IdentityPolicy) -> None:
         self.env = env
         self.signer = identity
-        self.regexp = regexp
+        self.policy = policy
 
     def _cosign(self, argv: Sequence[str], client: RegistryClient, *, check: bool) -> int:
         code, _ = keyless.run_cosign(
@@ -162,10 +163,28 @@ class KeylessSigner:
         )
         return code
 
+    def _identity(self, output: str, client: RegistryClient, repository: Repository, digest: str) -> str:
+        """Who signed, as exactly as can be known: the certificate's SAN that cosign prints for a legacy ``.sig``
+        signature; for a v3 bundle (printed without it) the one identity an exact policy accepts, else the SAN of
+        the bundle's certificate on the registry; the policy itself only when none of these can be read."""
+        printed = keyless.certificate_identity(output)
+        if printed:
+            return printed
+        if self.policy.identity is not None:
+            return self.policy.identity
+        try:
+            found = bundles.bundle_identity(client, repository.path, digest, self.policy)
+        except (RegistryError, SigningError) as exc:
+            log.warning(
+                f"{repository}@{digest}: cannot read the signing certificate from its bundle: {exc.message}"
+            )
+            found = None
+        return found or str(self.policy)
+
     def verify(self, client: RegistryClient, repository: Repository, digest: str) -> Verdict:
         image = repository.with_digest(digest)
         code, output = keyless.run_cosign(
-            keyless.verify_argv(image, self.regexp),
+            keyless.verify_argv(image, self.policy),
             self.env,
             host=client.host,
             credentials=client.credentials,
@@ -173,8 +192,8 @@ class KeylessSigner:
         )
         if code == 0:
             # Who signed, as the certificate says: the lock file records that, not the identity this run would sign as.
-            signer = keyless.certificate_identity(output) or self.signer
-            return Verdict(digest, None, f"verified keyless ({self.regexp})", signer)
+            signer = self._identity(output, client, repository, digest)
+            return Verdict(digest, None, f"verified keyless ({self.policy})", signer)
         tail = output.splitlines()[-1] if output else f"cosign verify exited {code}"
         return Verdict(digest, "keyless", f"keyless verification failed: {tail}")
 
@@ -182,16 +201,19 @@ class KeylessSigner:
         self, client: RegistryClient, repository: Repository, digest: str, *, recursive: bool = False
     ) -> SignOutcome:
         signed: list[str] = []
+        signer = self.signer
         wanted = _digests(client, repository, digest, recursive)
         for one in wanted.values():
             image = repository.with_digest(one)
-            if self.verify(client, repository, one).ok:
-                continue  # already signed by a workflow of this repository
-            self._cosign(keyless.sign_argv(image), client, check=True)
-            signed.append(one)
-            log.info(f"signed {image} keyless as {self.signer}")
-            after = self.verify(client, repository, one)
-            if not after.ok:
-                raise SigningError(f"{image}: {after.message}", fix="see cosign's message above")
+            before = self.verify(client, repository, one)
+            if not before.ok:
+                self._cosign(keyless.sign_argv(image), client, check=True)
+                signed.append(one)
+                log.info(f"signed {image} keyless as {self.signer}")
+                before = self.verify(client, repository, one)
+                if not before.ok:
+                    raise SigningError(f"{image}: {before.message}", fix="see cosign's message above")
+            if one == digest and before.signer:
+                signer = before.signer  # the certificate's identity, as verification found it
         platforms = {label: d for label, d in wanted.items() if label}
-        return SignOutcome(KEYLESS, self.signer, digest, tuple(signed), tuple(wanted.values()), platforms)
+        return SignOutcome(KEYLESS, signer, digest, tuple(signed), tuple(wanted.values()), platforms)

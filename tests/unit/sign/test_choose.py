@@ -64,7 +64,8 @@ def test_keyless_identity_is_this_repository_in_actions_else_the_default() -> No
 
 
 def test_a_reusable_workflow_signs_and_verifies_as_the_repository_of_its_own_file(tmp_path: Path) -> None:
-    """Called from someorg/app, build-images.yml's certificate names getsops/ci-container-images' workflow file."""
+    """Called from someorg/app, build-images.yml's certificate names getsops/ci-container-images' workflow file and
+    someorg/app's run: verification pins both."""
     cosign = tmp_path / "cosign"
     cosign.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
     cosign.chmod(0o755)
@@ -75,17 +76,22 @@ def test_a_reusable_workflow_signs_and_verifies_as_the_repository_of_its_own_fil
         "GITHUB_REPOSITORY": "someorg/app",
         "GITHUB_WORKFLOW_REF": "someorg/app/.github/workflows/images.yml@refs/heads/main",
         "CI_IMAGES_SIGN_REPOSITORY": "getsops/ci-container-images",
+        "CI_IMAGES_SIGN_CALLER": "someorg/app",
     }
     called = configured_signer(None, True, env, default_url=URL)
     assert isinstance(called, KeylessSigner)
-    assert called.regexp == keyless.identity_regexp("getsops/ci-container-images")
-    assert called.signer == called.regexp  # the called file's ref is not in the environment
+    assert called.policy == keyless.reusable_policy("getsops/ci-container-images", "someorg/app")
+    assert called.signer == str(called.policy)  # the called file's ref is not in the environment
     own_ref = "getsops/ci-container-images/.github/workflows/ci-images.yml@refs/heads/main"
-    own = {**env, "GITHUB_REPOSITORY": "getsops/ci-container-images", "GITHUB_WORKFLOW_REF": own_ref}
+    own = {
+        **{k: v for k, v in env.items() if k != "CI_IMAGES_SIGN_CALLER"},
+        "GITHUB_REPOSITORY": "getsops/ci-container-images",
+        "GITHUB_WORKFLOW_REF": own_ref,
+    }
     in_own_repository = configured_signer(None, True, own, default_url=URL)
     assert isinstance(in_own_repository, KeylessSigner)
     assert in_own_repository.signer == f"https://github.com/{own_ref}"
-    assert in_own_repository.regexp == called.regexp
+    assert in_own_repository.policy == keyless.publishing_policy("getsops/ci-container-images")
     without = {k: v for k, v in env.items() if k != "CI_IMAGES_SIGN_REPOSITORY"}
     assert source_repository(without, URL) == ("https://github.com", "someorg/app")
 

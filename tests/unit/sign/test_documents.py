@@ -158,15 +158,26 @@ def test_each_failure_has_its_own_diagnosis(ours: keys.SigningKey) -> None:
 def test_keyless_command_lines() -> None:
     image = "ghcr.io/getsops/ci-container-images/vault@" + DIGEST
     assert keyless.sign_argv(image) == ["cosign", "sign", "--yes", image]
-    regexp = keyless.identity_regexp("getsops/ci-container-images")
-    assert regexp == r"^https://github\.com/getsops/ci-container-images/\.github/workflows/"
-    assert keyless.verify_argv(image, regexp) == [
+    policy = keyless.publishing_policy("getsops/ci-container-images")
+    assert keyless.verify_argv(image, policy) == [
+        "cosign",
+        "verify",
+        "--certificate-identity",
+        "https://github.com/getsops/ci-container-images/.github/workflows/ci-images.yml@refs/heads/main",
+        "--certificate-oidc-issuer",
+        "https://token.actions.githubusercontent.com",
+        image,
+    ]
+    reusable = keyless.reusable_policy("getsops/ci-container-images", "someorg/app")
+    assert keyless.verify_argv(image, reusable) == [
         "cosign",
         "verify",
         "--certificate-identity-regexp",
-        r"^https://github\.com/getsops/ci-container-images/\.github/workflows/",
+        r"^https://github\.com/getsops/ci-container-images/\.github/workflows/build-images\.yml@",
         "--certificate-oidc-issuer",
         "https://token.actions.githubusercontent.com",
+        "--certificate-github-workflow-repository",
+        "someorg/app",
         image,
     ]
     with pytest.raises(UsageError, match="by tag"):
@@ -248,8 +259,8 @@ def test_keyless_signer_signs_only_what_its_workflows_have_not_signed(tmp_path: 
     )
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
     repository = parse_repository("ghcr.io/getsops/ci-container-images/vault")
-    regexp = keyless.identity_regexp("getsops/ci-container-images")
-    signer = KeylessSigner(env, identity="https://github.com/x", regexp=regexp)
+    policy = keyless.publishing_policy("getsops/ci-container-images")
+    signer = KeylessSigner(env, identity="https://github.com/x", policy=policy)
     client = RegistryClient("ghcr.io")
     first = signer.sign(client, repository, DIGEST)
     assert first.signed == (DIGEST,) and first.mode == "keyless"
@@ -263,17 +274,17 @@ def test_keyless_signer_signs_only_what_its_workflows_have_not_signed(tmp_path: 
 
 
 def test_keyless_verification_names_the_identity_in_the_certificate(tmp_path: Path) -> None:
-    """What the lock file records for a keyless signature is the identity cosign found in the certificate, read
-    from the JSON line `cosign verify` prints (a stand-in cosign prints one as cosign does)."""
+    """What the lock file records for a legacy keyless signature is the identity cosign found in the certificate,
+    read from the JSON line `cosign verify` prints (a stand-in cosign prints one as cosign does)."""
     from ci_images.registry.client import RegistryClient
     from ci_images.sign.signer import KeylessSigner
 
-    subject = "https://github.com/getsops/ci-container-images/.github/workflows/ci-images.yml@refs/heads/main"
+    subject = "https://github.com/getsops/ci-container-images/.github/workflows/build-images.yml@v1"
     line = json.dumps([{"critical": {}, "optional": {"Issuer": keyless.GITHUB_ISSUER, "Subject": subject}}])
     _fake_cosign(tmp_path, f"echo 'Verification for ... --' >&2; echo '{line}'")
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    regexp = keyless.identity_regexp("getsops/ci-container-images")
-    verifier = KeylessSigner(env, identity=regexp, regexp=regexp)
+    policy = keyless.reusable_policy("getsops/ci-container-images", "someorg/app")
+    verifier = KeylessSigner(env, identity=str(policy), policy=policy)
     verdict = verifier.verify(RegistryClient("ghcr.io"), parse_repository("ghcr.io/o/r/vault"), DIGEST)
     assert verdict.ok and verdict.signer == subject
     assert keyless.certificate_identity("no json here\n[not json") is None
