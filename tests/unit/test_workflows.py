@@ -212,7 +212,8 @@ def test_write_permissions_live_in_the_jobs_that_need_them() -> None:
     assert writers["contents"] == writers["pull-requests"] == {"bump.yml:bump", "ci-images.yml:deliver-lock"}
     assert writers["id-token"] == {"ci-images.yml:publish"}
     assert writers["packages"] == {"ci-images.yml:publish"}
-    assert writers["actions"] == {"bump.yml:checks"}
+    # Dispatching the checks of a pull request opened with the job token (which starts no workflow itself).
+    assert writers["actions"] == {"bump.yml:checks", "ci-images.yml:lock-checks"}
 
 
 # ---- each check catches a deliberately broken copy -------------------------------------------------------------
@@ -339,6 +340,7 @@ def test_the_reusable_workflow_runs_the_tool_at_its_own_commit() -> None:
         "catalog",
         "images",
         "registry",
+        "lock-file",
         "push",
         "sign",
     }
