@@ -1,18 +1,14 @@
-"""The workflows against how GitHub Actions and GHCR really behave (issue 18), one section per point:
+"""The workflows against how GitHub Actions and GHCR really behave (issue 18), one section per point; points 2 and 7's
+script in test_open_pull_request.py, points 4, 5 and 6's signing in test_github_signing.py:
 
 1. pull requests opened with the job token start no workflow: every check they need is dispatched;
-2. the job token may open pull requests only where a setting allows it: checked before pushing, one clear error;
 3. a package's first publish is private: published references are read anonymously afterwards, and a plan that
    cannot read the target builds nothing rather than everything;
-4. cosign v3 prints no identity for a bundle: the lock file still records the exact signer (see also
-   test_sign_documents.py for the output shapes);
-5. cosign v2 cannot see v3's bundles: README names the version and the exact commands;
-6. keyless verification pins the publishing workflow on the default branch, and the reusable workflow's caller;
 7. a scheduled run's event has no repository: the default branch has a fallback;
 8. the reusable workflow: unique artifact names, the caller's lock file, lowercased registry, its own identity;
 9. the optional Docker Hub login in every job that pulls, never in pull-request jobs.
 
-Workflow checks are functions of the workflow texts, so each is also run on today's text with the fix undone.
+Workflow checks are functions of the workflow texts, so each is also run on a copy with the fix undone.
 """
 
 from __future__ import annotations
@@ -28,19 +24,14 @@ from typing import Any
 
 import pytest
 
-from ci_images.errors import PlanError, UsageError
+from ci_images.errors import PlanError
 from ci_images.plan.decide import Decision, TargetState
 from ci_images.plan.matrix import job_matrix
-from ci_images.run.signatures import configured_signer, lock_verifier
 from ci_images.sign import keyless
 from tests.unit.conftest import EntryFactory
 from tests.unit.test_workflows import PR_EVENTS, ROOT, _broken, _steps, load, workflows
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sigstore"
 REPOSITORY = "getsops/ci-container-images"
-URL = f"https://github.com/{REPOSITORY}"
-PUBLISHER = f"https://github.com/{REPOSITORY}/.github/workflows/ci-images.yml@refs/heads/main"
-DIGEST = "sha256:" + "ab" * 32
 README = ROOT / "README.md"
 
 
@@ -119,132 +110,6 @@ def test_1_a_check_a_bot_pull_request_would_not_get_is_caught(name: str, old: st
     assert bot_pull_requests_without_checks(_broken(name, lambda t: t.replace(old, "", 1)))
 
 
-# ---- 2: "Allow GitHub Actions to create and approve pull requests" ---------------------------------------------------
-
-
-def _git(cwd: Path, *argv: str) -> str:
-    return subprocess.run(["git", *argv], cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """(a checkout with one changed file, its bare origin, a folder for a stand-in `gh`): GitHub itself cannot be
-    reached from here; git and the script are real."""
-    origin, work, bin_dir = tmp_path / "origin.git", tmp_path / "work", tmp_path / "bin"
-    bin_dir.mkdir()
-    _git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
-    _git(tmp_path, "init", "--quiet", "--initial-branch=main", str(work))
-    for key, value in [("user.name", "t"), ("user.email", "t@example.invalid")]:
-        _git(work, "config", key, value)
-    (work / "images.lock.json").write_text("{}\n", encoding="utf-8")
-    _git(work, "add", ".")
-    _git(work, "commit", "--quiet", "-m", "base")
-    _git(work, "remote", "add", "origin", str(origin))
-    _git(work, "push", "--quiet", "origin", "main")
-    (work / "images.lock.json").write_text('{"images": {}}\n', encoding="utf-8")
-    (work / "body.md").write_text("body\n", encoding="utf-8")
-    return work, origin, bin_dir
-
-
-def _gh(bin_dir: Path, *, setting: str, create: str) -> Path:
-    """A stand-in `gh`: the repository setting as the API answers it (`false`, or `forbidden` for a token that may
-    not read it), and what `gh pr create` does (`ok`, or `refused` with GitHub's message)."""
-    calls = bin_dir / "calls"
-    setting_answer = (
-        'echo "gh: Resource not accessible by integration (HTTP 403)" >&2; exit 1'
-        if setting == "forbidden"
-        else f"echo {setting}"
-    )
-    create_answer = (
-        'echo "pull request create failed: GraphQL: GitHub Actions is not permitted to create or approve pull '
-        'requests (createPullRequest)" >&2; exit 1'
-        if create == "refused"
-        else "echo https://github.com/o/r/pull/1"
-    )
-    script = bin_dir / "gh"
-    script.write_text(
-        f'#!/bin/sh\necho "$*" >> {calls}\n'
-        'case "$1 $2" in\n'
-        '  "pr list") exit 0 ;;\n'
-        f'  "api "*) {setting_answer} ;;\n'
-        '  "auth setup-git") exit 0 ;;\n'
-        f'  "pr create") {create_answer} ;;\n'
-        "esac\n",
-        encoding="utf-8",
-    )
-    script.chmod(0o755)
-    return calls
-
-
-def _open_pull_request(work: Path, bin_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "bash",
-            str(ROOT / ".ci" / "open-pull-request"),
-            "ci-images/lock-file",
-            "t",
-            "body.md",
-            "images.lock.json",
-        ],
-        cwd=work,
-        env={
-            "PATH": f"{bin_dir}:{os.environ['PATH']}",
-            "HOME": str(work),
-            "GH_TOKEN": "job-token",
-            "GITHUB_REPOSITORY": "o/r",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def _remote_branches(origin: Path) -> list[str]:
-    return _git(origin, "for-each-ref", "--format=%(refname)", "refs/heads").split()
-
-
-def test_2_a_repository_that_forbids_it_is_told_so_before_anything_is_pushed(
-    checkout: tuple[Path, Path, Path],
-) -> None:
-    work, origin, bin_dir = checkout
-    calls = _gh(bin_dir, setting="false", create="ok")
-    result = _open_pull_request(work, bin_dir, BASE="main")
-    assert result.returncode == 1
-    assert "Allow GitHub Actions to create and approve pull requests" in result.stderr
-    assert _remote_branches(origin) == ["refs/heads/main"]  # nothing pushed
-    assert "pr create" not in calls.read_text()
-
-
-def test_2_a_refusal_the_job_token_could_not_foresee_leaves_no_branch_behind(
-    checkout: tuple[Path, Path, Path],
-) -> None:
-    """The job token may not read the setting (it needs Administration): GitHub's refusal gets the same error."""
-    work, origin, bin_dir = checkout
-    _gh(bin_dir, setting="forbidden", create="refused")
-    result = _open_pull_request(work, bin_dir, BASE="main")
-    assert result.returncode == 1
-    assert result.stderr.count("Allow GitHub Actions to create and approve pull requests") == 1
-    assert _remote_branches(origin) == ["refs/heads/main"]
-
-
-def test_2_where_it_is_allowed_the_pull_request_opens(checkout: tuple[Path, Path, Path]) -> None:
-    work, origin, bin_dir = checkout
-    calls = _gh(bin_dir, setting="true", create="ok")
-    output = work / "github-output"
-    result = _open_pull_request(work, bin_dir, BASE="main", GITHUB_OUTPUT=str(output))
-    assert result.returncode == 0, result.stderr
-    assert "refs/heads/ci-images/lock-file" in _remote_branches(origin)
-    assert "pr create --head ci-images/lock-file --base main" in calls.read_text()
-    assert output.read_text() == "changed=true\n"
-
-
-def test_2_readme_names_the_setting_and_the_app() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert "Allow GitHub Actions to create and approve pull requests" in text
-    assert "CI_IMAGES_APP_CLIENT_ID" in text and "CI_IMAGES_APP_PRIVATE_KEY" in text
-
-
 # ---- 3: private first publish ------------------------------------------------------------------------------------------
 
 
@@ -315,128 +180,6 @@ def test_3_readme_has_a_first_publish_checklist() -> None:
         assert needed in section, needed
 
 
-# ---- 4 and 6: keyless identity, exactly ---------------------------------------------------------------------------------
-
-
-def _cosign_printing(folder: Path, output_file: Path, record: Path) -> dict[str, str]:
-    script = folder / "cosign"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\ncat {output_file}\n', encoding="utf-8")
-    script.chmod(0o755)
-    return {"PATH": f"{folder}:{os.environ['PATH']}"}
-
-
-def _verify_with(tmp_path: Path, fixture: str, env: Mapping[str, str]) -> tuple[Any, list[str]]:
-    from ci_images.catalog.refs import parse_repository
-    from ci_images.registry.client import RegistryClient
-
-    record = tmp_path / "argv"
-    full = {**_cosign_printing(tmp_path, FIXTURES / fixture, record), **env}
-    verifier = lock_verifier(None, True, full, default_url=URL)
-    assert verifier is not None
-    repository = parse_repository(f"ghcr.io/{REPOSITORY}/vault")
-    verdict = verifier.verify(RegistryClient("ghcr.io"), repository, DIGEST)
-    return verdict, record.read_text().splitlines()
-
-
-def test_4_a_bundle_verified_from_a_branch_run_records_the_publishing_identity(tmp_path: Path) -> None:
-    """cosign v3 prints a bundle without Subject; the lock job of a run dispatched on a branch must not record its own
-    GITHUB_WORKFLOW_REF (refs/heads/feature) for digests the default branch signed."""
-    env = {
-        "GITHUB_REPOSITORY": REPOSITORY,
-        "GITHUB_WORKFLOW_REF": f"{REPOSITORY}/.github/workflows/ci-images.yml@refs/heads/feature",
-    }
-    verdict, _ = _verify_with(tmp_path, "cosign-verify-bundle-sign.txt", env)
-    assert verdict.ok and verdict.signer == PUBLISHER
-
-
-def test_6_verification_pins_the_publishing_workflow_on_the_default_branch(tmp_path: Path) -> None:
-    env = {"GITHUB_REPOSITORY": REPOSITORY, "CI_IMAGES_SIGN_REF": "refs/heads/main"}
-    _, argv = _verify_with(tmp_path, "cosign-verify-bundle-sign.txt", env)
-    assert argv[:5] == [
-        "verify",
-        "--certificate-identity",
-        PUBLISHER,
-        "--certificate-oidc-issuer",
-        "https://token.actions.githubusercontent.com",
-    ]
-    assert "--certificate-identity-regexp" not in argv
-
-
-def test_6_the_reusable_workflow_is_pinned_to_its_caller(tmp_path: Path) -> None:
-    env = {
-        "GITHUB_REPOSITORY": "someorg/app",
-        "CI_IMAGES_SIGN_REPOSITORY": REPOSITORY,
-        "CI_IMAGES_SIGN_WORKFLOW": ".github/workflows/build-images.yml",
-        "CI_IMAGES_SIGN_CALLER": "someorg/app",
-    }
-    _, argv = _verify_with(tmp_path, "cosign-verify-bundle-sign.txt", env)
-    assert argv[:7] == [
-        "verify",
-        "--certificate-identity-regexp",
-        r"^https://github\.com/getsops/ci-container-images/\.github/workflows/build-images\.yml@",
-        "--certificate-oidc-issuer",
-        "https://token.actions.githubusercontent.com",
-        "--certificate-github-workflow-repository",
-        "someorg/app",
-    ]
-
-
-def test_6_a_publish_dispatched_from_a_branch_stops_before_pushing(tmp_path: Path) -> None:
-    cosign = tmp_path / "cosign"
-    cosign.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
-    cosign.chmod(0o755)
-    env = {
-        "PATH": str(tmp_path),
-        "ACTIONS_ID_TOKEN_REQUEST_URL": "u",
-        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t",
-        "GITHUB_REPOSITORY": REPOSITORY,
-        "GITHUB_WORKFLOW_REF": f"{REPOSITORY}/.github/workflows/ci-images.yml@refs/heads/feature",
-    }
-    with pytest.raises(UsageError, match="verification accepts only") as caught:
-        configured_signer(None, True, env, default_url=URL)
-    assert caught.value.exit_code == 2
-    main = {**env, "GITHUB_WORKFLOW_REF": f"{REPOSITORY}/.github/workflows/ci-images.yml@refs/heads/main"}
-    assert configured_signer(None, True, main, default_url=URL) is not None
-
-
-def test_6_only_the_default_branch_publishes() -> None:
-    data = load(workflows()["ci-images.yml"])
-    publish = data["jobs"]["publish"]
-    assert "github.ref == format('refs/heads/{0}', github.event.repository.default_branch)" in publish["if"]
-    assert "github.event_name == 'schedule'" in publish["if"]
-    guard = data["jobs"]["plan"]["steps"][0]
-    assert guard["env"]["REF"] == "${{ github.ref }}" and "refs/heads/${DEFAULT_BRANCH}" in guard["run"]
-    for job in ("publish", "lock"):
-        assert data["jobs"][job]["env"]["CI_IMAGES_SIGN_REF"] == (
-            "refs/heads/${{ github.event.repository.default_branch || github.ref_name }}"
-        )
-
-
-# ---- 5: README names the cosign versions and the exact commands -------------------------------------------------------
-
-
-def _readme_cosign_verifies(text: str) -> list[list[str]]:
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
-        joined = block.replace("\\\n", " ")
-        for line in joined.splitlines():
-            if line.strip().startswith("cosign verify"):
-                commands.append(shlex.split(line))
-    return commands
-
-
-def test_5_readme_names_the_cosign_version_and_the_exact_pinned_commands() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert "cosign v3.0 or later" in text and "cosign v2" in text
-    keyless_commands = [c for c in _readme_cosign_verifies(text) if "--key" not in c]
-    publishing = keyless.publishing_policy(REPOSITORY).flags()
-    reusable = keyless.reusable_policy(REPOSITORY, "OWNER/REPO").flags()
-    assert len(keyless_commands) >= 3
-    for command in keyless_commands:
-        flags = command[2:-1]
-        assert flags in (publishing, reusable), command
-
-
 # ---- 7: scheduled runs --------------------------------------------------------------------------------------------------
 
 EVENT_REPOSITORY = re.compile(r"\$\{\{([^}]*github\.event\.repository[^}]*)\}\}")
@@ -463,14 +206,6 @@ def test_7_scheduled_runs_know_the_default_branch() -> None:
     assert scheduled_runs_without_a_default_branch(broken) == [
         "bump.yml: ${{ github.event.repository.default_branch }} is empty in a scheduled run"
     ]
-
-
-def test_7_open_pull_request_needs_the_base_branch(checkout: tuple[Path, Path, Path]) -> None:
-    work, origin, bin_dir = checkout
-    _gh(bin_dir, setting="true", create="ok")
-    result = _open_pull_request(work, bin_dir)  # no BASE
-    assert result.returncode != 0 and "BASE must name the branch" in result.stderr
-    assert _remote_branches(origin) == ["refs/heads/main"]
 
 
 # ---- 8: the reusable workflow --------------------------------------------------------------------------------------------

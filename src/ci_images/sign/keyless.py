@@ -63,12 +63,6 @@ def _regexp_literal(text: str) -> str:
     return re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\1", text)
 
 
-def identity_regexp(repository: str, server: str = DEFAULT_SERVER) -> str:
-    """Certificates of any workflow of ``repository`` (OWNER/NAME): the SAN is SERVER/OWNER/NAME/.github/workflows/
-    FILE@REF for a GitHub Actions identity. Too wide to verify with: see IdentityPolicy."""
-    return f"^{_regexp_literal(server.rstrip('/'))}/{_regexp_literal(repository)}/\\.github/workflows/"
-
-
 @dataclass(frozen=True)
 class IdentityPolicy:
     """Which keyless certificates verify: an exact SAN or a SAN regexp, the OIDC issuer, and optionally the
