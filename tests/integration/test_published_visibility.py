@@ -1,6 +1,6 @@
 """What strangers and cosign v3 find on a real registry (Debian's docker-registry, distribution 2.8):
 
-- the anonymous check after publishing (run/visibility.py): a registry with htpasswd auth refuses anonymous reads
+- the anonymous check after publishing (registry/visibility.py): a registry with htpasswd auth refuses anonymous reads
   exactly as GHCR refuses them for a private package (401), an open one answers them;
 - the Sigstore bundles cosign v3 attaches to a digest (sign/bundles.py): written here in the shapes cosign's
   ``WriteReferrer`` and go-containerregistry's referrers fallback tag give them (distribution 2.8, like GHCR, has no
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -23,15 +22,16 @@ import pytest
 from ci_images.catalog.refs import Repository
 from ci_images.errors import RegistryError
 from ci_images.loopback.server import RegistryServer, start_registry
-from ci_images.registry.client import OCI_INDEX, OCI_MANIFEST, Credentials, RegistryClient
-from ci_images.registry.oci import OCI_CONFIG
-from ci_images.run.visibility import MISSING, PRIVATE, anonymous_problems, check_public
+from ci_images.oci import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, referrers_tag, sha256_digest
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
+from ci_images.registry.visibility import MISSING, PRIVATE, anonymous_problems, check_public
 from ci_images.sign import bundles, keyless
 from ci_images.sign.signer import KeylessSigner
 from tests.integration.conftest import unavailable
 
 pytestmark = pytest.mark.integration
-FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "fixtures" / "sigstore"
+FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "sign" / "fixtures" / "sigstore"
 BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SIGSTORE_JS = "https://github.com/sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main"
 
@@ -46,10 +46,6 @@ def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
     server.stop()
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def _put_json(
     client: RegistryClient, repo: str, ref: str, document: dict[str, object], media_type: str
 ) -> str:
@@ -62,11 +58,11 @@ def _tiny_image(client: RegistryClient, repo: str, tag: str) -> tuple[str, int]:
     config = json.dumps(
         {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
     )
-    client.upload_blob(repo, _digest(config.encode()), config.encode())
+    client.upload_blob(repo, sha256_digest(config.encode()), config.encode())
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": _digest(config.encode()), "size": len(config)},
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config.encode()), "size": len(config)},
         "layers": [],
     }
     body = json.dumps(manifest, separators=(",", ":")).encode()
@@ -118,35 +114,35 @@ def _attach_bundle(client: RegistryClient, repo: str, digest: str, size: int, bu
     """What cosign v3 `sign` leaves on a registry without the referrers API (cosign pkg/oci/remote/write.go
     WriteReferrer; the fallback tag as go-containerregistry's remote.Put writes it), plus an unrelated referrer."""
     empty = b"{}"
-    client.upload_blob(repo, _digest(empty), empty)
+    client.upload_blob(repo, sha256_digest(empty), empty)
     entries = []
     for artifact_type, media_type, layer in [
         (BUNDLE_TYPE, BUNDLE_TYPE, bundle),
         ("application/spdx+json", "application/spdx+json", b'{"spdxVersion":"SPDX-2.3"}'),
     ]:
-        client.upload_blob(repo, _digest(layer), layer)
+        client.upload_blob(repo, sha256_digest(layer), layer)
         manifest = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {
                 "mediaType": "application/vnd.oci.empty.v1+json",
                 "artifactType": artifact_type,
-                "digest": _digest(empty),
+                "digest": sha256_digest(empty),
                 "size": len(empty),
             },
-            "layers": [{"mediaType": media_type, "digest": _digest(layer), "size": len(layer)}],
+            "layers": [{"mediaType": media_type, "digest": sha256_digest(layer), "size": len(layer)}],
             "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": size},
             "annotations": {"dev.sigstore.bundle.predicateType": keyless.BUNDLE_SIGNATURE_TYPE},
             "artifactType": artifact_type,
         }
         body = json.dumps(manifest, separators=(",", ":")).encode()
-        referrer = _digest(body)
+        referrer = sha256_digest(body)
         client.put_manifest(repo, referrer, body, OCI_MANIFEST)
         entries.append(
             {"mediaType": OCI_MANIFEST, "digest": referrer, "size": len(body), "artifactType": artifact_type}
         )
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-    _put_json(client, repo, bundles.fallback_tag(digest), index, OCI_INDEX)
+    _put_json(client, repo, referrers_tag(digest), index, OCI_INDEX)
 
 
 def test_the_signer_s_identity_is_read_from_the_bundle_on_the_registry(

@@ -1,5 +1,5 @@
 """The workflows against how GitHub Actions and GHCR really behave (issue 18), one section per point; points 2 and 7's
-script in test_open_pull_request.py, points 4, 5 and 6's signing in test_github_signing.py:
+script in test_open_pull_request.py, points 4, 5 and 6's signing in sign/test_github_signing.py:
 
 1. pull requests opened with the job token start no workflow: every check they need is dispatched;
 3. a package's first publish is private: published references are read anonymously afterwards, and a plan that
@@ -147,7 +147,7 @@ def test_3_publishing_ends_with_an_anonymous_read_of_what_it_published() -> None
 
 def test_3_a_private_ghcr_package_gets_the_exact_fix() -> None:
     from ci_images.catalog.refs import parse_repository
-    from ci_images.run.visibility import PRIVATE, fix_for, ghcr_package
+    from ci_images.registry.visibility import PRIVATE, fix_for, ghcr_package
 
     mirror = parse_repository("ghcr.io/getsops/ci-container-images/mirror/library/vault")
     assert ghcr_package(mirror) == ("getsops", "ci-container-images/mirror/library/vault")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ci_images.errors import SigningError, UsageError
+from ci_images.errors import SigningError
 from ci_images.sign import keyless
 from ci_images.sign.certificate import _der_utf8, bundle_certificate, read_certificate
 

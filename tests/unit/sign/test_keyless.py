@@ -3,16 +3,14 @@ identity policies. Pure: no registry, no cosign."""
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from ci_images.errors import SigningError, UsageError
+from ci_images.errors import UsageError
 from ci_images.sign import keyless
-from ci_images.sign.certificate import _der_utf8, bundle_certificate, read_certificate
+from ci_images.sign.certificate import bundle_certificate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sigstore"
 SIGSTORE_JS = "https://github.com/sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main"

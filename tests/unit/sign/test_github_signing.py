@@ -2,7 +2,7 @@
 identity for a bundle, yet the lock file records the exact signer; verification pins the publishing workflow on the
 default branch (and the reusable workflow's caller); README names the cosign versions and the exact commands.
 
-A stand-in `cosign` prints what cosign v3.0.6 prints (fixtures from its own source, tests/unit/fixtures/sigstore)
+A stand-in `cosign` prints what cosign v3.0.6 prints (fixtures from its own source, tests/unit/sign/fixtures/sigstore)
 and records how it was started: this tests our side of the call; cosign itself cannot run offline.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from ci_images.errors import UsageError
-from ci_images.run.signatures import configured_signer, lock_verifier
 from ci_images.sign import keyless
+from ci_images.sign.choose import configured_signer, lock_verifier
 from tests.unit.test_workflows import ROOT, load, workflows
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sigstore"
