@@ -82,7 +82,14 @@ COMMANDS: tuple[Command[Any], ...] = (
         "ci",
         images.ci,
         "CI's job: build and smoke-test; --push also publishes, --matrix prints the plan as a job matrix, "
-        "--lock-only writes the lock file from the target.",
+        "--lock-only writes the lock file from the target, --check-public reads what was published without "
+        "credentials.",
+    ),
+    _tool(
+        "check-public",
+        images.check_public,
+        "Check that a stranger can read every published tag and the digest the lock file pins it to (a HEAD without "
+        "credentials); exit 3 names each package that refuses, with its fix.",
     ),
     _tool("registry-down", images.registry_down, "Stop the embedded local registry; its data stays."),
     _tool(

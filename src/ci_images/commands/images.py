@@ -1,5 +1,5 @@
-"""The image commands: list-images, plan, build-images, test-images, push-images, ci (with --matrix and
---lock-only) and registry-down. Each resolves its Setup once and goes plan -> pipeline -> report.
+"""The image commands: list-images, plan, build-images, test-images, push-images, ci (with --matrix, --lock-only
+and --check-public), check-public and registry-down. Each resolves its Setup once and goes plan -> pipeline -> report.
 
 Output for people goes to the log (standard error), output for machines to standard output or --json. A command
 returns normally or raises a CiImagesError; the doors turn that into its exit code.
@@ -249,12 +249,41 @@ def write_lock_only(options: Options) -> Path:
     return setup.lock_path
 
 
+def check_public(options: Options) -> list[dict[str, Any]]:
+    """Read every published tag of the chosen entries, and the digest the lock file pins it to, as a stranger does:
+    a HEAD without credentials. RegistryError (exit 3) naming each repository that refuses, with its fix (GHCR makes
+    a package private on its first publish). Reads only; the embedded registry is not started."""
+    from ci_images.registry import visibility
+
+    with prepare(options) as setup:
+        images, _ = lockfile.read_lock(setup.lock_path)
+        references = visibility.published_references(setup.entries, images)
+        problems = visibility.anonymous_problems(
+            references,
+            setup.anonymous_pool.get,
+            source_repository=options.env.get("GITHUB_REPOSITORY") or None,
+        )
+    records = visibility.visibility_records(references, problems)
+    if not emit_json(options, records):
+        for record in records:
+            state = "public" if record["public"] else record["problem"]
+            sys.stdout.write(
+                f"{state:<10} {record['repository']}  ({len(record['references'])} references)\n"
+            )
+    if problems:
+        raise visibility.refusal(problems)
+    return records
+
+
 def ci(options: Options) -> object:
-    """CI's entry (`nox -s ci-images`): build and smoke-test; --push publishes, --matrix plans, --lock-only records."""
+    """CI's entry (`nox -s ci-images`): build and smoke-test; --push publishes, --matrix plans, --lock-only records,
+    --check-public reads what was published as a stranger."""
     if options.matrix:
         return matrix(options)
     if options.lock_only:
         return write_lock_only(options)
+    if options.check_public:
+        return check_public(options)
     if options.push:
         return push_images(options)
     return build_images(options, smoke=True)

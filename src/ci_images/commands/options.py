@@ -44,11 +44,12 @@ LIST, PLAN, BUILD, TEST, PUSH, CI, REGISTRY_DOWN = (
     "registry-down",
 )
 GENERATE_KEY, SIGN, VERIFY = "generate-key", "sign-images", "verify-images"
+CHECK_PUBLIC = "check-public"
 OUTDATED, BUMP, DOCS = "outdated", "bump", "docs"
 _UPKEEP_COMMANDS = frozenset({OUTDATED, BUMP})  # read upstream tag lists
-_CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY})
+_CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY, CHECK_PUBLIC})
 # Every command that names the target; build-images and test-images tag the host's build under it.
-_TARGET_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY})
+_TARGET_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY, CHECK_PUBLIC})
 _SIGNING_COMMANDS = frozenset({SIGN, PUSH, CI})
 _RUN_COMMANDS = frozenset({BUILD, TEST, PUSH, CI})
 _UPSTREAM_COMMANDS = frozenset({PLAN, BUILD, PUSH, CI})
@@ -76,6 +77,7 @@ class Options:
     push: bool = False
     matrix: bool = False
     lock_only: bool = False
+    check_public: bool = False  # ci: only read every published reference without credentials
     signing_key: str | None = None  # COSIGN_KEY: a path or env://VAR
     keyless: bool = False
     recursive: bool = False
@@ -209,8 +211,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("fail-fast", "start no further entry after the first failure", _RUN_COMMANDS, kind="flag"),
     Option(
         "lock",
-        "lock file: push-images writes it, sign-images adds signatures, verify-images checks tags against it",
-        frozenset({PUSH, CI, SIGN, VERIFY}),
+        "lock file: push-images writes it, sign-images adds signatures, verify-images checks tags against it, "
+        "check-public also reads the digests it pins",
+        frozenset({PUSH, CI, SIGN, VERIFY, CHECK_PUBLIC}),
         metavar="PATH",
         convert=output_path,
         field="lock_path",
@@ -249,6 +252,13 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "lock-only",
         "only write the lock file from what the target holds; builds nothing",
+        frozenset({CI}),
+        kind="flag",
+    ),
+    Option(
+        "check-public",
+        "only check that a stranger can read every published tag and pinned digest (a HEAD without credentials); "
+        "builds nothing",
         frozenset({CI}),
         kind="flag",
     ),
@@ -321,6 +331,11 @@ CONFLICTS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("matrix", "dry-run"),
         ("lock-only", "dry-run"),
         ("lock-only", "force"),
+        ("check-public", "push"),
+        ("check-public", "matrix"),
+        ("check-public", "lock-only"),
+        ("check-public", "dry-run"),
+        ("check-public", "force"),
         ("signing-key", "keyless"),
     ),
     PUSH: (("signing-key", "keyless"),),

@@ -81,6 +81,7 @@ class Setup:
     lock_path: Path
     upstream_pool: ClientPool = field(repr=False)
     target_pool: ClientPool = field(repr=False)
+    anonymous_pool: ClientPool = field(repr=False)  # the target as a stranger reads it: no credentials at all
     signer: Signer | None = None
 
     @property
@@ -123,6 +124,7 @@ class Setup:
     def close(self) -> None:
         self.upstream_pool.close()
         self.target_pool.close()
+        self.anonymous_pool.close()
 
     def __enter__(self) -> Self:
         return self
@@ -169,6 +171,7 @@ def prepare(
         lock_path=lock,
         upstream_pool=_upstream_pool(options, mirror),
         target_pool=_target_pool(options, destination),
+        anonymous_pool=_anonymous_pool(options, destination),
         signer=signer,
     )
 
@@ -256,6 +259,18 @@ def _target_pool(options: Options, destination: Destination) -> ClientPool:
             credentials=resolve_credentials(host, options.env),
             plain_http=destination.plain_http,
             read_timeout_s=options.registry_timeout,
+        )
+
+    return ClientPool(client)
+
+
+def _anonymous_pool(options: Options, destination: Destination) -> ClientPool:
+    """Clients for the target that never send credentials (not even docker's login): what SOPS' anonymous pulls and
+    a consumer's `cosign verify` without login get."""
+
+    def client(host: str) -> RegistryClient:
+        return RegistryClient(
+            host, plain_http=destination.plain_http, read_timeout_s=options.registry_timeout
         )
 
     return ClientPool(client)

@@ -14,18 +14,23 @@ docker-registry) answers 401 with a Basic challenge, which is what the integrati
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ci_images.catalog.refs import Repository
 from ci_images.errors import RegistryError
 from ci_images.registry.client import RegistryClient
 
+if TYPE_CHECKING:
+    from ci_images.plan.entries import Entry
+
 GHCR = "ghcr.io"
-PRIVATE, MISSING, UNREADABLE = "private", "missing", "unreadable"
-_REFUSED = re.compile(r"(?<!\d)(401|403)(?!\d)")
+PRIVATE, MISSING = "private", "missing"
+# The client's refusals read "<request>: 401 <registry's message>" (a manifest or a token request): a status after
+# ": ", never hex digits inside a digest.
+_REFUSED = re.compile(r": (401|403)(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -33,18 +38,14 @@ class VisibilityProblem:
     """One repository (GHCR: one package) whose published references a stranger cannot read."""
 
     repository: Repository
-    kind: str  # PRIVATE: refused without credentials; MISSING: not found; UNREADABLE: another error
+    kind: str  # PRIVATE: refused without credentials (401/403); MISSING: not found (404)
     references: tuple[str, ...]  # the references that failed, host/path:tag
     detail: str  # the registry's answer to the first of them
     fix: str
 
     @property
     def message(self) -> str:
-        what = {
-            PRIVATE: "refuses anonymous reads",
-            MISSING: "is not found without credentials",
-            UNREADABLE: "could not be read without credentials",
-        }[self.kind]
+        what = "refuses anonymous reads" if self.kind == PRIVATE else "is not found without credentials"
         return f"{self.repository} {what} ({', '.join(self.references)}): {self.detail}"
 
     def render(self) -> str:
@@ -54,7 +55,7 @@ class VisibilityProblem:
         return {
             "repository": str(self.repository),
             "problem": self.kind,
-            "references": list(self.references),
+            "failed": list(self.references),
             "detail": self.detail,
             "fix": self.fix,
         }
@@ -88,40 +89,33 @@ def fix_for(repository: Repository, kind: str, *, source_repository: str | None 
     )
 
 
-def _classify(exc: RegistryError) -> str:
-    return PRIVATE if _REFUSED.search(exc.message) else UNREADABLE
-
-
 def anonymous_problems(
     references: Iterable[tuple[Repository, str]],
     anonymous_client: Callable[[str], RegistryClient],
     *,
     source_repository: str | None = None,
 ) -> list[VisibilityProblem]:
-    """HEAD every ``(repository, tag or digest)`` with a client made by ``anonymous_client(api_host)`` (one that
-    holds no credentials), and return one problem per repository that a stranger cannot read, in the order first
-    met. ``source_repository`` (OWNER/NAME) names the repository the packages should be linked to in the fix."""
-    clients: dict[str, RegistryClient] = {}
+    """HEAD every ``(repository, tag or digest)`` with the client ``anonymous_client(api_host)`` gives (one that
+    holds no credentials; the caller closes it: a ClientPool's ``get``), and return one problem per repository that
+    a stranger cannot read, in the order first met. A registry that gives no answer about visibility (unreachable,
+    5xx, 429) stops the check with its own RegistryError. ``source_repository`` (OWNER/NAME) names the repository the
+    packages should be linked to in the fix."""
     failures: dict[Repository, list[tuple[str, str, str]]] = {}  # repository -> [(reference, kind, detail)]
-    try:
-        for repository, ref in references:
-            host = repository.api_host
-            if host not in clients:
-                clients[host] = anonymous_client(host)
-            client = clients[host]
-            if client.credentials is not None:
-                raise ValueError(f"anonymous_client({host!r}) made a client with credentials")
-            shown = repository.with_digest(ref) if ref.startswith("sha256:") else repository.with_tag(ref)
-            try:
-                found = client.head_manifest(repository.path, ref)
-            except RegistryError as exc:
-                failures.setdefault(repository, []).append((shown, _classify(exc), exc.message))
-                continue
-            if found is None:
-                failures.setdefault(repository, []).append((shown, MISSING, "404 manifest unknown"))
-    finally:
-        for client in clients.values():
-            client.close()
+    for repository, ref in references:
+        client = anonymous_client(repository.api_host)
+        if client.credentials is not None:
+            raise ValueError(f"anonymous_client({repository.api_host!r}) made a client with credentials")
+        try:
+            found = client.head_manifest(repository.path, ref)
+        except RegistryError as exc:
+            if not _REFUSED.search(exc.message):
+                raise  # unreachable, 5xx, rate limited: no answer about visibility, so no check (exit 3 or 4)
+            failures.setdefault(repository, []).append((shown(repository, ref), PRIVATE, exc.message))
+            continue
+        if found is None:
+            failures.setdefault(repository, []).append(
+                (shown(repository, ref), MISSING, "404 manifest unknown")
+            )
     problems = []
     for repository, failed in failures.items():
         kinds = [kind for _, kind, _ in failed]
@@ -148,11 +142,56 @@ def check_public(
     """RegistryError (exit 3) naming every repository a stranger cannot read, each with its fix; None when all
     references answer an anonymous HEAD."""
     problems = anonymous_problems(references, anonymous_client, source_repository=source_repository)
-    if not problems:
-        return
+    if problems:
+        raise refusal(problems)
+
+
+def refusal(problems: Iterable[VisibilityProblem]) -> RegistryError:
+    """The error (exit 3) that names every repository a stranger cannot read, one line each with its fix."""
     lines = [p.render() for p in problems]
-    raise RegistryError(
-        f"{len(problems)} published repositor{'y is' if len(problems) == 1 else 'ies are'} not readable "
+    return RegistryError(
+        f"{len(lines)} published repositor{'y is' if len(lines) == 1 else 'ies are'} not readable "
         "without credentials:\n  " + "\n  ".join(lines),
         fix="change each package's settings as its line says, then run the check again (it only reads)",
     )
+
+
+def shown(repository: Repository, ref: str) -> str:
+    """``host/path:tag`` or ``host/path@sha256:...``."""
+    return repository.with_digest(ref) if ref.startswith("sha256:") else repository.with_tag(ref)
+
+
+def published_references(
+    entries: Iterable[Entry], lock_images: Mapping[str, Any]
+) -> list[tuple[Repository, str]]:
+    """What a stranger may ask for of ``entries``: every tag, and the digest the lock file pins each to (consumers
+    pull ``image@sha256:...`` from it), each once, in the entries' order."""
+    references: dict[tuple[Repository, str], None] = {}
+    for entry in entries:
+        for tag in entry.tags:
+            references[(entry.target, tag)] = None
+        for tag in entry.tags:
+            record = lock_images.get(entry.target.with_tag(tag))
+            digest = record.get("digest") if isinstance(record, Mapping) else None
+            if isinstance(digest, str) and digest.startswith("sha256:"):
+                references[(entry.target, digest)] = None
+    return list(references)
+
+
+def visibility_records(
+    references: Iterable[tuple[Repository, str]], problems: Iterable[VisibilityProblem]
+) -> list[dict[str, Any]]:
+    """One record per repository checked (``--json``): what was read, and whether a stranger can read all of it;
+    a repository with a problem also carries the problem's fields (``problem``, ``failed``, ``detail``, ``fix``)."""
+    checked: dict[Repository, list[str]] = {}
+    for repository, ref in references:
+        checked.setdefault(repository, []).append(shown(repository, ref))
+    found = {p.repository: p for p in problems}
+    records = []
+    for repository, refs in checked.items():
+        record: dict[str, Any] = {"repository": str(repository), "references": refs, "public": True}
+        problem = found.get(repository)
+        if problem is not None:
+            record.update(problem.as_record(), public=False)
+        records.append(record)
+    return records

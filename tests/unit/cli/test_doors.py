@@ -60,10 +60,10 @@ def test_the_parity_check_sees_an_option_added_to_one_door_only() -> None:
 
 
 def test_ci_takes_push_images_options_plus_its_modes() -> None:
-    """`nox -s ci-images -- --help` lists what `invoke push-images --help` lists, and the three CI modes."""
+    """`nox -s ci-images -- --help` lists what `invoke push-images --help` lists, and the four CI modes."""
     push = {o.name for o in OPTIONS if PUSH in o.commands}
     ci = {o.name for o in OPTIONS if "ci" in o.commands}
-    assert ci - push == {"push", "matrix", "lock-only"}
+    assert ci - push == {"push", "matrix", "lock-only", "check-public"}
     assert push <= ci
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ci_images.commands.images import refuse_narrowing
-from ci_images.commands.options import BUILD, PUSH, TEST, parse_options
+from ci_images.commands.options import BUILD, CHECK_PUBLIC, PUSH, TEST, parse_options
 from ci_images.commands.setup import Destination, Mirror, Setup, prepare
 from ci_images.errors import UsageError
 from ci_images.plan.decide import Decision, TargetState
@@ -165,3 +165,15 @@ def test_build_and_test_tag_under_the_target_every_command_names(command: str) -
         parse_options(command, {"catalog": CATALOG, "registry": "local"}, env), target_required=False
     ) as made:
         assert made.entries[0].tag_refs[0].startswith("127.0.0.1:5000/getsops/ci-container-images/")
+
+
+def test_the_anonymous_pool_never_sends_credentials_where_the_target_pool_does() -> None:
+    """What `check-public` reads with: no credentials from the environment (nor docker's login), on the target's
+    transport (plain HTTP only where the target speaks it)."""
+    env = {"CI_IMAGES_REGISTRY_USER": "someone", "CI_IMAGES_REGISTRY_PASSWORD": "pw-anonymous-pool"}
+    with prepare(parse_options(CHECK_PUBLIC, {"catalog": CATALOG}, env)) as made:
+        host = made.destination.host
+        assert made.target_pool.get(host).credentials is not None
+        assert made.anonymous_pool.get(host).credentials is None
+    with prepare(parse_options(CHECK_PUBLIC, {"catalog": CATALOG, "registry": "local:5999"}, {})) as local:
+        assert local.anonymous_pool.get(local.destination.host).plain_http
