@@ -80,7 +80,7 @@ def unit_tests(session: nox.Session) -> None:
 def ci_images(session: nox.Session) -> None:
     """The main job: build and smoke-test every image; `-- --push [--registry R]` also pushes; `-- --matrix` plans a matrix.
 
-    Options after `--` are those of `invoke push-images` plus --push, --matrix and --lock-only
+    Options after `--` are those of `invoke push-images` plus --push, --matrix, --lock-only and --check-public
     (`nox -s ci-images -- --help` lists them).
     """
     _install(session)

@@ -2,8 +2,9 @@
 script in test_open_pull_request.py, points 4, 5 and 6's signing in sign/test_github_signing.py:
 
 1. pull requests opened with the job token start no workflow: every check they need is dispatched;
-3. a package's first publish is private: published references are read anonymously afterwards, and a plan that
-   cannot read the target builds nothing rather than everything;
+3. a package's first publish is private: published references are read anonymously afterwards (by an option the
+   tool really takes: every tool call in the workflows is parsed by the tool's own door), and a plan that cannot
+   read the target builds nothing rather than everything;
 7. a scheduled run's event has no repository: the default branch has a fallback;
 8. the reusable workflow: unique artifact names, the caller's lock file, lowercased registry, its own identity;
 9. the optional Docker Hub login in every job that pulls, never in pull-request jobs.
@@ -143,6 +144,80 @@ def test_3_publishing_ends_with_an_anonymous_read_of_what_it_published() -> None
     (check,) = [i for i, r in enumerate(runs) if "--check-public" in r]
     assert check > push
     assert not any("secrets" in str(v) for v in steps[check].get("env", {}).values())  # no token: anonymous
+
+
+# What each nox session runs: `python -m ci_images COMMAND *posargs` (noxfile.py).
+NOX_COMMANDS = {
+    "ci-images": "ci",
+    "verify-images": "verify-images",
+    "outdated": "outdated",
+    "bump": "bump",
+    "docs": "docs",
+}
+
+
+def _nox_calls(files: Mapping[str, str]) -> list[tuple[str, str, list[str]]]:
+    """(workflow, command, argv after `--`) of every `nox [-f FILE] -s SESSION -- ...` the workflows run, with the
+    shell's expansions as a run gives them: ``"${VAR}"`` one value, ``"${VAR}/x"`` a path, and a bare ``${VAR}``
+    (a flag or nothing, e.g. ``${FORCE}``, ``${IMAGES:+--images ...}``) nothing."""
+    calls = []
+    for name, text in files.items():
+        for _, step in _steps(load(text)):
+            run = str(step.get("run", "")).replace("\\\n", " ")
+            for match in re.finditer(r"nox (?:-f \S+ )?-s ([\w-]+) -- ([^\n>|]*)", run):
+                args = re.sub(r'"\$\{\w+\}(/[^"]*)"', r"/tmp\1", match.group(2))
+                args = re.sub(r'"\$\{\w+\}"', "value", args)
+                while re.search(r"\$\{[^{}]*\}", args):
+                    args = re.sub(r"\$\{[^{}]*\}", "", args)
+                calls.append((name, NOX_COMMANDS[match.group(1)], shlex.split(args)))
+    return calls
+
+
+def tool_calls_the_tool_refuses(files: Mapping[str, str]) -> list[str]:
+    """Every option a workflow passes to the tool is one the command takes, and no two contradict each other:
+    the publish job's last step ran `--check-public` before the tool had it, and nothing noticed."""
+    from ci_images.cli.argv import build_parser
+    from ci_images.commands.options import parse_options
+    from ci_images.errors import UsageError
+
+    problems = []
+    for name, command, argv in _nox_calls(files):
+        parsed, extra = build_parser().parse_known_args([command, *argv])
+        given = {k: v for k, v in vars(parsed).items() if k != "command"}
+        try:
+            if extra:
+                raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+            parse_options(command, given, {})
+        except UsageError as exc:
+            problems.append(f"{name}: {command} {shlex.join(argv)}: {exc.message}")
+    return problems
+
+
+def test_3_every_tool_call_in_the_workflows_is_one_the_tool_takes() -> None:
+    calls = _nox_calls(workflows())
+    assert ("ci-images.yml", "ci", ["--check-public", "--images", "value"]) in calls
+    assert (
+        "build-images.yml",
+        "ci",
+        ["--json", "/tmp/report.json", "--lock", "/tmp/images.lock.json"],
+    ) in calls
+    assert tool_calls_the_tool_refuses(workflows()) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        ("--check-public --images", "--check-publik --images", "unrecognized arguments: --check-publik"),
+        (
+            "-- --lock-only",
+            "-- --lock-only --check-public",
+            "--check-public and --lock-only cannot be used together",
+        ),
+    ],
+)
+def test_3_a_tool_call_the_tool_refuses_is_caught(old: str, new: str, says: str) -> None:
+    (problem,) = tool_calls_the_tool_refuses(_broken("ci-images.yml", lambda text: text.replace(old, new)))
+    assert problem.startswith("ci-images.yml: ci ") and says in problem
 
 
 def test_3_a_private_ghcr_package_gets_the_exact_fix() -> None:
