@@ -1,4 +1,5 @@
-"""Throwaway OCI registries on loopback: Debian's ``docker-registry`` (distribution 2.8), optionally TLS and htpasswd.
+"""Throwaway OCI registries on loopback: Debian's ``docker-registry`` (distribution 2.8), optionally TLS and either
+htpasswd or a token service (``auth: token``).
 
 Used by the image lab (an "upstream" registry standing in for Docker Hub, a "target" registry standing in for GHCR)
 and by the embedded ``local`` registry on 127.0.0.1:5000. Everything listens on 127.0.0.1 only.
@@ -40,6 +41,21 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _ACCESS_LINE = re.compile(
     r'^\S+ - \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3})'
 )
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    """``auth: token`` for distribution: where clients get tokens, and what the registry checks in them.
+
+    distribution's registry/auth/token/accesscontroller.go (checkOptions, newAccessController): all four are
+    required; a token's ``iss`` must be ``issuer``, its ``aud`` ``service``, and its ``x5c`` chain must end in a
+    certificate of ``rootcertbundle`` (PEM). The registry sends ``realm`` and ``service`` in its 401 challenge.
+    """
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: Path
 
 
 # -- registry processes ---------------------------------------------------------------------------------------------
@@ -141,8 +157,14 @@ def start_registry(
     port: int | None = None,
     ca: CertificateAuthority | None = None,
     htpasswd: tuple[str, str] | None = None,
+    token: TokenAuth | None = None,
 ) -> RegistryServer:
-    """Start ``docker-registry serve`` on 127.0.0.1 (a free port unless given) and wait until /v2/ answers."""
+    """Start ``docker-registry serve`` on 127.0.0.1 (a free port unless given) and wait until /v2/ answers.
+
+    ``htpasswd`` (user, password) or ``token`` (a token service's realm) makes it ask for credentials.
+    """
+    if htpasswd is not None and token is not None:
+        raise ValueError("a registry takes htpasswd or token auth, not both")
     if shutil.which("docker-registry") is None:
         raise RegistryError(
             "Debian's docker-registry is not installed",
@@ -162,7 +184,7 @@ def start_registry(
     for _ in range(attempts):
         chosen = port if port is not None else free_loopback_port()
         try:
-            return _start_once(workdir, chosen, ca, tls, auth_file, htpasswd)
+            return _start_once(workdir, chosen, ca, tls, auth_file, htpasswd, token)
         except RegistryError as exc:
             last_error = exc
             if "address already in use" not in exc.message:
@@ -178,6 +200,7 @@ def _start_once(
     tls: tuple[Path, Path] | None,
     auth_file: Path | None,
     htpasswd: tuple[str, str] | None,
+    token: TokenAuth | None = None,
 ) -> RegistryServer:
     host = f"{LOOPBACK}:{port}"
     data_dir = workdir / "data"
@@ -201,6 +224,8 @@ def _start_once(
     }
     if auth_file is not None:
         config["auth"] = {"htpasswd": {"realm": "ci-images-lab", "path": str(auth_file)}}
+    if token is not None:
+        config["auth"] = {"token": {**asdict(token), "rootcertbundle": str(token.rootcertbundle)}}
     config_path = workdir / "config.yml"
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")  # JSON is YAML
     log_path = workdir / "registry.log"
@@ -346,5 +371,6 @@ def remove_container(container: str) -> None:
 
 __all__ = [
     "RegistryServer",
+    "TokenAuth",
     "start_registry",
 ]
