@@ -13,6 +13,7 @@ import jwt
 import pytest
 import requests
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ci_images.errors import LabError
 from ci_images.lab.tokens import (
@@ -62,13 +63,9 @@ def _claims(token: str, ca: CertificateAuthority) -> dict[str, Any]:
     assert header["alg"] == "ES256"
     leaf = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
     leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.cert_path.read_bytes()))
-    claims: dict[str, Any] = jwt.decode(
-        token,
-        leaf.public_key(),
-        algorithms=["ES256"],
-        audience=SERVICE,
-        issuer=ISSUER,  # type: ignore[arg-type]
-    )
+    key = leaf.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    claims: dict[str, Any] = jwt.decode(token, key, algorithms=["ES256"], audience=SERVICE, issuer=ISSUER)
     return claims
 
 

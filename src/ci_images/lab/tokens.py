@@ -27,17 +27,13 @@ import datetime
 import enum
 import json
 import secrets
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 from cryptography import x509
@@ -46,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ci_images.errors import LabError
+from ci_images.lab.https import Answer, HttpsServer
 from ci_images.log import log
 from ci_images.loopback.certs import CertificateAuthority, write_private
 
@@ -58,6 +55,8 @@ ISSUER = "ci-images-lab-token-service"
 MIN_LIFETIME_S, MAX_LIFETIME_S = 5, 300
 DEFAULT_LIFETIME_S = 60
 TOKEN_PATH = "/token"  # noqa: S105 (a URL path, not a password)
+_JSON = {"Content-Type": "application/json"}
+_BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="ci-images lab token service"'}
 
 
 class Style(enum.StrEnum):
@@ -175,21 +174,16 @@ class TokenService:
         self._lock = threading.Lock()
         self._log: list[TokenRequest] = []
         tls = ca.issue_server_cert(directory / "tls")
-        self._httpd = _TlsServer((LOOPBACK, 0), _Handler, tls, self)
-        self.port: int = self._httpd.server_address[1]
+        self._https = HttpsServer((LOOPBACK, 0), tls, {TOKEN_PATH: self.answer})
+        self.port = self._https.port
         self.host = f"{host_name}:{self.port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"token-service-{self.port}")
-        self._thread.daemon = True
-        self._thread.start()
 
     @property
     def realm(self) -> str:
         return f"https://{self.host}{TOKEN_PATH}"
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
+        self._https.stop()
 
     # -- settings a test changes while the service runs --------------------------------------------------------------
 
@@ -256,27 +250,25 @@ class TokenService:
         log.add_mask(token)
         return token
 
-    def answer(
-        self, method: str, params: Mapping[str, list[str]], authorization: str | None
-    ) -> tuple[int, str, bytes]:
-        """(status, content type, body) for one token request; logged."""
+    def answer(self, method: str, params: Mapping[str, list[str]], authorization: str | None) -> Answer:
+        """(status, headers, body) for one token request; logged."""
         scopes = tuple(
             s for text in params.get("scope", []) for part in text.split() if (s := Scope.parse(part))
         )
         user, account, refused = self._authenticate(method, params, authorization)
         fault = self.fault
         if fault is not None:
-            status, content_type, body = _fault_answer(fault)
-            self._record(method, user, scopes, (), status, str(fault))
-            return status, content_type, body
+            answer = _fault_answer(fault)
+            self._record(method, user, scopes, (), answer[0], str(fault))
+            return answer
         if refused:
             self._record(method, None, scopes, (), 401, "refused")
-            return 401, "application/json", json.dumps({"details": refused}).encode()
+            return 401, _JSON | _BASIC_CHALLENGE, json.dumps({"details": refused}).encode()
         service = (params.get("service") or [self.service])[0]
         if service != self.service:
             self._record(method, user, scopes, (), 400, "refused")
-            body = {"error": "invalid_request", "details": f"unknown service {service!r}"}
-            return 400, "application/json", json.dumps(body).encode()
+            refusal = {"error": "invalid_request", "details": f"unknown service {service!r}"}
+            return 400, _JSON, json.dumps(refusal).encode()
         access = tuple(
             Scope(s.type, s.name, actions) for s in scopes if (actions := granted(account, self.anonymous, s))
         )
@@ -305,7 +297,7 @@ class TokenService:
                     self._refresh_tokens[refresh] = user
                 payload["refresh_token"] = refresh
         self._record(method, user, scopes, access, 200, str(style))
-        return 200, "application/json", json.dumps(payload).encode()
+        return 200, _JSON, json.dumps(payload).encode()
 
     def _authenticate(
         self, method: str, params: Mapping[str, list[str]], authorization: str | None
@@ -356,13 +348,13 @@ def _checked_lifetime(seconds: int) -> int:
     return seconds
 
 
-def _fault_answer(fault: Fault) -> tuple[int, str, bytes]:
+def _fault_answer(fault: Fault) -> Answer:
     if fault is Fault.HTML:
         page = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Wi-Fi login required</body></html>\n"
-        return 200, "text/html; charset=utf-8", page.encode()
+        return 200, {"Content-Type": "text/html; charset=utf-8"}, page.encode()
     if fault is Fault.SERVER_ERROR:
-        return 500, "text/plain; charset=utf-8", b"internal server error\n"
-    return 200, "application/json", json.dumps({"details": "nothing issued for this account"}).encode()
+        return 500, {"Content-Type": "text/plain; charset=utf-8"}, b"internal server error\n"
+    return 200, _JSON, json.dumps({"details": "nothing issued for this account"}).encode()
 
 
 def _signing_identity(
@@ -416,77 +408,6 @@ def _signing_identity(
         ),
     )
     return key, [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
-
-
-# -- HTTPS ----------------------------------------------------------------------------------------------------------
-
-
-class _TlsServer(ThreadingHTTPServer):
-    """HTTPS, the TLS handshake in each connection's own thread (a stuck client blocks nobody else)."""
-
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[_Handler], tls: tuple[Path, Path], service: TokenService
-    ) -> None:
-        super().__init__(address, handler)
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(str(tls[0]), str(tls[1]))
-        self.service = service
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        try:
-            conn = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:  # a client that does not trust the lab CA hangs up here
-            log.debug(f"token service: TLS handshake with {client_address} failed: {exc}")
-            return
-        try:
-            self.RequestHandlerClass(conn, client_address, self)
-        finally:
-            conn.close()  # the TLS socket owns the connection now: shutdown_request() only closes its husk
-
-    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
-        log.debug(f"token service: request from {client_address} broke off")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _TlsServer
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        if url.path != TOKEN_PATH:
-            self._send(404, "text/plain", b"not found\n")
-            return
-        self._send(*self.server.service.answer("GET", _params(url.query), self.headers.get("Authorization")))
-
-    def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        form = self.rfile.read(length).decode("utf-8", errors="replace")
-        if url.path != TOKEN_PATH:
-            self._send(404, "text/plain", b"not found\n")
-            return
-        self._send(*self.server.service.answer("POST", _params(form), self.headers.get("Authorization")))
-
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Basic realm="ci-images lab token service"')
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """The service keeps its own request log (TokenService.requests); stderr stays quiet."""
-
-
-def _params(query: str) -> dict[str, list[str]]:
-    params: dict[str, list[str]] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        params.setdefault(key, []).append(value)
-    return params
 
 
 __all__ = [
