@@ -2,7 +2,8 @@
 
 The lab is session-scoped: one CA, one upstream registry holding every stand-in the tests need (multi-arch, under
 the real names), one target registry with htpasswd auth. Stand-ins and a filled upstream store are cached (see
-ci_images.lab), so only the first run on a machine builds anything.
+ci_images.lab), so only the first run on a machine builds anything. A registry behind a token service, as Docker
+Hub and GHCR authenticate, is module-scoped (``token_registry``, ``token_service``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 from ci_images.engine.client import Engine
 from ci_images.engine.dockerd import engine_answers
 from ci_images.lab.lab import Lab, ensure_standin, lab_down, lab_up
+from ci_images.lab.token_registry import TokenRegistry, start_token_registry
+from ci_images.lab.tokens import Account, Level, TokenService
 from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
 
@@ -87,6 +90,47 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
     server = start_registry(workdir / "server", ca=ca, htpasswd=("ci-user", "pw-" + secrets.token_hex(8)))
     yield server
     server.stop()
+
+
+# The token registry's accounts: the writer publishes under getsops/ and may read the upstream names; the reader may
+# only read getsops/ (a read-only namespace); nobody is granted anything anonymously.
+TOKEN_WRITER, TOKEN_READER = "ci-writer", "ci-reader"
+
+
+@pytest.fixture(scope="module")
+def token_registry_accounts() -> dict[str, Account]:
+    """The accounts of the module's token registry; a module overrides this fixture for others."""
+    return {
+        TOKEN_WRITER: Account(
+            "pw-" + secrets.token_hex(8),
+            {"getsops": Level.DELETE, "nsmithuk": Level.READ, "hashicorp": Level.READ},
+        ),
+        TOKEN_READER: Account("pw-" + secrets.token_hex(8), {"getsops": Level.READ}),
+    }
+
+
+@pytest.fixture(scope="module")
+def token_registry(
+    token_registry_accounts: dict[str, Account], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TokenRegistry]:
+    """A TLS registry with ``auth: token`` on 127.0.0.1:PORT, its token service on https://localhost:PORT2/token (a
+    realm on another host), one lab CA for both; the engine trusts the CA for the registry's host (certs.d) only."""
+    if shutil.which("docker-registry") is None:
+        unavailable("Debian's docker-registry is not installed")
+    started = start_token_registry(
+        tmp_path_factory.mktemp("token-registry"), accounts=token_registry_accounts
+    )
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def token_service(token_registry: TokenRegistry) -> Iterator[TokenService]:
+    """The token registry's service for one test: Docker Hub's answers, 60 s tokens, no fault, an empty log; the
+    test may change style, lifetime or fault, and they are put back afterwards."""
+    token_registry.tokens.reset()
+    yield token_registry.tokens
+    token_registry.tokens.reset()
 
 
 @pytest.fixture(scope="session")
