@@ -27,9 +27,9 @@ from ci_images.errors import RegistryError
 from ci_images.lab.lab import Lab
 from ci_images.lab.token_registry import TokenRegistry
 from ci_images.lab.tokens import SERVICE, Fault, Scope, Style, TokenService
-from ci_images.loopback.server import DOCKER_CERTS_DIR
-from ci_images.registry.client import OCI_MANIFEST, Credentials, RegistryClient
-from ci_images.registry.oci import OCI_CONFIG
+from ci_images.oci import OCI_CONFIG, OCI_MANIFEST, certs_d_ca
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
 from ci_images.retry import RetryPolicy
 from tests.doors import clean_env, run_door
 from tests.integration.conftest import TOKEN_READER, TOKEN_WRITER, vault_catalog
@@ -87,7 +87,7 @@ def test_registry_challenges_with_a_realm_on_another_host(token_registry: TokenR
     assert challenge == f'Bearer realm="{token_registry.tokens.realm}",service="{SERVICE}"'
     realm_host = urlsplit(token_registry.tokens.realm).netloc
     assert realm_host.split(":")[0] == "localhost" != token_registry.host.split(":")[0]
-    assert not (DOCKER_CERTS_DIR / realm_host).exists()  # only the registry's host has the CA in certs.d
+    assert not certs_d_ca(realm_host).parent.exists()  # only the registry's host has the CA in certs.d
 
 
 def test_expired_token_is_refused(token_registry: TokenRegistry) -> None:

@@ -27,7 +27,8 @@ from ci_images.lab.tokens import (
 )
 from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, TokenAuth, start_registry
-from ci_images.registry.client import Credentials, RegistryClient
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
 from ci_images.retry import RetryPolicy
 
 SYSTEM_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))

@@ -45,8 +45,8 @@ from ci_images.errors import LabError
 from ci_images.lab.https import Answer, HttpsServer
 from ci_images.log import log
 from ci_images.loopback.certs import CertificateAuthority, write_private
+from ci_images.oci import LOOPBACK
 
-LOOPBACK = "127.0.0.1"
 # The realm's host name: the registry listens on 127.0.0.1, its token service on `localhost`, another host as far
 # as a client can tell (auth.docker.io vs registry-1.docker.io). The lab CA's server certificates name both.
 REALM_HOST_NAME = "localhost"
