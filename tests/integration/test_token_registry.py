@@ -1,8 +1,7 @@
 """The lab's token registry (Debian's docker-registry with ``auth: token`` and the lab's token service as its realm on
-another host name) against the real registry, the engine and the tool's RegistryClient as it is today.
+another host name) against the real registry, the engine and the tool's RegistryClient.
 
-Tests marked xfail record what the tool gets wrong today (issue 17): each names the bug, and fails the run (strict
-xfail) once the bug is fixed, so the mark is then removed.
+The tool's commands against it (push, mirror, sign, the checks before building) are in test_token_push.py.
 """
 
 from __future__ import annotations
@@ -174,46 +173,34 @@ def test_wrong_password_is_a_registry_error(
     )
     with pytest.raises(RegistryError) as caught:
         client.ping()
-    assert "token request to" in caught.value.message
+    assert f"token service {urlsplit(token_service.realm).netloc}" in caught.value.message
+    assert f"user {TOKEN_WRITER!r}" in caught.value.message
     assert "401" in caught.value.message
     assert "incorrect username or password" in caught.value.message
     assert "not-the-password" not in str(caught.value)
     assert [(r.status, r.answer) for r in token_service.requests()] == [(401, "refused")]
 
 
-def test_read_only_namespace_push_is_refused_today_without_the_registry_words(
-    token_registry: TokenRegistry, token_service: TokenService
-) -> None:
-    """Today: a registry error that reads "401 UNAUTHORIZED: authentication required", without the challenge's
-    error="insufficient_scope" (issue 17, item 3; the fix is the next test)."""
-    reader = token_registry.client(TOKEN_READER)
-    with pytest.raises(RegistryError) as caught:
-        _push_tiny_image(reader, _repo(), "1.0")
-    assert "401 UNAUTHORIZED: authentication required" in caught.value.message
-
-
-@pytest.mark.xfail(
-    reason="issue 17: the registry's insufficient_scope is not passed on", raises=AssertionError, strict=True
-)
 def test_read_only_namespace_push_names_insufficient_scope(
     token_registry: TokenRegistry, token_service: TokenService
 ) -> None:
+    """The registry's own words: 401 UNAUTHORIZED with its message, and the challenge's insufficient_scope with the
+    scope it wanted; the token (granted pull only) is not asked for again: the service gave what it will."""
     reader = token_registry.client(TOKEN_READER)
-    with pytest.raises(RegistryError, match="insufficient_scope"):
-        _push_tiny_image(reader, _repo(), "1.0")
+    repo = _repo()
+    with pytest.raises(RegistryError) as caught:
+        _push_tiny_image(reader, repo, "1.0")
+    assert (
+        f"401 UNAUTHORIZED: authentication required [insufficient_scope for {_scope(repo, 'pull,push')}]"
+        in caught.value.message
+    )
+    assert token_service.count(_scope(repo, "pull,push"), user=TOKEN_READER) == 1
 
 
 @pytest.mark.parametrize(
     "fault",
     [
-        pytest.param(
-            Fault.HTML,
-            marks=pytest.mark.xfail(
-                reason="issue 17: an HTML answer ends as JSONDecodeError (challenge.py's resp.json())",
-                raises=json.JSONDecodeError,
-                strict=True,
-            ),
-        ),
+        Fault.HTML,
         Fault.SERVER_ERROR,
         Fault.NO_TOKEN,
     ],
@@ -224,15 +211,18 @@ def test_each_token_service_fault_is_a_registry_error(
     client = token_registry.client(TOKEN_WRITER, retry=FAST)
     with token_service.faulty(fault), pytest.raises(RegistryError) as caught:
         client.head_manifest(_repo(), "1.0")
-    assert urlsplit(token_service.realm).netloc in caught.value.message  # it names the token service
+    message = caught.value.message
+    assert urlsplit(token_service.realm).netloc in message  # it names the token service
+    assert {  # and says what it answered
+        Fault.HTML: "answered 200 with text/html; charset=utf-8 (",
+        Fault.SERVER_ERROR: "500 text/plain; charset=utf-8 (22 bytes): 'internal server error' (gave up after",
+        Fault.NO_TOKEN: "answered without a token: nothing issued for this account",
+    }[fault] in message
+    if fault is Fault.HTML:
+        assert "Wi-Fi login required" in message
     assert token_service.count() == (FAST.max_attempts if fault is Fault.SERVER_ERROR else 1)
 
 
-@pytest.mark.xfail(
-    reason="issue 17: the tool trusts the realm's host only through the lab bundle, not the registry's certs.d CA",
-    raises=RegistryError,
-    strict=True,
-)
 def test_the_realm_is_trusted_through_the_registrys_certs_d(
     token_registry: TokenRegistry, token_service: TokenService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -307,14 +297,7 @@ def test_engine_logs_in_pushes_and_pulls_through_the_token_service(
 @pytest.mark.parametrize(
     "fault",
     [
-        pytest.param(
-            Fault.HTML,
-            marks=pytest.mark.xfail(
-                reason="issue 17: exit 1, `internal error: JSONDecodeError`",
-                raises=AssertionError,
-                strict=True,
-            ),
-        ),
+        Fault.HTML,
         Fault.SERVER_ERROR,
         Fault.NO_TOKEN,
     ],

@@ -9,7 +9,7 @@ thread its own client): a new thread neither gets refused once more nor fetches 
 from __future__ import annotations
 
 import re
-import time
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
@@ -19,6 +19,7 @@ import requests
 from ci_images.errors import RegistryError
 from ci_images.log import log, redact
 from ci_images.oci import is_loopback_host
+from ci_images.registry.tokens import Token, read_token_answer
 from ci_images.registry.transport import Transport, redact_url, registry_message
 
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
@@ -44,11 +45,23 @@ class Credentials:
 
 @dataclass
 class AuthState:
-    """What a registry host asked for (basic auth, or tokens from a realm) and the tokens fetched so far."""
+    """What a registry host asked for (basic auth, or tokens from a realm) and the tokens fetched so far; shared by
+    the clients of one host, so one token request per (host, scope) serves every thread while it is valid."""
 
     basic: bool = False  # the registry asked for basic auth
     bearer: dict[str, str] | None = None  # realm and service, once the registry asked for a token
-    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # scope -> (token, monotonic expiry)
+    tokens: dict[str, Token] = field(default_factory=dict)  # scope ("" for a login) -> its token
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _fetching: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+
+    def scope_lock(self, scope: str) -> threading.Lock:
+        """Held while a scope's token is fetched: a second thread waits for that token instead of asking again."""
+        with self._lock:
+            return self._fetching.setdefault(scope, threading.Lock())
+
+    @property
+    def scheme(self) -> str | None:
+        return "bearer" if self.bearer else "basic" if self.basic else None
 
 
 class Authenticator:
@@ -69,30 +82,32 @@ class Authenticator:
 
     def prepare(self, scope: str | None) -> None:
         """On a token registry, fetch the scope's token before the request: no anonymous round trip first."""
-        bearer = self.state.bearer
-        if bearer and not self.header(scope):
-            self._fetch_token(bearer, scope)
+        if self.state.bearer and not self.header(scope):
+            self.token(scope)
 
     def header(self, scope: str | None) -> dict[str, str]:
         if self.state.basic and self.credentials:
             return {"Authorization": basic_header(self.credentials)}
         token = self.state.tokens.get(scope or "")
-        if token and token[1] > time.monotonic():
-            return {"Authorization": f"Bearer {token[0]}"}
+        if token and token.valid:
+            return {"Authorization": f"Bearer {token.value}"}
         return {}
 
     def on_challenge(
-        self, challenge: requests.Response, scope: str | None, *, sent_credentials: bool
+        self, challenge: requests.Response, scope: str | None, *, sent: Mapping[str, str]
     ) -> bool:
-        """Act on a 401 answer; True when sending the request again can help.
+        """Act on a 401 answer to a request that carried ``sent`` (its auth headers); True when sending the request
+        again can help.
 
         Basic auth helps when the refused request went without credentials: not "when this client had not learnt
         it yet", since the clients of one host share what they learn and another thread may have just learnt it.
+        A token helps unless the refused request carried the scope's current token and the registry said
+        ``insufficient_scope``: the service granted what it will, and asking again would only cost a request.
         """
         scheme, params = parse_www_authenticate(challenge.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
             self.state.basic = True
-            return self.credentials is not None and not sent_credentials
+            return self.credentials is not None and not sent
         if scheme != "bearer" or "realm" not in params:
             return False
         realm = params["realm"]
@@ -105,33 +120,53 @@ class Authenticator:
             "realm": realm,
             **({"service": params["service"]} if "service" in params else {}),
         }
-        self._fetch_token(self.state.bearer, scope or params.get("scope"), cache_as=scope)
+        carried = sent.get("Authorization", "").removeprefix("Bearer ") or None
+        held = self.state.tokens.get(scope or "")
+        if params.get("error") == "insufficient_scope" and held and held.valid and held.value == carried:
+            return False
+        self.token(scope, stale=carried, asked=params.get("scope"))
         return True
 
-    def _fetch_token(
-        self, challenge: Mapping[str, str], scope: str | None, *, cache_as: str | None = None
-    ) -> None:
-        realm = challenge["realm"]
-        query = [("service", challenge["service"])] if "service" in challenge else []
+    def token(self, scope: str | None, *, stale: str | None = None, asked: str | None = None) -> Token:
+        """The token for ``scope``: the one held while it is valid and not ``stale`` (the one a refused request
+        carried), else a new one. One request per (host, scope) at a time: a thread that finds another fetching
+        the same scope waits for it and takes its token."""
+        key = scope or ""
+        with self.state.scope_lock(key):
+            held = self.state.tokens.get(key)
+            if held is not None and held.valid and held.value != stale:
+                return held
+            token = self._fetch_token(scope or asked)
+            self.state.tokens[key] = token
+            return token
+
+    def _fetch_token(self, scope: str | None) -> Token:
+        bearer = self.state.bearer
+        assert bearer is not None
+        realm = bearer["realm"]
+        query = [("service", bearer["service"])] if "service" in bearer else []
         query += [("scope", s) for s in (scope or "").split()]
         url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
         headers = {"Authorization": basic_header(self.credentials)} if self.credentials else {}
+        who = f"user {self.credentials.username!r}" if self.credentials else "anonymous"
+        where = f"token service {urlsplit(realm).netloc} of {self.host} ({who}, {scope or 'login'})"
         resp = self.transport.send("GET", url, kind="token", headers=headers, body=None)
         if resp.status_code != 200:
             raise RegistryError(
-                f"token request to {redact_url(realm)} for {scope or 'login'}: {resp.status_code} "
-                f"{redact(registry_message(resp))}",
+                f"{where} refused: {resp.status_code} {redact(registry_message(resp))}",
                 fix=self.credentials_fix(),
             )
-        answer = resp.json()
-        token = answer.get("token") or answer.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"token endpoint {redact_url(realm)} answered without a token")
-        log.add_mask(token)
-        # Refresh a little early so a long push never sends an expired token.
-        lifetime = float(answer.get("expires_in") or 60)
-        key = cache_as if cache_as is not None else scope
-        self.state.tokens[key or ""] = (token, time.monotonic() + max(lifetime - 10, 5))
+        return read_token_answer(resp, where=where)
+
+
+def challenge_words(resp: requests.Response) -> str:
+    """What a registry's 401 challenge says beyond "authentication required": ``error`` (``insufficient_scope``,
+    ``invalid_token``) and the scope it wanted, in brackets; "" when it says nothing more."""
+    scheme, params = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
+    if scheme != "bearer" or "error" not in params:
+        return ""
+    scope = f" for {params['scope']}" if "scope" in params else ""
+    return f" [{params['error']}{scope}]"
 
 
 def basic_header(credentials: Credentials) -> str:

@@ -1,7 +1,7 @@
 """The one registry client: a thin layer over ``requests`` for the distribution v2 API.
 
 Anonymous first; a 401 answer's ``WWW-Authenticate`` picks token auth (Docker Hub, GHCR) or basic auth (a
-``docker-registry`` with htpasswd): see ``challenge.py``. Every request is retried on 429, 5xx and connection
+``docker-registry`` with htpasswd): see ``auth.py``. Every request is retried on 429, 5xx and connection
 failures, counted by (method, kind) so reports and tests can prove that an unchanged run made no pulls or uploads.
 """
 
@@ -21,7 +21,7 @@ import requests
 from ci_images.errors import RegistryError, UsageError
 from ci_images.log import log, redact
 from ci_images.oci import MANIFEST_MEDIA_TYPES, OCI_INDEX, refuse_plain_http, sha256_digest
-from ci_images.registry.auth import Authenticator, AuthState, Credentials
+from ci_images.registry.auth import Authenticator, AuthState, Credentials, challenge_words
 from ci_images.registry.stream import (
     CHUNK,
     BlobSource,
@@ -77,7 +77,9 @@ class RegistryClient:
         self.plain_http = plain_http
         self.role = role
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
-        self.transport = Transport(retry=retry, ca_bundle=ca_bundle, read_timeout_s=read_timeout_s)
+        self.transport = Transport(
+            retry=retry, ca_bundle=ca_bundle, read_timeout_s=read_timeout_s, registry=host
+        )
         self._authn = Authenticator(host, credentials, self.transport, self._credentials_fix)
 
     @property
@@ -100,9 +102,58 @@ class RegistryClient:
 
     # ---- API ---------------------------------------------------------------------------------------------------
 
-    def ping(self) -> None:
-        """GET /v2/: proves the registry answers and, with credentials, that they are accepted."""
-        self._call("GET", "/v2/", kind="ping", scope=None, expect={200})
+    def ping(self, scope: str | None = None) -> None:
+        """GET /v2/: proves the registry answers and, with credentials, that they are accepted. On a token registry
+        the login fetches the token of ``scope`` (e.g. the first read's, which then needs no request of its own)."""
+        self._call("GET", "/v2/", kind="ping", scope=scope, expect={200})
+
+    @property
+    def scheme(self) -> str | None:
+        """How the registry asked to authenticate: "bearer", "basic", or None (it has not asked)."""
+        return self._authn.state.scheme
+
+    def grants(self, repo: str, action: str) -> bool | None:
+        """On a token registry: whether the token for ``action`` on ``repo`` (``pull``; ``push`` asks for
+        ``pull,push``, as uploads do) grants it, fetching that token unless one is held. None when the registry does
+        not use tokens or the token does not say (an opaque token)."""
+        if self.scheme != "bearer":
+            return None
+        scope = _scope(repo, "pull" if action == "pull" else "pull,push")
+        return self._authn.token(scope).grants(repo, action)
+
+    def probe_upload(self, repo: str) -> str | None:
+        """Open an upload session in ``repo`` and cancel it (DELETE): nothing is stored. None when the registry
+        opened it; else what it answered, in its own words."""
+        resp = self._call(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
+            kind="upload",
+            scope=_scope(repo, "pull,push"),
+            expect=_ANY_STATUS,
+        )
+        assert resp is not None
+        status, words, location = (
+            resp.status_code,
+            redact(registry_message(resp)),
+            resp.headers.get("Location"),
+        )
+        resp.close()
+        if status not in (201, 202) or not location:
+            return f"{status} {words}{challenge_words(resp)}".strip()
+        cancel = self._call(
+            "DELETE",
+            urljoin(self.base_url + "/", location),
+            kind="upload",
+            scope=_scope(repo, "pull,push"),
+            expect=_ANY_STATUS,
+        )
+        assert cancel is not None
+        cancel.close()
+        if cancel.status_code not in (200, 202, 204):  # the session expires on the registry's own schedule
+            log.debug(
+                f"{self.host}/{repo}: cancelling the probe's upload session answered {cancel.status_code}"
+            )
+        return None
 
     def _manifest_request(self, method: str, repo: str, ref: str) -> requests.Response | None:
         return self._call(
@@ -285,7 +336,8 @@ class RegistryClient:
         assert resp is not None
         if resp.status_code in (401, 403):
             raise RegistryError(
-                f"PUT {redact_url(location)}: {resp.status_code} {redact(registry_message(resp))}",
+                f"PUT {redact_url(location)}: {resp.status_code} {redact(registry_message(resp))}"
+                f"{challenge_words(resp)}",
                 fix=self._credentials_fix(),
             )
         if resp.status_code != 201:
@@ -368,7 +420,7 @@ class RegistryClient:
 
         sent = self._authn.header(scope)
         resp = send(sent)
-        if resp.status_code == 401 and self._authn.on_challenge(resp, scope, sent_credentials=bool(sent)):
+        if resp.status_code == 401 and self._authn.on_challenge(resp, scope, sent=sent):
             resp.close()
             resp = send(self._authn.header(scope))
         if resp.status_code in expect:
@@ -377,7 +429,7 @@ class RegistryClient:
             resp.close()
             return None
         where = f"{method} {redact_url(url)}"
-        detail = redact(registry_message(resp))
+        detail = redact(registry_message(resp)) + challenge_words(resp)
         resp.close()
         if resp.status_code in (401, 403):
             raise RegistryError(f"{where}: {resp.status_code} {detail}", fix=self._credentials_fix())

@@ -7,6 +7,7 @@ Kept apart from ``client.py``, which knows the distribution API and auth; this m
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import tempfile
 import time
@@ -24,9 +25,10 @@ import requests
 from ci_images.errors import RateLimitError, RegistryError, UpstreamUnreachableError
 from ci_images.log import log, redact
 from ci_images.oci import certs_d_ca, is_loopback_host
+from ci_images.registry.tokens import body_start, service_words
 from ci_images.retry import RetryPolicy, parse_retry_after
 
-_bundles: dict[tuple[str, str, int], str] = {}
+_bundles: dict[tuple[object, ...], str] = {}
 
 
 def _remove_bundles() -> None:
@@ -37,11 +39,15 @@ def _remove_bundles() -> None:
 atexit.register(_remove_bundles)
 
 
-def verify_bundle(host: str, ca_bundle: Path | None = None) -> str:
-    """The CA file to pass as ``verify=``: the base bundle plus docker's certs.d CA for ``host`` when present.
+def verify_bundle(host: str, ca_bundle: Path | None = None, *, registry: str | None = None) -> str:
+    """The CA file to pass as ``verify=``: the base bundle plus docker's certs.d CA for ``host`` when present, and
+    for ``registry`` too when ``host`` is that registry's token service on another host.
 
     Base: ``ca_bundle``, else SSL_CERT_FILE, else certifi. The engine trusts certs.d for a registry, so the tool
-    trusts the same CA without extra settings.
+    trusts the same CA without extra settings; and the engine asks a registry's token realm for tokens with the
+    registry's own TLS settings (moby ``daemon/internal/distribution/registry.go``, newRepository: the token
+    handler's transport carries ``endpoint.TLSConfig``, made from ``certs.d/REGISTRY`` in
+    ``daemon/pkg/registry/registry.go``, newTLSConfig), so the tool trusts a realm on another host the same way.
     """
     env_bundle = os.environ.get("SSL_CERT_FILE")
     base = (
@@ -51,14 +57,16 @@ def verify_bundle(host: str, ca_bundle: Path | None = None) -> str:
         if env_bundle and Path(env_bundle).is_file()
         else certifi.where()
     )
-    extra = certs_d_ca(host)
-    if not extra.is_file():
+    hosts = [host] + ([registry] if registry and registry != host else [])
+    extras = [ca for ca in dict.fromkeys(certs_d_ca(h) for h in hosts) if ca.is_file()]
+    if not extras:
         return base
-    key = (base, str(extra), extra.stat().st_mtime_ns)
+    key = (base, *((str(ca), ca.stat().st_mtime_ns) for ca in extras))
     if key not in _bundles:
         fd, path = tempfile.mkstemp(prefix="ci-images-ca-", suffix=".pem")
         with os.fdopen(fd, "wb") as out:
-            out.write(Path(base).read_bytes().rstrip(b"\n") + b"\n" + extra.read_bytes())
+            out.write(Path(base).read_bytes().rstrip(b"\n") + b"\n")
+            out.write(b"".join(ca.read_bytes().rstrip(b"\n") + b"\n" for ca in extras))
         _bundles[key] = path
     return _bundles[key]
 
@@ -89,8 +97,10 @@ class Transport:
         retry: RetryPolicy | None = None,
         ca_bundle: Path | None = None,
         read_timeout_s: float | None = None,
+        registry: str | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
+        self.registry = registry  # the registry host this transport serves: its token realm shares its trust
         self.timeout = (CONNECT_TIMEOUT_S, read_timeout_s or READ_TIMEOUT_S)
         self.ca_bundle = ca_bundle
         self.session = requests.Session()
@@ -146,9 +156,17 @@ class Transport:
                 resp.close()
             time.sleep(wait)
 
+    def _trust_fix(self, host: str) -> str:
+        if self.registry and host != self.registry:  # the registry's token service, on another host
+            return (
+                f"trust the CA of {host}, the token service of {self.registry}: put it in the registry's "
+                f"{certs_d_ca(self.registry)} (it serves its token service too, as for the engine) or SSL_CERT_FILE"
+            )
+        return f"trust the registry's CA: {certs_d_ca(host)} or SSL_CERT_FILE"
+
     def _attempt(self, request: _Request) -> tuple[requests.Response | None, Exception | None]:
         """One attempt: the answer, or the connection failure a retry may get past."""
-        verify = verify_bundle(request.host, self.ca_bundle)
+        verify = verify_bundle(request.host, self.ca_bundle, registry=self.registry)
         # Loopback traffic never goes through a proxy from the environment.
         proxies = {"http": None, "https": None} if is_loopback_host(request.host) else None
         try:
@@ -167,7 +185,7 @@ class Transport:
         except requests.exceptions.SSLError as exc:
             raise RegistryError(
                 f"TLS verification failed for {request.host}: {redact(str(exc))}",
-                fix=f"trust the registry's CA: {certs_d_ca(request.host)} or SSL_CERT_FILE",
+                fix=self._trust_fix(request.host),
             ) from exc
         except (
             requests.ConnectionError,
@@ -219,15 +237,16 @@ def _gave_up(
 
 
 def registry_message(response: requests.Response) -> str:
-    """The registry's own error text (``{"errors": [{"code", "message", "detail"}]}``), else the body's start."""
+    """The registry's own words (``{"errors": [{"code", "message", "detail"}]}``) or its token service's (``details``,
+    ``error_description``); else the answer's content type and first bytes; "" for an empty answer."""
     try:
-        errors = response.json().get("errors") or []
-        parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors]
-        if parts:
-            return "; ".join(parts)
-    except (ValueError, AttributeError):
-        pass
-    return response.text[:200].strip()
+        answer = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        answer = None
+    said = service_words(answer) if isinstance(answer, dict) else ""
+    if said or not response.content:
+        return said
+    return body_start(response)
 
 
 def redact_url(url: str) -> str:
