@@ -29,10 +29,13 @@ from ci_images.run.context import Context
 from ci_images.run.execute import execute
 from ci_images.run.publish import DryRunPublisher, Publisher, RegistryPublisher
 from ci_images.run.resolve import resolve
-from ci_images.run.result import CHANGING_ACTIONS, Result
+from ci_images.run.result import CHANGING_ACTIONS, HELD_ACTIONS, Result
 
 if TYPE_CHECKING:
     from ci_images.sign.signer import SignOutcome
+
+# The plan's actions that write to the target: a publishing run checks it may write there before it builds.
+WRITING_ACTIONS = frozenset({"build", "mirror", "retag"})
 
 # ---- list and plan ---------------------------------------------------------------------------------------------
 
@@ -71,6 +74,7 @@ def make_plan(setup: Setup) -> tuple[Context, list[Decision]]:
 
 def show_plan(options: Options) -> list[Decision]:
     with prepare(options, preflight=True) as setup:
+        setup.check_target()
         ctx, decisions = make_plan(setup)
         if not emit_json(options, [d.as_record() for d in decisions]):
             for d in decisions:
@@ -84,6 +88,7 @@ def show_plan(options: Options) -> list[Decision]:
 def matrix(options: Options) -> dict[str, list[dict[str, object]]]:
     """The plan as a GitHub Actions matrix: one job per image that has work to do."""
     with prepare(options, preflight=True) as setup:
+        setup.check_target()
         _, decisions = make_plan(setup)
     result = job_matrix(decisions)
     sys.stdout.write(json.dumps(result) + "\n")
@@ -144,8 +149,11 @@ def _one_publisher_at_a_time(setup: Setup) -> contextlib.AbstractContextManager[
 
 def _push_images(setup: Setup) -> list[Result]:
     options = setup.options
+    setup.check_target()
     ctx, decisions = make_plan(setup)
     refuse_narrowing(setup, decisions)
+    if not options.dry_run:  # before any build: may it write where this run will push?
+        setup.check_target([d.entry for d in decisions if d.action in WRITING_ACTIONS], push=True)
     publisher: Publisher = (
         DryRunPublisher()
         if options.dry_run
@@ -162,9 +170,11 @@ def _push_images(setup: Setup) -> list[Result]:
     if options.dry_run:
         modes = {d.entry.key: d.entry.mode for d in decisions}
         results = [_dry_run_note(r, modes.get(r.key)) for r in results]
-    else:
+    elif any(r.action in HELD_ACTIONS for r in results):
         lockfile.update_lock(setup.lock_path, results, catalog_tags=setup.catalog_tags)
         log.info(f"lock file: {setup.lock_path}")
+    else:  # a run that published nothing leaves no (empty) lock file behind
+        log.info(f"nothing is published: lock file {setup.lock_path} not written")
     finish(results, ctx, options, title="ci-images: push")
     return results
 
@@ -224,6 +234,7 @@ def write_lock_only(options: Options) -> Path:
             options.signing_key, options.keyless, options.env, default_url=DEFAULT_SOURCE_URL
         )
     with prepare(options, preflight=True, check_lock=True) as setup:
+        setup.check_target()
         _, decisions = make_plan(setup)
         up_to_date = [d for d in decisions if d.action == "skip"]
         results = [replace(Result.from_decision(d), action="skipped") for d in up_to_date]

@@ -11,6 +11,7 @@ checks that run before the first request.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,7 @@ from ci_images.errors import UsageError
 from ci_images.oci import refuse_plain_http
 from ci_images.plan import entries as planning
 from ci_images.plan.entries import Entry
+from ci_images.registry.access import check_access
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.credentials import resolve_credentials, resolve_upstream_credentials
 from ci_images.registry.pool import ClientPool, RateBudget
@@ -95,6 +97,14 @@ class Setup:
             from ci_images.loopback.local import ensure_local_registry
 
             ensure_local_registry(cache_home(self.options.env), self.destination.local_port)
+
+    def check_target(self, entries: Sequence[Entry] | None = None, *, push: bool = False) -> None:
+        """Before the work: one login to the target, then per repository of ``entries`` (default: the chosen ones)
+        may the credentials read it, and with ``push`` write it (registry/access.py)? A refusal stops the command
+        with one line, exit 3. The embedded registry is this tool's own, without auth: nothing to check."""
+        chosen = self.entries if entries is None else entries
+        if self.destination.local_port is None and chosen:
+            check_access(self.target_pool, [entry.target for entry in chosen], push=push)
 
     def context(self) -> Context:
         """What a run of the pipeline shares across its threads."""

@@ -45,6 +45,7 @@ def sign_images(options: Options) -> list[dict[str, Any]]:
                 fix="set COSIGN_KEY (a path or env://VAR) and COSIGN_PASSWORD, or pass --keyless in GitHub Actions",
             )
         setup.start_destination()
+        setup.check_target()
         held = held_tags(setup.target_pool, setup.entries)
         done = sign_held(setup.target_pool, held, setup.signer, recursive=options.recursive)
     records = sign_records(done, held, log)
@@ -60,6 +61,7 @@ def verify_images(options: Options) -> list[TagCheck]:
     with prepare(options) as setup:
         locked, _ = lockfile.read_lock(setup.lock_path)
         setup.start_destination()
+        setup.check_target()
         held = held_tags(setup.target_pool, setup.entries)
         checks = verify_held(setup.target_pool, held, verifier, locked)
     print_checks(checks, log)
