@@ -82,9 +82,10 @@ def _grant_fix(client: RegistryClient, repository: Repository, what: str) -> str
             f"set CI_IMAGES_REGISTRY_USER and CI_IMAGES_REGISTRY_PASSWORD (or `docker login {repository.host}`) "
             f"for an account that may {what} {repository}"
         )
+    ghcr = "write:packages and the package's Actions access" if what == "write" else "read:packages"
     return (
-        f"give {who(client)} {what} access to {repository} (on GHCR: the package's access settings, or a token "
-        f"with write:packages), or publish where it may {what}: --registry / CI_IMAGES_REGISTRY"
+        f"give {who(client)} {what} access to {repository} (on GHCR: a token with {ghcr}), or name a target "
+        f"it may {what}: --registry / CI_IMAGES_REGISTRY"
     )
 
 
