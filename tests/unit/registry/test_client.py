@@ -52,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(answer)
 
-    do_GET = do_HEAD = do_PUT = do_POST = _serve
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output clean
         pass
@@ -558,3 +558,171 @@ def test_a_thread_refused_while_another_learnt_basic_auth_still_resends(
         thread.join()
     assert errors == [] and len(anonymous) == 2
     pool.close()
+
+
+# ---- token services: one request per scope at a time, the registry's words, the realm's trust ---------------------
+
+
+def _slow_token_registry(
+    serve: Callable[[App], _AppServer], *, refuse: Callable[[str, str, str], Answer | None] | None = None
+) -> tuple[_AppServer, list[str]]:
+    """A token registry whose realm takes 0.3 s per token (numbered tok-1, tok-2...); ``refuse(method, path, token)``
+    may answer a request with a valid-looking token instead."""
+    holder: dict[str, _AppServer] = {}
+    issued: list[str] = []
+    lock = threading.Lock()
+
+    def app(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path.startswith("/token"):
+            time.sleep(0.3)
+            with lock:
+                issued.append(path)
+                number = len(issued)
+            return _json(200, {"token": f"tok-{number}", "expires_in": 300})
+        token = headers.get("authorization", "").removeprefix("Bearer ")
+        realm = f'Bearer realm="http://{holder["s"].host}/token",service="unit"'
+        if not token.startswith("tok-"):
+            return 401, {"WWW-Authenticate": realm}, b""
+        refused = refuse(method, path, token) if refuse else None
+        if refused is not None:
+            return refused
+        return 200, {"Docker-Content-Digest": "sha256:ab"}, b""
+
+    holder["s"] = serve(app)
+    return holder["s"], issued
+
+
+def test_concurrent_first_contacts_wait_for_the_token_in_flight(serve: Callable[[App], _AppServer]) -> None:
+    """Six threads meet a token registry at once (each refused anonymously): one token request, not six."""
+    server, issued = _slow_token_registry(serve)
+    pool = ClientPool(lambda host: RegistryClient(host, credentials=Credentials("u", "p-z"), plain_http=True))
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def head() -> None:
+        client = pool.get(server.host)
+        start.wait()
+        try:
+            assert client.head_manifest("a/b", "v1") is not None
+        except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=head) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert issued == ["/token?service=unit&scope=repository%3Aa%2Fb%3Apull"]
+    pool.close()
+
+
+def test_insufficient_scope_is_reported_in_the_registrys_words_without_asking_again(
+    serve: Callable[[App], _AppServer],
+) -> None:
+    def refuse(method: str, path: str, token: str) -> Answer | None:
+        if method == "HEAD" and "/blobs/" in path:
+            return 404, {}, b""
+        if method != "POST":
+            return None
+        challenge = (
+            f'Bearer realm="http://{server.host}/token",service="unit",scope="repository:a/b:pull,push",'
+            'error="insufficient_scope"'
+        )
+        return _json(
+            401,
+            {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+            **{"WWW-Authenticate": challenge},
+        )
+
+    server, issued = _slow_token_registry(serve, refuse=refuse)
+    client = RegistryClient(server.host, credentials=Credentials("u", "p-q"), plain_http=True, retry=FAST)
+    with pytest.raises(RegistryError) as caught:
+        client.upload_blob("a/b", "sha256:" + "0" * 64, b"")
+    assert (
+        "401 UNAUTHORIZED: authentication required [insufficient_scope for repository:a/b:pull,push]"
+        in caught.value.message
+    )
+    assert [p for p in issued if "pull%2Cpush" in p] == [issued[-1]]  # one pull,push token: not asked again
+    assert client.probe_upload("a/b") == (
+        "401 UNAUTHORIZED: authentication required [insufficient_scope for repository:a/b:pull,push]"
+    )
+
+
+def test_a_token_the_registry_calls_invalid_is_fetched_again_once(serve: Callable[[App], _AppServer]) -> None:
+    """A token revoked or expired early (``error="invalid_token"``): one new token, and the request goes through."""
+    uses: list[str] = []
+
+    def refuse(method: str, path: str, token: str) -> Answer | None:
+        uses.append(token)
+        if uses.count("tok-1") < 2 or token != "tok-1":
+            return None
+        challenge = f'Bearer realm="http://{server.host}/token",service="unit",error="invalid_token"'
+        return 401, {"WWW-Authenticate": challenge}, b""
+
+    server, issued = _slow_token_registry(serve, refuse=refuse)
+    client = RegistryClient(server.host, credentials=Credentials("u", "p-r"), plain_http=True, retry=FAST)
+    assert client.head_manifest("a/b", "v1") is not None and len(issued) == 1
+    assert (
+        client.head_manifest("a/b", "v1") is not None
+    )  # tok-1 refused: tok-2 fetched, the request sent again
+    assert len(issued) == 2 and uses == ["tok-1", "tok-1", "tok-2"]
+    assert client.head_manifest("a/b", "v1") is not None and len(issued) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [
+        (
+            b'{"details": "incorrect username or password"}',
+            "application/json",
+            "incorrect username or password",
+        ),
+        (b'{"error": "unauthorized", "error_description": "bad token"}', "application/json", "bad token"),
+        (
+            b"<html><body>Sign in</body></html>",
+            "text/html",
+            "text/html (33 bytes): '<html><body>Sign in</body></html>'",
+        ),
+    ],
+)
+def test_a_refused_token_request_says_what_the_service_said(
+    serve: Callable[[App], _AppServer], body: bytes, content_type: str, says: str
+) -> None:
+    holder: dict[str, _AppServer] = {}
+
+    def app(method: str, path: str, headers: dict[str, str], answer: bytes) -> Answer:
+        if path.startswith("/token"):
+            return 401, {"Content-Type": content_type}, body
+        return 401, {"WWW-Authenticate": f'Bearer realm="http://{holder["s"].host}/token"'}, b""
+
+    holder["s"] = server = serve(app)
+    client = RegistryClient(server.host, credentials=Credentials("u", "p-s"), plain_http=True)
+    with pytest.raises(RegistryError) as caught:
+        client.ping()
+    assert (
+        caught.value.message
+        == f"token service {server.host} of {server.host} (user 'u', login) refused: 401 {says}"
+    )
+
+
+def test_a_realm_on_another_host_is_trusted_with_the_registrys_certs_d_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(oci, "CERTS_D", tmp_path / "certs.d")
+    base = tmp_path / "system.pem"
+    base.write_bytes(b"SYSTEM\n")
+    (tmp_path / "certs.d" / "registry.test:5443").mkdir(parents=True)
+    (tmp_path / "certs.d" / "registry.test:5443" / "ca.crt").write_bytes(b"REGISTRY CA\n")
+    assert verify_bundle("auth.test", base) == str(base)
+    assert (
+        Path(verify_bundle("auth.test", base, registry="registry.test:5443")).read_bytes()
+        == b"SYSTEM\nREGISTRY CA\n"
+    )
+    (tmp_path / "certs.d" / "auth.test").mkdir()
+    (tmp_path / "certs.d" / "auth.test" / "ca.crt").write_bytes(b"REALM CA")
+    both = verify_bundle("auth.test", base, registry="registry.test:5443")
+    assert Path(both).read_bytes() == b"SYSTEM\nREALM CA\nREGISTRY CA\n"
+    transport = RegistryClient("registry.test:5443").transport
+    assert str(tmp_path / "certs.d" / "registry.test:5443" / "ca.crt") in transport._trust_fix("auth.test")
+    assert "token service of registry.test:5443" in transport._trust_fix("auth.test")
