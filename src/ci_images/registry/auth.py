@@ -150,7 +150,12 @@ class Authenticator:
         headers = {"Authorization": basic_header(self.credentials)} if self.credentials else {}
         who = f"user {self.credentials.username!r}" if self.credentials else "anonymous"
         where = f"token service {urlsplit(realm).netloc} of {self.host} ({who}, {scope or 'login'})"
-        resp = self.transport.send("GET", url, kind="token", headers=headers, body=None)
+        try:
+            resp = self.transport.send("GET", url, kind="token", headers=headers, body=None)
+        except (
+            RegistryError
+        ) as exc:  # unreachable, TLS, 5xx or 429 to the end: the same error, saying for whom
+            raise type(exc)(f"{where}: {exc.message}", fix=exc.fix) from exc
         if resp.status_code != 200:
             raise RegistryError(
                 f"{where} refused: {resp.status_code} {redact(registry_message(resp))}",

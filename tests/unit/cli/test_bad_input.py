@@ -3,6 +3,9 @@
 Every case runs `push-images` (the command that would build and publish) through the door and must end with exit 2,
 one line that says what is wrong (and where, for a catalog: file:line:column), no traceback, and no call to the
 engine or a registry: DOCKER_HOST, the target and the upstream mirror all point at listeners that count connections.
+
+A target whose token service fails (an HTML page, a 500, an answer without a token, a wrong password) is not bad
+input but a registry error: exit 3, one line naming the token service, no traceback, nothing else contacted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from ci_images.catalog import yamlmarks
 from ci_images.catalog.load import load_catalog
 from ci_images.cli.argv import main
 from ci_images.errors import CatalogError
+from ci_images.lab.https import Answer, HttpsServer
+from ci_images.lab.tokens import SERVICE, Account, Fault, Level, TokenService
+from ci_images.loopback.certs import CertificateAuthority
+from ci_images.registry import transport
+from ci_images.retry import RetryPolicy
 from ci_images.smoke import KINDS
 
 DOCKERFILE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
@@ -337,3 +345,83 @@ def test_limits_are_what_the_readme_says() -> None:
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
     for number in (yamlmarks.MAX_BYTES, yamlmarks.MAX_DEPTH, yamlmarks.MAX_NODES):
         assert f"{number:,}" in readme or str(number) in readme
+
+
+# -- token service faults: registry errors, one line each ---------------------------------------------------------
+
+
+@dataclass
+class TokenTarget:
+    """A registry on 127.0.0.1 whose every answer is a Bearer challenge naming the lab's token service (a realm on
+    ``localhost``, another host), both over TLS from one CA; a test makes the service fail."""
+
+    host: str
+    service: TokenService
+    ca_bundle: Path
+
+
+@pytest.fixture(scope="module")
+def token_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenTarget]:
+    root = tmp_path_factory.mktemp("token-target")
+    ca = CertificateAuthority.create(root / "ca")
+    service = TokenService(
+        root / "tokens", ca, accounts={"ci-writer": Account("pw-7d1f0e", {"ci": Level.WRITE})}
+    )
+    challenge = {"WWW-Authenticate": f'Bearer realm="{service.realm}",service="{SERVICE}"'}
+    refusal = b'{"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}'
+
+    def v2(method: str, params: object, authorization: str | None) -> Answer:
+        return 401, {"Content-Type": "application/json", **challenge}, refusal
+
+    registry = HttpsServer(("127.0.0.1", 0), ca.issue_server_cert(root / "registry"), {"/v2/": v2})
+    bundle = root / "bundle.pem"
+    bundle.write_bytes(ca.cert_path.read_bytes())
+    yield TokenTarget(f"127.0.0.1:{registry.port}", service, bundle)
+    registry.stop()
+    service.stop()
+
+
+TOKEN_FAULTS = {
+    "token service answers an HTML page": (Fault.HTML, "answered 200 with text/html; charset=utf-8 ("),
+    "token service fails with 500": (Fault.SERVER_ERROR, ": 500 text/plain; charset=utf-8 (22 bytes)"),
+    "token service answers without a token": (Fault.NO_TOKEN, "answered without a token: nothing issued"),
+    "token service refuses the password": (None, "refused: 401 incorrect username or password"),
+}
+
+
+@pytest.mark.parametrize("which", list(TOKEN_FAULTS))
+def test_token_faults_are_registry_errors_in_one_line(
+    which: str,
+    token_target: TokenTarget,
+    tmp_path: Path,
+    listeners: Listeners,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fault, says = TOKEN_FAULTS[which]
+    fast = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02, max_total_s=5)
+    monkeypatch.setattr(transport, "RetryPolicy", lambda: fast)  # the 500 is retried, briefly
+    env = (
+        ("CI_IMAGES_REGISTRY", f"{token_target.host}/ci"),
+        ("CI_IMAGES_REGISTRY_USER", "ci-writer"),
+        ("CI_IMAGES_REGISTRY_PASSWORD", "pw-7d1f0e" if fault else "not-the-password"),
+        ("SSL_CERT_FILE", str(token_target.ca_bundle)),
+    )
+    token_target.service.reset()
+    if fault is None:
+        code, _ = _run(tmp_path, listeners, monkeypatch, Case(which, env=env), ("--force",))
+    else:
+        with token_target.service.faulty(fault):
+            code, _ = _run(tmp_path, listeners, monkeypatch, Case(which, env=env), ("--force",))
+    out, err = capsys.readouterr()
+    assert code == 3, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    assert (
+        f"token service {token_target.service.host} of {token_target.host} (user 'ci-writer'" in lines[0]
+    ), err
+    assert says in lines[0], err
+    assert "Traceback" not in err and "internal error" not in err and out == ""
+    assert "not-the-password" not in err and "pw-7d1f0e" not in err
+    time.sleep(0.05)
+    assert listeners.calls == []  # no upstream, no engine: the login failed first
