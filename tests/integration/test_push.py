@@ -451,7 +451,10 @@ def test_low_upstream_pull_quota_stops_before_any_pull(lab: Any, tmp_path: Path)
     assert all(r["ratelimit_remaining"] == 3 for r in records)
     assert not [p for m, p, _ in seen if m == "GET" and "/manifests/" in p]
     written = [m for m, _ in lab.target.requests()[target_before:] if m in {"PUT", "POST", "PATCH", "DELETE"}]
-    assert set(written) <= {"POST", "DELETE"}  # nothing stored: only the check's upload sessions, each cancelled
+    assert set(written) <= {
+        "POST",
+        "DELETE",
+    }  # nothing stored: only the check's upload sessions, each cancelled
     assert written.count("POST") == written.count("DELETE")
 
 
