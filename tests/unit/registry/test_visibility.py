@@ -100,7 +100,7 @@ def _problems(answer: str | None) -> list[VisibilityProblem]:
     "answer",
     [
         "HEAD https://registry.example.com/v2/team/vault/manifests/1.0: 401 ",
-        "token request to https://auth.example.com/token for repository:team/vault:pull: 403 denied",
+        "token service auth.example.com of registry.example.com (anonymous, repository:team/vault:pull) refused: 403 denied",
     ],
 )
 def test_a_refusal_is_a_private_repository(answer: str) -> None:
