@@ -149,12 +149,12 @@ class Authenticator:
         url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
         headers = {"Authorization": basic_header(self.credentials)} if self.credentials else {}
         who = f"user {self.credentials.username!r}" if self.credentials else "anonymous"
-        where = f"token service {urlsplit(realm).netloc} of {self.host} ({who}, {scope or 'login'})"
+        service = urlsplit(realm).netloc.rpartition("@")[2]  # a realm's user info is never shown
+        where = f"token service {service} of {self.host} ({who}, {scope or 'login'})"
         try:
             resp = self.transport.send("GET", url, kind="token", headers=headers, body=None)
-        except (
-            RegistryError
-        ) as exc:  # unreachable, TLS, 5xx or 429 to the end: the same error, saying for whom
+        except RegistryError as exc:
+            # Unreachable, TLS, 5xx or 429 to the end: the same error, saying for whom the token was asked.
             raise type(exc)(f"{where}: {exc.message}", fix=exc.fix) from exc
         if resp.status_code != 200:
             raise RegistryError(
