@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ci_images import log as log_module
+from ci_images.catalog.probes import named_smoke
 from ci_images.catalog.refs import parse_repository
 from ci_images.plan.entries import Entry
 
@@ -91,7 +92,7 @@ def make_entry(tmp_path: Path) -> EntryFactory:
             context=folder,
             dockerfile=dockerfile,
             build_args=dict(build_args or {}),
-            smoke="kms",
+            smoke=named_smoke("kms"),
             title=image,
             description=f"{image} for tests",
         )

@@ -98,20 +98,6 @@ def lock_file_path(marked: Marked, name: str, root: Path, value: str) -> Path:
     return root / path
 
 
-def check_smoke(
-    marked: Marked, name: str, path: tuple[str | int, ...], kind: str | None, kinds: tuple[str, ...]
-) -> str | None:
-    if kind is not None and kind not in kinds:
-        raise located_error(
-            marked,
-            name,
-            path,
-            f"unknown smoke kind {kind!r}",
-            f"use one of: {', '.join(kinds)} (or null for none)",
-        )
-    return kind
-
-
 def check_unique_targets(marked: Marked, name: str, images: Sequence[ImageSpec]) -> None:
     """Two entries must never write the same target tag: the second push would silently replace the first. Images
     are told apart by their target path, so two images with one ``target:`` share its tags."""

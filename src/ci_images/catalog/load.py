@@ -15,12 +15,12 @@ from ci_images.catalog import tags as tag_rules
 from ci_images.catalog import updates as update_rules
 from ci_images.catalog.checks import (
     check_dockerfile,
-    check_smoke,
     check_templates,
     check_unique_targets,
     lock_file_path,
 )
 from ci_images.catalog.model import DEFAULT_VARIANT, Catalog, ImageSpec, Variant
+from ci_images.catalog.probes import SmokeSpec, parse_smoke
 from ci_images.catalog.refs import Repository, normalize_mirror, parse_repository
 from ci_images.catalog.releases import check_platform, platform_list, releases, target_path
 from ci_images.catalog.schema import located_error, validate_schema
@@ -157,7 +157,7 @@ def _build_image(
     )
     target = target_path(marked, name, (*base, "target"), spec["target"]) if "target" in spec else image_name
     build, dockerfile = _build_folder(marked, name, root, base, spec)
-    smoke = check_smoke(marked, name, (*base, "smoke"), spec.get("smoke"), smoke_kinds)
+    smoke = parse_smoke(marked, name, (*base, "smoke"), spec.get("smoke"), smoke_kinds)
     return ImageSpec(
         name=image_name,
         source=source,
@@ -237,7 +237,7 @@ def _variants(
     name: str,
     base: tuple[str | int, ...],
     spec: dict[str, Any],
-    smoke: str | None,
+    smoke: SmokeSpec | None,
     smoke_kinds: tuple[str, ...],
     *,
     built: bool,
@@ -268,7 +268,7 @@ def _variants(
                 key=True,
             )
         variant_smoke = (
-            check_smoke(marked, name, (*vpath, "smoke"), vspec["smoke"], smoke_kinds)
+            parse_smoke(marked, name, (*vpath, "smoke"), vspec["smoke"], smoke_kinds)
             if "smoke" in vspec
             else smoke
         )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ci_images.catalog.probes import SmokeSpec
 from ci_images.catalog.refs import Repository
 from ci_images.catalog.updates import NO_FILTER, UpdateFilter
 
@@ -35,7 +36,7 @@ class Variant:
     name: str
     build_args: Mapping[str, str]
     description: str
-    smoke: str | None
+    smoke: SmokeSpec | None  # None: no smoke test
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ImageSpec:
     target: str  # repository path under the registry prefix (default: the image's name)
     build: Path | None  # None: mirror the upstream image as it is
     dockerfile: Path | None
-    smoke: str | None
+    smoke: SmokeSpec | None  # None: no smoke test
     title: str
     description: str
     platforms: tuple[str, ...]  # the image's default; ALL_PLATFORMS (empty) for `platforms: all`

@@ -116,6 +116,8 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
         bad = str(instance)
         if path and path[-1] == "build_args":
             fix = "build arg names use letters, digits and '_' and do not start with a digit, like KMS_SEED"
+        elif path and path[-1] in ("env", "port_env"):
+            fix = "variable names use letters, digits and '_' and do not start with a digit, like PORT"
         else:
             fix = (
                 "use lowercase letters and digits with single separators (. _ -) between them, like local-kms"
@@ -149,6 +151,17 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
     if error.validator in {"minItems", "minProperties", "minLength"}:
         return located_error(
             marked, name, path, f"{where} must not be empty", f"give {where} at least one value"
+        )
+    if error.validator == "maxProperties" and isinstance(instance, dict):
+        # Only a smoke probe is limited to one key: the key names its type. Point at the second one written.
+        written = sorted(instance, key=lambda k: marked.where((*path, k), key=True))
+        return located_error(
+            marked,
+            name,
+            (*path, written[1]),
+            f"{where} names {len(instance)} probe types ({', '.join(sorted(instance))}); a probe has one",
+            "write each probe as its own list item: `- tcp: {...}` then `- http: {...}`",
+            key=True,
         )
     if error.validator == "uniqueItems":
         return located_error(marked, name, path, f"{where} lists a value twice", "remove the duplicate")

@@ -16,6 +16,7 @@ from typing import Any
 from ci_images.catalog import tags as tag_rules
 from ci_images.catalog.load import target_repository
 from ci_images.catalog.model import ALL_PLATFORMS_WORD, DEFAULT_VARIANT, Catalog
+from ci_images.catalog.probes import SmokeSpec
 from ci_images.catalog.refs import Repository, apply_mirror
 from ci_images.errors import UsageError
 
@@ -34,7 +35,7 @@ class Entry:
     context: Path | None
     dockerfile: Path | None
     build_args: Mapping[str, str] = field(hash=False)
-    smoke: str | None
+    smoke: SmokeSpec | None
     title: str
     description: str
 

@@ -13,6 +13,7 @@ from ci_images.catalog import load as catalog
 from ci_images.catalog.checks import check_dockerfile
 from ci_images.catalog.load import load_catalog
 from ci_images.catalog.model import ALL_PLATFORMS
+from ci_images.catalog.probes import named_smoke
 from ci_images.catalog.refs import Repository
 from ci_images.catalog.yamlmarks import load_marked
 from ci_images.errors import CatalogError, UsageError
@@ -62,7 +63,7 @@ def test_good_catalog_loads_into_frozen_dataclasses(catalog_files: CatalogFiles)
     assert [v.name for v in kms.variants] == ["plain", "seeded"]
     assert kms.variants[0].build_args == {"PORT": "8080"}
     assert kms.variants[1].build_args == {"PORT": "8080", "KMS_SEED": "sops-test"}
-    assert kms.variants[1].smoke == "kms"
+    assert kms.variants[1].smoke == named_smoke("kms")
     assert kms.variants[1].description == "seeded kms"
     assert mirror.mode == "mirror"
     assert mirror.build is None and mirror.dockerfile is None
@@ -102,7 +103,8 @@ def test_variant_smoke_null_disables_the_smoke_test(catalog_files: CatalogFiles)
         build_folders=["img"],
     )
     spec = load_catalog(path, smoke_kinds=KINDS).images[0]
-    assert [(v.name, v.smoke) for v in spec.variants] == [("plain", "kms"), ("quiet", None), ("bare", "kms")]
+    kms = named_smoke("kms")
+    assert [(v.name, v.smoke) for v in spec.variants] == [("plain", kms), ("quiet", None), ("bare", kms)]
 
 
 def test_yaml_merge_keys_may_override_merged_values(catalog_files: CatalogFiles) -> None:

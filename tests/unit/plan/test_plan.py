@@ -42,7 +42,7 @@ def golden_row(entry: Entry, root: Path) -> dict[str, Any]:
         "context": entry.context.relative_to(root).as_posix() if entry.context else None,
         "dockerfile": entry.dockerfile.relative_to(root).as_posix() if entry.dockerfile else None,
         "build_args": dict(entry.build_args),
-        "smoke": entry.smoke,
+        "smoke": str(entry.smoke) if entry.smoke else None,
         "title": entry.title,
         "description": entry.description,
     }
