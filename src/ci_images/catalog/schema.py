@@ -154,11 +154,11 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
         )
     if error.validator == "maxProperties" and isinstance(instance, dict):
         # Only a smoke probe is limited to one key: the key names its type. Point at the second one written.
-        written = sorted(instance, key=lambda k: marked.where((*path, k), key=True))
+        in_order = sorted(instance, key=lambda k: tuple(n or 0 for n in marked.where((*path, k), key=True)))
         return located_error(
             marked,
             name,
-            (*path, written[1]),
+            (*path, in_order[1]),
             f"{where} names {len(instance)} probe types ({', '.join(sorted(instance))}); a probe has one",
             "write each probe as its own list item: `- tcp: {...}` then `- http: {...}`",
             key=True,
