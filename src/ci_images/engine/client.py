@@ -12,7 +12,7 @@ import secrets
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -298,34 +298,45 @@ class Engine:
         *,
         platform: str,
         env: Mapping[str, str],
-        container_port: int,
-        port_env: Callable[[int], Mapping[str, str]],
+        container_port: int | None,
+        port_env: Callable[[int], Mapping[str, str]] | None,
+        extra_ports: Sequence[int] = (),
     ) -> Iterator[RunningService]:
-        """Run ``image`` detached and yield where it answers; the container is always removed afterwards."""
+        """Run ``image`` detached and yield where it answers; the container is always removed afterwards.
+
+        On a host network the service is told to listen on a free loopback port through ``port_env``; without
+        ``port_env`` it listens on ``container_port`` itself, as do ``extra_ports`` (shared with the host). With a
+        bridge network every port is published on loopback.
+        """
         name = f"{CONTAINER_PREFIX}{secrets.token_hex(6)}"
         options: dict[str, Any] = {
             "name": name,
             "platform": platform,
             "labels": {CONTAINER_LABEL: self.run_id},
         }
+        wanted = list(dict.fromkeys(p for p in (container_port, *extra_ports) if p is not None))
+        ports: dict[int, int] = {}
         if self.network_mode == "host":
-            port = free_loopback_port()
-            options["environment"] = {**env, **port_env(port)}
+            ports = {p: p for p in wanted}
+            options["environment"] = dict(env)
+            if container_port is not None and port_env is not None:
+                ports[container_port] = free_loopback_port()
+                options["environment"] |= port_env(ports[container_port])
             options["network_mode"] = "host"
         else:
-            port = 0
             options["environment"] = dict(env)
-            options["ports"] = {f"{container_port}/tcp": (LOOPBACK, None)}
+            options["ports"] = {f"{p}/tcp": (LOOPBACK, None) for p in wanted}
         container: Any = None
         try:
             container = self._call(
                 f"create a container from {image}", self.client.containers.create, image, **options
             )
             self._call(f"start {name}", container.start)
-            if not port:
-                port = self._published_port(container, container_port)
+            if self.network_mode != "host":
+                ports = {p: self._published_port(container, p) for p in wanted}
+            port = ports.get(container_port, 0) if container_port is not None else 0
             log.debug(f"started {name} from {image} ({platform}) on {LOOPBACK}:{port}")
-            yield RunningService(container=container, host=LOOPBACK, port=port)
+            yield RunningService(container=container, host=LOOPBACK, port=port, ports=ports)
         finally:
             # finally (not except Exception) so Ctrl-C also cleans up; by name, in case create failed half-way.
             self.remove_container(container if container is not None else name)

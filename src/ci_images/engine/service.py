@@ -8,8 +8,8 @@ from __future__ import annotations
 import io
 import tarfile
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -25,7 +25,10 @@ class RunningService:
 
     container: Any  # docker.models.containers.Container (the SDK is untyped)
     host: str
-    port: int
+    port: int  # where the service's own port answers; 0 when it has none
+    ports: Mapping[int, int] = field(
+        default_factory=dict
+    )  # container port -> loopback port, every one published
 
     def logs(self, tail: int = 200) -> str:
         """The container's combined stdout/stderr (last ``tail`` lines); never raises (used in error paths)."""
