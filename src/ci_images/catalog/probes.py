@@ -56,7 +56,7 @@ class TcpProbe:
     type: ClassVar[str] = "tcp"
 
     def describe(self) -> str:
-        return f"tcp port {_port_text(self.port)}"
+        return f"tcp {_port_text(self.port)}"
 
     def as_record(self) -> dict[str, Any]:
         return {"type": self.type, "port": self.port, "timeout": self.timeout_s}
@@ -75,7 +75,7 @@ class HttpProbe:
 
     def describe(self) -> str:
         wanted = f"{self.status}" + (f" and a body matching /{self.body}/" if self.body else "")
-        return f"http GET {self.path} on port {_port_text(self.port)} expecting {wanted}"
+        return f"http GET {self.path} {_port_text(self.port)} expecting {wanted}"
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -196,7 +196,7 @@ def _timeout(settings: Mapping[str, Any], default: float = DEFAULT_TIMEOUT_S) ->
 
 
 def _port_text(port: int | None) -> str:
-    return str(port) if port is not None else "(the service's)"
+    return f"on port {port}" if port is not None else "on the service's port"
 
 
 # -- parsing ---------------------------------------------------------------------------------------------------------
