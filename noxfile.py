@@ -19,6 +19,8 @@ nox.options.default_venv_backend = "venv"
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 PYTHON = "3.11"
+# A smoke probe plugin package, installed like any project's would be, so the tests find it through its entry points.
+TEST_PLUGIN = ROOT / "tests" / "probe_plugin"
 
 
 def _install(session: nox.Session, *groups: str) -> None:
@@ -60,6 +62,7 @@ def tests(session: nox.Session) -> None:
 
     The integration tests start a Docker engine if none answers. With `-- ARGS`, pytest runs ARGS alone."""
     _install(session, "test", "lab")
+    session.install("--no-deps", str(TEST_PLUGIN))
     if session.posargs:
         session.run("python", "-m", "ci_images.engine.dockerd")
         session.run("pytest", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
@@ -73,6 +76,7 @@ def tests(session: nox.Session) -> None:
 def unit_tests(session: nox.Session) -> None:
     """Only the fast unit tests: no engine, no registries."""
     _install(session, "test", "lab")
+    session.install("--no-deps", str(TEST_PLUGIN))
     session.run("pytest", "tests", "-m", "not integration", *session.posargs)
 
 
