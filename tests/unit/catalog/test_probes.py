@@ -170,7 +170,11 @@ BAD: dict[str, Bad] = {
         "Python regular expression",
     ),
     "http path without a slash": Bad(
-        "smoke: [{http: {port: 80, path: health}}]", 5, 37, "http path 'health' does not start with '/'", "/health"
+        "smoke: [{http: {port: 80, path: health}}]",
+        5,
+        37,
+        "http path 'health' does not start with '/'",
+        "/health",
     ),
     "two types in one probe": Bad(
         "smoke:\n  port: 80\n  probes:\n    - tcp: {}\n      http: {}\n",
@@ -183,10 +187,18 @@ BAD: dict[str, Bad] = {
         "smoke: [{http: {port: 80, stauts: 204}}]", 5, 31, "unknown key 'stauts'", "path, port, status"
     ),
     "status out of range": Bad(
-        "smoke: [{http: {port: 80, status: 99}}]", 5, 39, "99 is less than the minimum of 100", "catalog reference"
+        "smoke: [{http: {port: 80, status: 99}}]",
+        5,
+        39,
+        "99 is less than the minimum of 100",
+        "catalog reference",
     ),
-    "port out of range": Bad("smoke: {port: 70000, probes: [tcp]}", 5, 19, "70000 is greater than", "reference"),
-    "zero timeout": Bad("smoke: {timeout: 0, probes: [healthcheck]}", 5, 22, "less than or equal to", "reference"),
+    "port out of range": Bad(
+        "smoke: {port: 70000, probes: [tcp]}", 5, 19, "70000 is greater than", "reference"
+    ),
+    "zero timeout": Bad(
+        "smoke: {timeout: 0, probes: [healthcheck]}", 5, 22, "less than or equal to", "reference"
+    ),
     "port_env without the placeholder": Bad(
         "smoke: {port: 80, port_env: {PORT: '80'}, probes: [tcp]}",
         5,
@@ -231,7 +243,9 @@ BAD: dict[str, Bad] = {
     "env value not a string": Bad(
         "smoke: {port: 80, env: {X: 1}, probes: [tcp]}", 5, 32, "must be a string", 'quote it: "1"'
     ),
-    "bad plugin name": Bad("smoke: [{plugin: 'my probe'}]", 5, 22, "bad plugin name 'my probe'", "entry point"),
+    "bad plugin name": Bad(
+        "smoke: [{plugin: 'my probe'}]", 5, 22, "bad plugin name 'my probe'", "entry point"
+    ),
     "empty probe list": Bad("smoke: {probes: []}", 5, 21, "must not be empty", "at least one"),
     "mapping without probes": Bad("smoke: {port: 80}", 5, 12, "missing the required key 'probes'", "probes:"),
     "a number": Bad("smoke: 5", 5, 12, "images.demo.smoke must be a string, not an integer 5", "quote it"),
@@ -239,7 +253,9 @@ BAD: dict[str, Bad] = {
 
 
 @pytest.mark.parametrize("case", BAD.values(), ids=list(BAD))
-def test_bad_probes_are_reported_at_file_line_column_with_a_fix(case: Bad, catalog_files: CatalogFiles) -> None:
+def test_bad_probes_are_reported_at_file_line_column_with_a_fix(
+    case: Bad, catalog_files: CatalogFiles
+) -> None:
     with pytest.raises(CatalogError) as info:
         load_smoke(catalog_files, case.smoke)
     error = info.value
