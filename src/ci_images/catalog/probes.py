@@ -14,7 +14,7 @@ Pure: the probes are run by ``ci_images.smoke`` (``smoke.run.run_smoke``); this 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,6 +29,12 @@ PORT_PLACEHOLDER = "{port}"
 # Strings that name a probe type; everything else a string names is a built-in (kms, vault) or a plugin.
 TYPE_WORDS = ("healthcheck", "tcp", "http", "log", "command", "plugin")
 _PLUGIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Type words that cannot stand alone: what to write instead.
+_NEEDS_SETTINGS = {
+    "log": "write `log: PATTERN` (a regular expression a line of the output must match)",
+    "command": "write `command: {image: CLIENT_IMAGE, argv: [...]}`",
+    "plugin": "write `plugin: NAME` (an entry point of the group ci_images.smoke)",
+}
 
 Path_ = tuple[str | int, ...]
 
@@ -275,76 +281,86 @@ class _Parser:
 
     def probe(self, path: Path_, value: Any, timeout: float) -> Probe:
         if isinstance(value, str):
-            if value == "healthcheck":
-                return HealthcheckProbe(timeout)
-            if value == "tcp":
-                return TcpProbe(None, timeout)
-            if value == "http":
-                return HttpProbe(None, DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, None, timeout)
-            if value in ("log", "command", "plugin"):
-                raise self.error(
-                    path,
-                    f"a {value} probe needs settings",
-                    {
-                        "log": "write `log: PATTERN` (a regular expression a line of the output must match)",
-                        "command": "write `command: {image: CLIENT_IMAGE, argv: [...]}`",
-                        "plugin": "write `plugin: NAME` (an entry point of the group ci_images.smoke)",
-                    }[value],
-                )
-            if value not in self.known:
-                raise self.error(
-                    path,
-                    f"unknown smoke probe {value!r}",
-                    f"use healthcheck, tcp, http, a mapping (log:, command:, plugin:), or one of: "
-                    f"{', '.join(self.known)}",
-                )
-            return NamedProbe(value, plugin=False, timeout_s=timeout)
+            return self.probe_word(path, value, timeout)
         ((kind, options),) = value.items()  # the schema allows exactly one key
-        where: Path_ = (*path, kind)
-        if kind == "plugin":
-            plugin_name = options if isinstance(options, str) else options["name"]
-            if not _PLUGIN_NAME_RE.match(plugin_name):
-                raise self.error(
-                    where if isinstance(options, str) else (*where, "name"),
-                    f"bad plugin name {plugin_name!r}",
-                    "write the entry point's name: letters, digits, '.', '_' and '-'",
-                )
-            own = options if isinstance(options, dict) else {}
-            return NamedProbe(plugin_name, plugin=True, timeout_s=_timeout(own, timeout))
-        if kind == "log":
-            own = options if isinstance(options, dict) else {"pattern": options}
-            pattern = own["pattern"]
-            self.check_regex(where if isinstance(options, str) else (*where, "pattern"), pattern)
-            return LogProbe(pattern, _timeout(own, timeout))
-        own = options or {}
-        probe_timeout = _timeout(own, timeout)
-        if kind == "healthcheck":
-            return HealthcheckProbe(probe_timeout)
-        if kind == "tcp":
-            return TcpProbe(own.get("port"), probe_timeout)
-        if kind == "http":
-            probe_path = own.get("path", DEFAULT_HTTP_PATH)
-            if not probe_path.startswith("/"):
-                raise self.error(
-                    (*where, "path"),
-                    f"http path {probe_path!r} does not start with '/'",
-                    f"write it as it appears in the URL after the port: /{probe_path}",
-                )
-            body = own.get("body")
-            if body is not None:
-                self.check_regex((*where, "body"), body)
-            return HttpProbe(
-                own.get("port"), probe_path, own.get("status", DEFAULT_HTTP_STATUS), body, probe_timeout
+        parse: Callable[[Path_, Any, float], Probe] = {
+            "healthcheck": self.healthcheck_probe,
+            "tcp": self.tcp_probe,
+            "http": self.http_probe,
+            "log": self.log_probe,
+            "command": self.command_probe,
+            "plugin": self.plugin_probe,
+        }[kind]
+        return parse((*path, kind), options, timeout)
+
+    def probe_word(self, path: Path_, value: str, timeout: float) -> Probe:
+        """A probe written as a bare string: a type with its defaults, or a built-in or installed plugin."""
+        if value == "healthcheck":
+            return HealthcheckProbe(timeout)
+        if value == "tcp":
+            return TcpProbe(None, timeout)
+        if value == "http":
+            return HttpProbe(None, DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, None, timeout)
+        if value in _NEEDS_SETTINGS:
+            raise self.error(path, f"a {value} probe needs settings", _NEEDS_SETTINGS[value])
+        if value not in self.known:
+            raise self.error(
+                path,
+                f"unknown smoke probe {value!r}",
+                f"use healthcheck, tcp, http, a mapping (log:, command:, plugin:), or one of: "
+                f"{', '.join(self.known)}",
             )
-        # command
-        image = own["image"]
+        return NamedProbe(value, plugin=False, timeout_s=timeout)
+
+    def healthcheck_probe(self, where: Path_, options: Any, timeout: float) -> Probe:
+        return HealthcheckProbe(_timeout(options or {}, timeout))
+
+    def tcp_probe(self, where: Path_, options: Any, timeout: float) -> Probe:
+        own = options or {}
+        return TcpProbe(own.get("port"), _timeout(own, timeout))
+
+    def http_probe(self, where: Path_, options: Any, timeout: float) -> Probe:
+        own = options or {}
+        probe_path = own.get("path", DEFAULT_HTTP_PATH)
+        if not probe_path.startswith("/"):
+            raise self.error(
+                (*where, "path"),
+                f"http path {probe_path!r} does not start with '/'",
+                f"write it as it appears in the URL after the port: /{probe_path}",
+            )
+        body = own.get("body")
+        if body is not None:
+            self.check_regex((*where, "body"), body)
+        status = own.get("status", DEFAULT_HTTP_STATUS)
+        return HttpProbe(own.get("port"), probe_path, status, body, _timeout(own, timeout))
+
+    def log_probe(self, where: Path_, options: Any, timeout: float) -> Probe:
+        own = options if isinstance(options, dict) else {"pattern": options}
+        pattern = own["pattern"]
+        self.check_regex(where if isinstance(options, str) else (*where, "pattern"), pattern)
+        return LogProbe(pattern, _timeout(own, timeout))
+
+    def command_probe(self, where: Path_, options: Any, timeout: float) -> Probe:
+        image = options["image"]
         if not _looks_like_reference(image):
             raise self.error(
                 (*where, "image"),
                 f"bad client image reference {image!r}",
                 "write NAME[:TAG] or NAME@sha256:DIGEST, e.g. docker.io/library/redis:7.2 (pin it by digest)",
             )
-        return CommandProbe(image, tuple(own["argv"]), dict(own.get("env") or {}), probe_timeout)
+        env = dict(options.get("env") or {})
+        return CommandProbe(image, tuple(options["argv"]), env, _timeout(options, timeout))
+
+    def plugin_probe(self, where: Path_, options: Any, timeout: float) -> Probe:
+        plugin_name = options if isinstance(options, str) else options["name"]
+        if not _PLUGIN_NAME_RE.match(plugin_name):
+            raise self.error(
+                where if isinstance(options, str) else (*where, "name"),
+                f"bad plugin name {plugin_name!r}",
+                "write the entry point's name: letters, digits, '.', '_' and '-'",
+            )
+        own = options if isinstance(options, dict) else {}
+        return NamedProbe(plugin_name, plugin=True, timeout_s=_timeout(own, timeout))
 
     def check_regex(self, path: Path_, pattern: str) -> None:
         try:

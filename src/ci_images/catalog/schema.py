@@ -85,6 +85,18 @@ def validate_schema(marked: Marked, name: str) -> None:
         raise _schema_error(marked, name, errors[0])
 
 
+_IMAGE_NAME_FIX = (
+    "use lowercase letters and digits with single separators (. _ -) between them, like local-kms"
+)
+_VARIABLE_FIX = "variable names use letters, digits and '_' and do not start with a digit, like PORT"
+# The mapping whose key is a bad name -> how to name it.
+_NAME_FIXES = {
+    "build_args": "build arg names use letters, digits and '_' and do not start with a digit, like KMS_SEED",
+    "env": _VARIABLE_FIX,
+    "port_env": _VARIABLE_FIX,
+}
+
+
 def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) -> CatalogError:
     path = tuple(error.absolute_path)
     where = _dotted(path)
@@ -114,14 +126,7 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
     if "propertyNames" in error.schema_path:
         # jsonschema reports a bad key against the mapping that holds it; point at the key itself.
         bad = str(instance)
-        if path and path[-1] == "build_args":
-            fix = "build arg names use letters, digits and '_' and do not start with a digit, like KMS_SEED"
-        elif path and path[-1] in ("env", "port_env"):
-            fix = "variable names use letters, digits and '_' and do not start with a digit, like PORT"
-        else:
-            fix = (
-                "use lowercase letters and digits with single separators (. _ -) between them, like local-kms"
-            )
+        fix = _NAME_FIXES.get(str(path[-1]) if path else "", _IMAGE_NAME_FIX)
         return located_error(marked, name, (*path, bad), f"invalid name {bad!r} in {where}", fix, key=True)
     if error.validator == "type":
         expected = error.validator_value
@@ -153,20 +158,26 @@ def _schema_error(marked: Marked, name: str, error: jsonschema.ValidationError) 
             marked, name, path, f"{where} must not be empty", f"give {where} at least one value"
         )
     if error.validator == "maxProperties" and isinstance(instance, dict):
-        # Only a smoke probe is limited to one key: the key names its type. Point at the second one written.
-        in_order = sorted(instance, key=lambda k: tuple(n or 0 for n in marked.where((*path, k), key=True)))
-        return located_error(
-            marked,
-            name,
-            (*path, in_order[1]),
-            f"{where} names {len(instance)} probe types ({', '.join(sorted(instance))}); a probe has one",
-            "write each probe as its own list item: `- tcp: {...}` then `- http: {...}`",
-            key=True,
-        )
+        return _two_probe_types(marked, name, path, instance)
     if error.validator == "uniqueItems":
         return located_error(marked, name, path, f"{where} lists a value twice", "remove the duplicate")
     return located_error(
         marked, name, path, f"{where}: {error.message}", "see the catalog reference in README.md"
+    )
+
+
+def _two_probe_types(
+    marked: Marked, name: str, path: tuple[str | int, ...], probe: Mapping[str, Any]
+) -> CatalogError:
+    """Only a smoke probe is limited to one key: the key names its type. Point at the second one written."""
+    in_order = sorted(probe, key=lambda k: tuple(n or 0 for n in marked.where((*path, k), key=True)))
+    return located_error(
+        marked,
+        name,
+        (*path, in_order[1]),
+        f"{_dotted(path)} names {len(probe)} probe types ({', '.join(sorted(probe))}); a probe has one",
+        "write each probe as its own list item: `- tcp: {...}` then `- http: {...}`",
+        key=True,
     )
 
 

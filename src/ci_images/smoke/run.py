@@ -30,9 +30,10 @@ from ci_images.catalog.probes import (
     TcpProbe,
 )
 from ci_images.engine.client import Engine
-from ci_images.engine.service import LOOPBACK, RunningService
+from ci_images.engine.service import RunningService
 from ci_images.errors import CiImagesError, SmokeError
 from ci_images.log import log, redact
+from ci_images.oci import LOOPBACK
 from ci_images.smoke import declared
 from ci_images.smoke.common import (
     LOG_TAIL_LINES,
