@@ -341,6 +341,23 @@ class Engine:
             # finally (not except Exception) so Ctrl-C also cleans up; by name, in case create failed half-way.
             self.remove_container(container if container is not None else name)
 
+    def start_container(self, image: str, *, name: str, **options: Any) -> Any:
+        """Create and start a container of ``image`` (``options`` as the SDK's ``containers.create`` takes them) that
+        carries this run's label, so ``remove_run_containers`` finds it after an interrupt; SDK errors become
+        EngineError. The caller removes it on every path (``remove_container``, by ``name`` when this raised part-way).
+        Returns the SDK's container object."""
+        labels = {**options.pop("labels", {}), CONTAINER_LABEL: self.run_id}
+        container = self._call(
+            f"create a container from {image}",
+            self.client.containers.create,
+            image,
+            name=name,
+            labels=labels,
+            **options,
+        )
+        self._call(f"start {name}", container.start)
+        return container
+
     def start_detached(
         self,
         image: str,

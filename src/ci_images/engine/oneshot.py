@@ -1,7 +1,7 @@
 """One command in a throwaway container: what a smoke test's ``command`` probe runs its client in.
 
-The container carries the run's label like every smoke container (``Engine.remove_run_containers`` finds it after
-an interrupt) and is removed on every path, Ctrl-C included.
+The container carries the run's label like every smoke container (``Engine.start_container`` puts it there, and
+``Engine.remove_run_containers`` finds it after an interrupt) and is removed on every path, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import docker.errors
 import requests
 
-from ci_images.engine.client import CONTAINER_LABEL, CONTAINER_PREFIX, Engine
+from ci_images.engine.client import CONTAINER_PREFIX, Engine
 from ci_images.engine.failures import engine_fix
 from ci_images.errors import EngineError
 from ci_images.log import log
@@ -48,20 +48,15 @@ def run_once(
     container: Any = None
     started = time.monotonic()
     try:
-        # Engine._call is the engine's one translation of SDK errors into EngineError.
-        container = engine._call(
-            f"create a container from {image}",
-            engine.client.containers.create,
+        container = engine.start_container(
             image,
+            name=name,
             # The engine does not take the image's CMD when the entrypoint is given (moby daemon/commit.go merge).
             entrypoint=list(argv),
             environment=dict(env),
             network_mode=network_mode,
-            name=name,
             platform=platform,
-            labels={CONTAINER_LABEL: engine.run_id},
         )
-        engine._call(f"start {name}", container.start)
         exit_code = _wait(container, timeout_s)
         return Finished(exit_code, _output(container), time.monotonic() - started)
     finally:
