@@ -41,8 +41,9 @@ def catalog_path(
 
 
 def load_catalog(path: str | os.PathLike[str], *, smoke_kinds: Collection[str]) -> Catalog:
-    """Load and validate the catalog at ``path``; ``smoke_kinds`` are the probe kinds ``smoke:`` may name (the
-    caller passes ``ci_images.smoke.KINDS``: the catalog layer knows no adapter)."""
+    """Load and validate the catalog at ``path``; ``smoke_kinds`` are the probe names ``smoke:`` may give besides the
+    declared types (the callers pass ``ci_images.smoke.plugins.known_probes()``, the built-ins and the installed
+    plugins: the catalog layer knows no adapter)."""
     file = Path(path)
     name = str(path)
     try:

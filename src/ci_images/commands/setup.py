@@ -17,7 +17,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from ci_images import smoke
 from ci_images.cache import cache_home
 from ci_images.catalog.load import catalog_path, load_catalog
 from ci_images.catalog.model import Catalog
@@ -36,6 +35,7 @@ from ci_images.report import lockfile
 from ci_images.run import settings as run_settings
 from ci_images.run.context import Context
 from ci_images.run.settings import RunSettings
+from ci_images.smoke.plugins import known_probes
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
@@ -159,7 +159,7 @@ def prepare(
     ``with_signer``: the signer the options ask for is made now (a key decrypted, keyless checked), so a wrong
     password stops the command with exit 2 before any request."""
     signer = _signer(options) if with_signer else None
-    catalog = load_catalog(catalog_path(options.catalog, options.env), smoke_kinds=smoke.KINDS)
+    catalog = load_catalog(catalog_path(options.catalog, options.env), smoke_kinds=known_probes())
     destination = _destination(options, catalog, target_required=target_required)
     mirror = _mirror(options, catalog)
     every = planning.expand(catalog, registry=destination.prefix, mirror=mirror.host)

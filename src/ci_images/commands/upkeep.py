@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ci_images import smoke
 from ci_images.catalog.load import load_catalog
 from ci_images.catalog.model import Catalog, ImageSpec
 from ci_images.catalog.refs import Repository, apply_mirror
@@ -32,6 +31,7 @@ from ci_images.plan.entries import split_patterns
 from ci_images.registry.pool import ClientPool
 from ci_images.report import readme
 from ci_images.report.files import atomic_write
+from ci_images.smoke.plugins import known_probes
 
 
 def _findings(options: Options) -> tuple[Path, list[Finding]]:
@@ -69,7 +69,7 @@ def _checked(catalog_path: Path, text: str) -> None:
         candidate.write(text)
         candidate.flush()
         try:
-            load_catalog(candidate.name, smoke_kinds=smoke.KINDS)
+            load_catalog(candidate.name, smoke_kinds=known_probes())
         except CatalogError as exc:
             where = f"line {exc.line}: " if exc.line else ""
             raise UsageError(

@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ci_images import smoke
 from ci_images.cache import cache_home
 from ci_images.catalog.load import catalog_path, load_catalog
 from ci_images.cli.argv import main
 from ci_images.cli.table import Command
 from ci_images.commands.options import Option
 from ci_images.lab import lab
+from ci_images.smoke.plugins import known_probes
 
 UP, DOWN = "lab-up", "lab-down"
 
@@ -61,7 +61,7 @@ def standins_for(catalog_file: Path) -> tuple[dict[str, list[str]], list[str], d
     """What the lab must serve as upstream for a catalog: Docker Hub repository path -> versions, the platforms,
     and "repo:version" -> platforms for the versions the catalog takes on fewer platforms than the others (the lab
     serves only those, as an old amd64-only upstream release has only amd64)."""
-    catalog = load_catalog(catalog_file, smoke_kinds=smoke.KINDS)
+    catalog = load_catalog(catalog_file, smoke_kinds=known_probes())
     standins: dict[str, list[str]] = {}
     platforms: list[str] = []
     needs: dict[

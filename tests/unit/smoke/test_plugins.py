@@ -6,12 +6,18 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
-from ci_images.errors import UsageError
+from ci_images.catalog.probes import named_smoke
+from ci_images.commands import upkeep
+from ci_images.commands.options import LIST, parse_options
+from ci_images.commands.setup import prepare
+from ci_images.errors import CatalogError, UsageError
+from ci_images.lab.cli import standins_for
 from ci_images.smoke import KINDS, kms
 from ci_images.smoke.declared import tcp_answer
 from ci_images.smoke.plugins import ENTRY_POINT_GROUP, known_probes, plugin_names, resolve
@@ -142,3 +148,54 @@ def test_tcp_reports_why_nothing_answers() -> None:
         free = probe.getsockname()[1]
     reason = tcp_answer("127.0.0.1", free, 2)
     assert reason is not None and reason.startswith("ConnectionRefusedError")
+
+
+# -- every door that loads the catalog knows the installed plugins ---------------------------------------------------
+
+
+def install_plugin(site: Path, name: str, value: str) -> None:
+    """A distribution as pip leaves one in site-packages (a .dist-info with entry_points.txt): importlib.metadata
+    finds it on sys.path as it finds any installed package. Loading a catalog only needs the name, never the code."""
+    info = site / "acme_probes-2.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-probes\nVersion: 2.0\n", "utf-8")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {value}\n", "utf-8")
+
+
+ACME_CATALOG = """\
+registry: registry.example.com/team
+images:
+  acme:
+    source: docker.io/acme/service
+    versions: ["1.0.0"]
+    smoke: acme-probe
+"""
+
+
+def _setup_smoke(catalog: Path) -> object:
+    with prepare(parse_options(LIST, {"catalog": str(catalog)}, {})) as made:
+        return made.entries[0].smoke
+
+
+def _lab_standins(catalog: Path) -> object:
+    return standins_for(catalog)[0]
+
+
+def _bump_check(catalog: Path) -> object:
+    return upkeep._checked(catalog, catalog.read_text("utf-8"))
+
+
+@pytest.mark.parametrize("load", [_setup_smoke, _lab_standins, _bump_check], ids=["setup", "lab-up", "bump"])
+def test_every_catalog_loader_knows_the_installed_plugins(
+    load: Callable[[Path], object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = tmp_path / "images.yaml"
+    catalog.write_text(ACME_CATALOG, "utf-8")
+    with pytest.raises((CatalogError, UsageError), match="unknown smoke kind 'acme-probe'"):
+        load(catalog)
+    install_plugin(tmp_path / "site", "acme-probe", "acme_probes.probe")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert "acme-probe" in known_probes()
+    loaded = load(catalog)
+    if load is _setup_smoke:
+        assert loaded == named_smoke("acme-probe")
