@@ -65,7 +65,8 @@ class Entry:
         return list(self.platforms) or [ALL_PLATFORMS_WORD]
 
     def as_row(self) -> dict[str, Any]:
-        """The listing record (``invoke list-images --json``)."""
+        """The listing record (``invoke list-images --json``): ``smoke`` is the smoke test's settings and probes, in
+        order (None: no smoke test)."""
         return {
             "image": self.image,
             "variant": self.variant,
@@ -74,6 +75,7 @@ class Entry:
             "source": self.source_ref,
             "tags": list(self.tag_refs),
             "platforms": self.platform_names,
+            "smoke": self.smoke.as_record() if self.smoke is not None else None,
         }
 
 

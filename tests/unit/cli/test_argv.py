@@ -15,7 +15,7 @@ from tests.doors import clean_env, run_door
 from tests.unit.conftest import CatalogFiles
 
 MAIN = Path(__file__).resolve().parents[3]
-ROW_KEYS = {"image", "variant", "version", "mode", "source", "tags", "platforms"}
+ROW_KEYS = {"image", "variant", "version", "mode", "source", "tags", "platforms", "smoke"}
 BAD_CATALOG = 'images:\n  a:\n    source: acme/a\n    versions: ["1.0.0", 1.10]\n'  # 1.10 at 4:25
 GOOD_CATALOG = """
 registry: 127.0.0.1:5000/ci
@@ -75,6 +75,7 @@ def test_module_list_json_rows(catalog_files: CatalogFiles) -> None:
             "127.0.0.1:5000/ci/tool:latest",
         ],
         "platforms": ["linux/amd64"],
+        "smoke": None,
     }
 
 
@@ -95,6 +96,16 @@ def test_invoke_list_images_json_shipped_catalog() -> None:
         "ghcr.io/getsops/ci-container-images/mirror/library/vault:1.10.0",
     }
     assert all(r["platforms"] == ["all"] and len(r["tags"]) == 1 for r in mirrors.values())
+    # Each entry's smoke test, probe by probe: the built-in named by the catalog, with its settings.
+    probes = {(r["image"], r["variant"]): [p["name"] for p in r["smoke"]["probes"]] for r in rows if r["smoke"]}
+    assert probes[("local-kms", "seeded")] == ["kms"] and probes[("vault", "plain")] == ["vault"]
+    assert rows[0]["smoke"] == {
+        "port": None,
+        "port_env": {},
+        "env": {},
+        "timeout": 180.0,
+        "probes": [{"type": "named", "name": "kms", "timeout": 180.0}],
+    }
 
 
 def test_invoke_list_images_table_shows_the_sops_tags_and_their_sources() -> None:

@@ -42,7 +42,6 @@ def golden_row(entry: Entry, root: Path) -> dict[str, Any]:
         "context": entry.context.relative_to(root).as_posix() if entry.context else None,
         "dockerfile": entry.dockerfile.relative_to(root).as_posix() if entry.dockerfile else None,
         "build_args": dict(entry.build_args),
-        "smoke": str(entry.smoke) if entry.smoke else None,
         "title": entry.title,
         "description": entry.description,
     }
@@ -158,6 +157,7 @@ def test_expand_mirror_entry(catalog_files: CatalogFiles) -> None:
         "source": "quay.io/acme/tool:1.0.0",
         "tags": ["ghcr.io/acme/ci/tool:1.0.0", "ghcr.io/acme/ci/tool:1.0", "ghcr.io/acme/ci/tool:latest"],
         "platforms": ["linux/amd64"],
+        "smoke": None,
     }
 
 
