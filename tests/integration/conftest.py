@@ -25,13 +25,15 @@ from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Every upstream version images.yaml names (the tests may publish any of them), plus local-kms 3.11.0: upstream
-# pushed it as one amd64 image (its workflow: `docker build` + `docker push`, no buildx), so the lab does too and the
-# catalog's per-version platforms are exercised against a real single-platform manifest.
+# Every upstream version images.yaml names (the tests may publish any of them), the lab's demo service, plus
+# local-kms 3.11.0: upstream pushed it as one amd64 image (its workflow: `docker build` + `docker push`, no buildx),
+# so the lab does too and the catalog's per-version platforms are exercised against a real single-platform manifest.
 LAB_STANDINS: dict[str, list[str]] = {
     "nsmithuk/local-kms": ["3.11.0", "3.11.1", "3.11.7", "3.12.0"],
     "hashicorp/vault": ["1.14.10", "1.21.4", "2.0.0"],
     "library/vault": ["1.10.0"],
+    # The demo service (busybox httpd): an image ci-images has no probe module for, smoke-tested by declared probes.
+    "cilab/demo-service": ["1.0.0"],
 }
 LAB_PLATFORMS = ["linux/amd64", "linux/arm64"]
 LAB_NARROWED: dict[str, list[str]] = {"nsmithuk/local-kms:3.11.0": ["linux/amd64"]}

@@ -42,6 +42,7 @@ _MANYLINUX = (
     "manylinux2014",
 )
 BUSYBOX_PACKAGE = "busybox-static"
+DEMO_KIND = "demo-service"  # lab/files/demo-service: busybox httpd, a service ci-images has no probe module for
 KEEP_STORES = 4
 FIXED_MTIME = 1_700_000_000  # files we write ourselves; wheels keep theirs so their .pyc files stay valid
 
@@ -57,6 +58,8 @@ def pip_platforms(arch: str) -> list[str]:
 def recipe_inputs(kind: str, arch: str) -> str:
     """The non-file inputs of a stand-in base (the files in lab/files/<kind> are hashed by the caller)."""
     common = f"{RECIPE_VERSION}\0{BUSYBOX_PACKAGE}:{DEBIAN_ARCH[arch]}\0"
+    if kind == DEMO_KIND:
+        return common
     if kind == "vault":
         return common + "\0".join(pip_platforms(arch))
     return (
@@ -224,6 +227,8 @@ def site_packages(arch: str, requirements: Path) -> Path:
 def prepare(kind: str, arch: str, recipe_dir: Path) -> None:
     """Fetch or make every cached ingredient of one stand-in base."""
     busybox_applets(arch)
+    if kind == DEMO_KIND:
+        return
     if kind == "vault":
         bao(arch, recipe_dir / "requirements.txt")
     else:
@@ -291,6 +296,11 @@ def _busybox_links(
 def make_context(kind: str, arch: str, recipe_dir: Path, context: Path) -> None:
     """Write a build context for the ``kind`` stand-in base for ``arch`` (ingredients prepared on demand)."""
     prepare(kind, arch, recipe_dir)
+    if kind == DEMO_KIND:
+        # busybox httpd and a shell script: the recipe's files as they are, and busybox (installed by its Dockerfile).
+        shutil.copytree(recipe_dir, context, dirs_exist_ok=True)
+        shutil.copy2(busybox(arch), context / "busybox")
+        return
     shutil.copyfile(recipe_dir / "Dockerfile", context / "Dockerfile")
     if kind == "vault":
         with tarfile.open(context / "rootfs.tar", "w", format=tarfile.GNU_FORMAT) as tar:

@@ -32,6 +32,8 @@ STANDIN_KINDS: dict[str, str] = {
     "nsmithuk/local-kms": "local-kms",
     "hashicorp/vault": "vault",
     "library/vault": "vault",
+    # Not a Docker Hub image: the lab's demo service, under a name a catalog can use (tests, README's example).
+    "cilab/demo-service": lab_assets.DEMO_KIND,
 }
 # Stand-ins built from another recipe are pruned only when older than this: another checkout sharing the engine
 # (a branch with other lab files) may still be using its own.

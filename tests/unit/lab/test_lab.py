@@ -109,6 +109,11 @@ def test_recipe_hashes_are_stable_and_per_kind_and_platform() -> None:
     ref = standin_ref("hashicorp/vault", "2.0.0", "linux/arm64")
     assert ref.startswith("ci-images-lab/vault:2.0.0-arm64-")
     assert ref != standin_ref("hashicorp/vault", "1.21.4", "linux/arm64")
+    # The demo service is a stand-in too, under the name catalogs give it.
+    assert standin_ref("cilab/demo-service", "1.0.0", "linux/amd64").startswith(
+        "ci-images-lab/demo-service:1.0.0-amd64-"
+    )
+    assert recipe_hash("demo-service", "linux/amd64") not in {first, recipe_hash("demo-service", "linux/arm64")}
     with pytest.raises(LabError, match="no stand-in"):
         standin_ref("library/redis", "7", "linux/amd64")
     with pytest.raises(LabError, match="platform"):
