@@ -115,6 +115,7 @@ class Setup:
             engine_factory=engine_factory,
             env=self.options.env,
             budget=RateBudget(self.catalog.ratelimit_min_remaining if minimum is None else minimum),
+            upstream_mirror=self.mirror.host,
         )
 
     def run_settings(self, *, publish: bool, smoke: bool = True) -> RunSettings:

@@ -120,6 +120,7 @@ def base_layers(ctx: Context, entry: Entry, manifest_digest: str) -> BaseLayers:
 
 
 def smoke_entry(ctx: Context, entry: Entry, images: Mapping[str, str]) -> Built:
+    from ci_images.run.clients import client_images
     from ci_images.smoke.probe import smoke_test  # imports boto3 and hvac: only when a smoke test runs
 
     if entry.smoke is None:  # nothing to run: no engine needed
@@ -136,7 +137,7 @@ def smoke_entry(ctx: Context, entry: Entry, images: Mapping[str, str]) -> Built:
             continue
         ctx.check_cancelled(f"the {platform} smoke test")
         log.info(f"{entry.key}: smoke test '{entry.smoke}' on {platform}")
-        smoke_test(engine, entry.smoke, image, platform=platform)
+        smoke_test(engine, entry.smoke, image, platform=platform, client_image=client_images(ctx))
         smoked.append(platform)
     return Built(dict(images), smoked, unsmoked)
 

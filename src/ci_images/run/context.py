@@ -26,6 +26,9 @@ class Context:
     engine_factory: Callable[[], Engine]
     env: Mapping[str, str]
     budget: RateBudget = field(default_factory=RateBudget)
+    upstream_mirror: str | None = (
+        None  # the Docker Hub mirror (host[:port]) command probes' clients come through
+    )
     _engine: Engine | None = None
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
     _memo: dict[tuple[str, ...], Any] = field(default_factory=dict)

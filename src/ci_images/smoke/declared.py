@@ -162,18 +162,40 @@ def wait_log(service: RunningService, probe: LogProbe, deadline: Deadline) -> No
 # -- command -------------------------------------------------------------------------------------------------------
 
 
+# Makes a command probe's client image present in the engine for a platform; returns the reference to run.
+ClientImage = Callable[[str, str], str]
+
+
+def pull_as_written(engine: Engine) -> ClientImage:
+    """The client image as the catalog names it, pulled (anonymously, or with docker's own login) when the engine
+    lacks it. A run passes its own instead (``run.clients``): through the upstream mirror, with its credentials."""
+
+    def present(image: str, platform: str) -> str:
+        if not engine.has_image(image):
+            engine.pull(image, platform=platform)
+        return image
+
+    return present
+
+
 def run_command(
-    engine: Engine, service: RunningService, probe: CommandProbe, container_port: int, deadline: Deadline
+    engine: Engine,
+    service: RunningService,
+    probe: CommandProbe,
+    container_port: int,
+    deadline: Deadline,
+    *,
+    client_image: ClientImage | None = None,
 ) -> None:
     """Run the probe's command once in a container of its client image, next to the service; pass on exit 0.
 
     The client runs on the host's platform (natively) in the service's reach: on the host's network where the
     engine has no bridge, else in the service container's own network namespace; either way SERVICE_HOST and
-    SERVICE_PORT say where the service answers. A client image the engine lacks is pulled (pin it by digest).
+    SERVICE_PORT say where the service answers. A client image the engine lacks is pulled by ``client_image``
+    (pin it by digest).
     """
     client_platform = engine.host_platform()
-    if not engine.has_image(probe.image):
-        engine.pull(probe.image, platform=client_platform)
+    image = (client_image or pull_as_written(engine))(probe.image, client_platform)
     require_time(deadline, f"running {list(probe.argv)!r}")
     if engine.network_mode == "host":
         network, host, port = "host", service.host, service.port
@@ -182,7 +204,7 @@ def run_command(
     env = {**probe.env, SERVICE_HOST_ENV: host, SERVICE_PORT_ENV: str(port)}
     finished = run_once(
         engine,
-        probe.image,
+        image,
         argv=probe.argv,
         env=env,
         network_mode=network,
@@ -197,8 +219,9 @@ def run_command(
         else f"exited {finished.exit_code}"
     )
     shown = "".join(f"\n  > {line}" for line in finished.output.rstrip().splitlines()[-SHOWN_OUTPUT_LINES:])
+    client = probe.image if image == probe.image else f"{probe.image} (pulled as {image})"
     raise ProbeFailed(
-        f"command {list(probe.argv)!r} in {probe.image} {outcome}; its output:{shown or ' <none>'}",
+        f"command {list(probe.argv)!r} in {client} {outcome}; its output:{shown or ' <none>'}",
         fix=f"run it by hand against the service (`docker run --rm -e {SERVICE_HOST_ENV}=... -e "
         f"{SERVICE_PORT_ENV}=... {probe.image} ...`); put a readiness probe (tcp, http, log, healthcheck) before "
         "it if the service was not up yet",
@@ -208,7 +231,9 @@ def run_command(
 __all__ = [
     "SERVICE_HOST_ENV",
     "SERVICE_PORT_ENV",
+    "ClientImage",
     "poll",
+    "pull_as_written",
     "run_command",
     "tcp_answer",
     "wait_healthy",

@@ -16,12 +16,13 @@ from ci_images.catalog.probes import DEFAULT_TIMEOUT_S, SmokeSpec, named_smoke
 from ci_images.errors import UsageError
 from ci_images.smoke import KINDS
 from ci_images.smoke.common import SmokeResult
+from ci_images.smoke.declared import ClientImage
 from ci_images.smoke.run import run_smoke
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
 
-__all__ = ["DEFAULT_TIMEOUT_S", "probe_module", "smoke_test"]
+__all__ = ["DEFAULT_TIMEOUT_S", "ClientImage", "probe_module", "smoke_test"]
 
 
 def probe_module(kind: str) -> ModuleType:
@@ -38,13 +39,15 @@ def smoke_test(
     *,
     platform: str,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    client_image: ClientImage | None = None,
 ) -> SmokeResult:
     """Start ``image`` (for ``platform``) and run its probes (``smoke.run.run_smoke``); SmokeError if one fails.
 
     ``kind`` is the entry's SmokeSpec, or the name of a built-in (``kms``: the client probe then the image's own
-    HEALTHCHECK, within ``timeout_s``, as smoke tests always ran).
+    HEALTHCHECK, within ``timeout_s``, as smoke tests always ran). ``client_image`` makes a command probe's client
+    image present in the engine and names the reference to run (a run pulls it through the upstream mirror).
     """
     if isinstance(kind, str):
         probe_module(kind)  # an unknown kind is a UsageError, as before
         kind = named_smoke(kind, timeout_s=timeout_s)
-    return run_smoke(engine, kind, image, platform=platform)
+    return run_smoke(engine, kind, image, platform=platform, client_image=client_image)

@@ -53,8 +53,17 @@ _PORT_LOCKS: dict[int, threading.Lock] = {}
 _PORT_LOCKS_GUARD = threading.Lock()
 
 
-def run_smoke(engine: Engine, spec: SmokeSpec, image: str, *, platform: str) -> SmokeResult:
-    """Start ``image`` for ``platform`` and run ``spec``'s probes in order; SmokeError at the first that fails."""
+def run_smoke(
+    engine: Engine,
+    spec: SmokeSpec,
+    image: str,
+    *,
+    platform: str,
+    client_image: declared.ClientImage | None = None,
+) -> SmokeResult:
+    """Start ``image`` for ``platform`` and run ``spec``'s probes in order; SmokeError at the first that fails.
+
+    ``client_image`` makes a command probe's client image present (default: pulled as the catalog names it)."""
     started = time.monotonic()
     # Plugins first: a missing one is an error before any container starts.
     named = {p: resolve(p.name, plugin=p.plugin) for p in spec.probes if isinstance(p, NamedProbe)}
@@ -104,6 +113,7 @@ def run_smoke(engine: Engine, spec: SmokeSpec, image: str, *, platform: str) -> 
                     env=env,
                     config=config,
                     health=health,
+                    client_image=client_image,
                 )
             except ProbeFailed as exc:
                 raise SmokeError(
@@ -126,6 +136,7 @@ def _run_probe(
     env: Mapping[str, str],
     config: Mapping[str, Any],
     health: list[str] | None,
+    client_image: declared.ClientImage | None,
 ) -> None:
     deadline = Deadline(probe.timeout_s)
     if isinstance(probe, HealthcheckProbe):
@@ -147,7 +158,7 @@ def _run_probe(
             raise ProbeFailed(
                 "the command probe has no port to tell", fix="add `port: N` to the image's smoke:"
             )
-        declared.run_command(engine, service, probe, container_port, deadline)
+        declared.run_command(engine, service, probe, container_port, deadline, client_image=client_image)
     else:
         assert impl is not None
         _run_named(service, impl, deadline, env=env, image_env=config.get("Env") or [], health=health)

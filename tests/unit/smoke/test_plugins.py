@@ -182,7 +182,8 @@ def _lab_standins(catalog: Path) -> object:
 
 
 def _bump_check(catalog: Path) -> object:
-    return upkeep._checked(catalog, catalog.read_text("utf-8"))
+    upkeep._checked(catalog, catalog.read_text("utf-8"))
+    return None
 
 
 @pytest.mark.parametrize("load", [_setup_smoke, _lab_standins, _bump_check], ids=["setup", "lab-up", "bump"])
