@@ -8,6 +8,7 @@ found through its entry point, and a command probe's client image comes from Doc
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ci_images.registry.push import push_engine_image
 from ci_images.run.build import local_ref
 from ci_images.run.result import Result
 from ci_images.smoke.plugins import plugin_names
-from tests.integration.conftest import unavailable
+from tests.integration.conftest import REPO_ROOT, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +303,26 @@ images:
     finally:
         if engine.has_image(pulled):
             engine.remove_image(pulled)
+
+
+# -- README's example, as it is shipped ------------------------------------------------------------------------------
+
+
+def test_the_readme_example_publishes_from_its_declared_probes_alone(
+    lab: Lab, engine: Engine, tmp_path: Path
+) -> None:
+    """examples/demo-service (README, "Adding an image"), pushed as README says: every platform built, smoke-tested
+    (arm64 under QEMU where the host can run it) and published; the next push skips it."""
+    shutil.copytree(REPO_ROOT / "examples" / "demo-service", tmp_path, dirs_exist_ok=True)
+    catalog = tmp_path / "images.yaml"
+    target = f"{lab.target.host}/readme-example"
+    (result,) = image_commands.push_images(options(lab, catalog, registry=target))
+    runnable = [p for p in ("linux/amd64", "linux/arm64") if engine.can_run(p)]
+    assert (result.action, result.platforms, result.smoked) == (
+        "built",
+        ("linux/amd64", "linux/arm64"),
+        runnable,
+    )
+    assert set(held(lab, result.tags).values()) == {result.digest}
+    (again,) = image_commands.push_images(options(lab, catalog, registry=target))
+    assert again.action == "skipped"

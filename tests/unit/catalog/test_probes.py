@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -264,3 +265,17 @@ def test_bad_probes_are_reported_at_file_line_column_with_a_fix(
     assert case.message in error.message, error.render()
     assert error.fix is not None and case.fix in error.fix, error.render()
     assert error.render().startswith(f"{error.path}:{case.line}:{case.column}: ")
+
+
+def test_readme_shows_the_shipped_example_and_it_loads() -> None:
+    """README's "Adding an image" is examples/demo-service as shipped (tests/integration/test_push_probes.py pushes
+    it): both files appear in README word for word, and the catalog loads with its five probe types."""
+    root = Path(__file__).resolve().parents[3]
+    readme = root.joinpath("README.md").read_text("utf-8")
+    example = root / "examples" / "demo-service"
+    for file in (example / "images" / "demo-service" / "Dockerfile", example / "images.yaml"):
+        shown = textwrap.indent(file.read_text("utf-8").rstrip(), "   ", lambda line: bool(line.strip()))
+        assert shown in readme, f"README's example differs from {file.relative_to(root)}"
+    (spec,) = load_catalog(example / "images.yaml", smoke_kinds=KINDS).images
+    assert spec.smoke is not None
+    assert [p.type for p in spec.smoke.probes] == ["healthcheck", "tcp", "http", "log", "command"]

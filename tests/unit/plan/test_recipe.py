@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ci_images.catalog.probes import HealthcheckProbe, SmokeSpec, TcpProbe
 from ci_images.plan.recipe import RECIPE_LABEL, SOURCE_DIGEST_LABEL, image_labels, mirror_recipe, recipe_hash
 from ci_images.run import settings as run_settings
 from ci_images.run.settings import created_timestamp
@@ -128,6 +129,18 @@ def test_recipe_ignores_labels_time_and_order(
         replace(entry, platforms=("linux/arm64", "linux/amd64")),
     ]
     assert {recipe_hash(e, BASE) for e in same} == {before}
+
+
+def test_the_smoke_test_is_not_part_of_the_recipe(make_entry: EntryFactory) -> None:
+    """A decision (README, Smoke probes): a changed `smoke:` neither rebuilds nor republishes an unchanged image (nor
+    could a byte-exact mirror record it); `push-images --force` tests the image again under the new probes."""
+    entry = make_entry()
+    stricter = SmokeSpec(probes=(TcpProbe(5432, 60.0), HealthcheckProbe(30.0)), port=5432, env={"MODE": "ci"})
+    assert {recipe_hash(replace(entry, smoke=s), BASE) for s in (entry.smoke, stricter, None)} == {
+        recipe_hash(entry, BASE)
+    }
+    mirror = make_entry(mode="mirror")
+    assert mirror_recipe(replace(mirror, smoke=stricter), BASE) == mirror_recipe(mirror, BASE)
 
 
 def test_recipe_of_a_mirror_is_refused(make_entry: EntryFactory) -> None:
