@@ -42,7 +42,8 @@ _MANYLINUX = (
     "manylinux2014",
 )
 BUSYBOX_PACKAGE = "busybox-static"
-DEMO_KIND = "demo-service"  # lab/files/demo-service: busybox httpd, a service ci-images has no probe module for
+# lab/files/demo-service: busybox httpd, a service ci-images has no probe module for.
+DEMO_KIND = "demo-service"
 KEEP_STORES = 4
 FIXED_MTIME = 1_700_000_000  # files we write ourselves; wheels keep theirs so their .pyc files stay valid
 

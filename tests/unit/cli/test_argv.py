@@ -97,7 +97,9 @@ def test_invoke_list_images_json_shipped_catalog() -> None:
     }
     assert all(r["platforms"] == ["all"] and len(r["tags"]) == 1 for r in mirrors.values())
     # Each entry's smoke test, probe by probe: the built-in named by the catalog, with its settings.
-    probes = {(r["image"], r["variant"]): [p["name"] for p in r["smoke"]["probes"]] for r in rows if r["smoke"]}
+    probes = {
+        (r["image"], r["variant"]): [p["name"] for p in r["smoke"]["probes"]] for r in rows if r["smoke"]
+    }
     assert probes[("local-kms", "seeded")] == ["kms"] and probes[("vault", "plain")] == ["vault"]
     assert rows[0]["smoke"] == {
         "port": None,

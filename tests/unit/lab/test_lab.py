@@ -113,7 +113,10 @@ def test_recipe_hashes_are_stable_and_per_kind_and_platform() -> None:
     assert standin_ref("cilab/demo-service", "1.0.0", "linux/amd64").startswith(
         "ci-images-lab/demo-service:1.0.0-amd64-"
     )
-    assert recipe_hash("demo-service", "linux/amd64") not in {first, recipe_hash("demo-service", "linux/arm64")}
+    assert recipe_hash("demo-service", "linux/amd64") not in {
+        first,
+        recipe_hash("demo-service", "linux/arm64"),
+    }
     with pytest.raises(LabError, match="no stand-in"):
         standin_ref("library/redis", "7", "linux/amd64")
     with pytest.raises(LabError, match="platform"):
