@@ -23,6 +23,7 @@ import docker.utils
 import requests
 
 from ci_images.engine.failures import engine_fix, is_transient, pull_error
+from ci_images.engine.gate import BuildGate, builds, removes
 from ci_images.engine.platforms import binfmt_enabled, kernel_arch, oci_arch, same_os_arch
 from ci_images.engine.service import RunningService
 from ci_images.errors import BuildError, EngineError
@@ -68,6 +69,7 @@ class Engine:
         self.network_mode = network_mode
         self.retry = retry or RetryPolicy()
         self.run_id = secrets.token_hex(6)  # labels the containers this process starts
+        self.gate = BuildGate()  # a removal never runs beside a build (gate.py says why)
 
     @classmethod
     def connect(cls) -> Engine:
@@ -109,6 +111,7 @@ class Engine:
 
     # -- images ------------------------------------------------------------------------------------------------
 
+    @builds
     def build(
         self,
         context: Path,
@@ -280,6 +283,7 @@ class Engine:
         stream: Iterator[bytes] = self._call(f"save {image}", self.client.api.get_image, image)
         return stream
 
+    @removes
     def remove_image(self, image: str) -> None:
         """Remove an image (all its tags when given an id); a missing image is not an error."""
         try:
