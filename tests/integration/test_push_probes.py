@@ -169,22 +169,33 @@ def rounds(
     mirrored_client = f"{lab.upstream.host}/{DEMO_UPSTREAM}:{DEMO_VERSION}"
     assert not engine.has_image(CLIENT) and not engine.has_image(mirrored_client)
     catalog.write_text(catalog_text(lab, platform, round_=1, broken=False), "utf-8")
-    first = {r.key: r for r in image_commands.push_images(options(lab, catalog))}
-    # The command probe's client came by Docker Hub's name through the lab's upstream mirror, never as written.
-    assert engine.has_image(mirrored_client) and not engine.has_image(CLIENT)
-    catalog.write_text(catalog_text(lab, platform, round_=2, broken=True), "utf-8")
-    opts = options(lab, catalog, json=str(root / "round2.json"), keep_images=True)
-    with prepare(opts) as setup:
-        builds = {e.key: local_ref(e, platform) for e in setup.entries}
+    builds: dict[str, str] = {}
     try:
+        first = {r.key: r for r in image_commands.push_images(options(lab, catalog))}
+        # The command probe's client came by Docker Hub's name through the lab's upstream mirror, never as written.
+        assert engine.has_image(mirrored_client) and not engine.has_image(CLIENT)
+        catalog.write_text(catalog_text(lab, platform, round_=2, broken=True), "utf-8")
+        opts = options(lab, catalog, json=str(root / "round2.json"), keep_images=True)
+        with prepare(opts) as setup:
+            builds = {e.key: local_ref(e, platform) for e in setup.entries}
         with pytest.raises(PublishError) as raised:
             image_commands.push_images(opts)
         assert raised.value.exit_code == 8  # some entries failed, the others went through
         tested = {key: str(engine.image_attrs(ref)["Id"]) for key, ref in builds.items()}
         yield Rounds(first, report(root / "round2.json"), tested, platform)
     finally:
-        for ref in [*builds.values(), mirrored_client]:
+        for ref in builds.values():
             if engine.has_image(ref):
+                engine.remove_image(ref)
+        forget_pulls(engine, f"{lab.upstream.host}/{DEMO_UPSTREAM}")
+
+
+def forget_pulls(engine: Engine, repository: str) -> None:
+    """Untag what the runs pulled from ``repository`` (the bases by digest, the client by tag): the registry is
+    this test's, gone after it."""
+    for image in engine.client.images.list(name=repository):
+        for ref in [*image.attrs.get("RepoTags", []), *image.attrs.get("RepoDigests", [])]:
+            if ref.startswith((f"{repository}:", f"{repository}@")):
                 engine.remove_image(ref)
 
 
@@ -301,8 +312,8 @@ images:
         ]
         assert ("HEAD", 200) in answers or ("GET", 200) in answers, answers
     finally:
-        if engine.has_image(pulled):
-            engine.remove_image(pulled)
+        for repo in (DEMO_UPSTREAM, "cilab/demo-client"):
+            forget_pulls(engine, f"{auth_registry.host}/{repo}")
 
 
 # -- README's example, as it is shipped ------------------------------------------------------------------------------
@@ -316,13 +327,16 @@ def test_the_readme_example_publishes_from_its_declared_probes_alone(
     shutil.copytree(REPO_ROOT / "examples" / "demo-service", tmp_path, dirs_exist_ok=True)
     catalog = tmp_path / "images.yaml"
     target = f"{lab.target.host}/readme-example"
-    (result,) = image_commands.push_images(options(lab, catalog, registry=target))
-    runnable = [p for p in ("linux/amd64", "linux/arm64") if engine.can_run(p)]
-    assert (result.action, result.platforms, result.smoked) == (
-        "built",
-        ("linux/amd64", "linux/arm64"),
-        runnable,
-    )
-    assert set(held(lab, result.tags).values()) == {result.digest}
-    (again,) = image_commands.push_images(options(lab, catalog, registry=target))
-    assert again.action == "skipped"
+    try:
+        (result,) = image_commands.push_images(options(lab, catalog, registry=target))
+        runnable = [p for p in ("linux/amd64", "linux/arm64") if engine.can_run(p)]
+        assert (result.action, result.platforms, result.smoked) == (
+            "built",
+            ("linux/amd64", "linux/arm64"),
+            runnable,
+        )
+        assert set(held(lab, result.tags).values()) == {result.digest}
+        (again,) = image_commands.push_images(options(lab, catalog, registry=target))
+        assert again.action == "skipped"
+    finally:
+        forget_pulls(engine, f"{lab.upstream.host}/{DEMO_UPSTREAM}")
