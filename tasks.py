@@ -13,6 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent / "src"))  # a checkout works without `pip install -e .`
 
 try:
+    from ci_images.cli import signals
+
+    signals.exit_at_once()  # before the libraries load: a signal from here on exits 130/143 (cli/signals.py)
     from ci_images.cli.invoke_door import invoke_collection
     from ci_images.cli.table import COMMANDS
     from ci_images.lab.cli import LAB_COMMANDS
