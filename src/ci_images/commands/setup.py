@@ -24,6 +24,7 @@ from ci_images.catalog.refs import normalize_mirror, parse_repository
 from ci_images.commands.options import Options
 from ci_images.commands.values import local_address, output_path
 from ci_images.errors import UsageError
+from ci_images.log import log
 from ci_images.oci import refuse_plain_http
 from ci_images.plan import entries as planning
 from ci_images.plan.entries import Entry
@@ -287,9 +288,24 @@ def _anonymous_pool(options: Options, destination: Destination) -> ClientPool:
     return ClientPool(client)
 
 
+def reap_ended_runs(ctx: Context) -> None:
+    """At the start of a publishing run: what ended runs left in the engine is removed when an engine answers, also
+    when this run needs none (a retag after a run killed while moving tags). No engine is no error here: none is
+    started for this."""
+    from ci_images.engine.dockerd import engine_answers
+
+    if engine_answers(timeout_s=2.0):
+        ctx.engine  # noqa: B018  (connecting is what reaps: engine_factory)
+
+
 def engine_factory() -> Engine:
+    """The engine, connected on a run's first use: what ended runs left there is removed first (and said), and this
+    run is marked, so a run after it can tell whether it ended (engine/runs.py)."""
     from ci_images.engine.client import Engine
     from ci_images.engine.dockerd import ensure_engine
 
     ensure_engine()
-    return Engine.connect()
+    engine = Engine.connect()
+    for reaped in engine.begin_run():
+        log.info(f"removed what an ended run left in the engine: {reaped.describe()}")
+    return engine

@@ -7,6 +7,7 @@ service is told which loopback port to listen on instead of having its port publ
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import time
@@ -21,19 +22,35 @@ import docker
 import docker.errors
 import docker.utils
 import requests
+import urllib3.exceptions
 
 from ci_images.engine.failures import engine_fix, is_transient, pull_error
 from ci_images.engine.gate import BuildGate, builds, removes
 from ci_images.engine.platforms import binfmt_enabled, kernel_arch, oci_arch, same_os_arch
+from ci_images.engine.runs import (
+    DEFAULT_MAX_AGE_S,
+    SMOKE_LABEL,
+    SMOKE_PREFIX,
+    Reaped,
+    end_run,
+    make_marker,
+    reap,
+    release,
+    this_run,
+)
 from ci_images.engine.service import RunningService
 from ci_images.errors import BuildError, EngineError
 from ci_images.log import log
 from ci_images.oci import LOOPBACK, free_loopback_port
 from ci_images.retry import RetryPolicy
 
-CONTAINER_PREFIX = "ci-images-smoke-"
-# Lets anyone sharing the engine find (and clean up) what a crashed run left behind.
-CONTAINER_LABEL = "io.github.getsops.ci-images.smoke"  # value: the id of the run that started the container
+CONTAINER_PREFIX = SMOKE_PREFIX
+# Lets anyone sharing the engine find (and clean up) what a crashed run left behind; the run's full labels
+# (engine/runs.py) say which process that was.
+CONTAINER_LABEL = SMOKE_LABEL  # value: the id of the run that started the container
+# A long-lived service (the embedded registry) outlives the run that started it: it carries no run label.
+SERVICE_LABEL = "io.github.getsops.ci-images.service"  # value: its name
+_begun: set[str] = set()  # the runs (processes) that have reaped and made their marker
 BUILD_LOG_TAIL = 30
 # A build has no natural upper bound on quiet periods (a RUN step under QEMU can print nothing for minutes), so the
 # HTTP read timeout is long but still finite.
@@ -68,7 +85,8 @@ class Engine:
         self.client = client
         self.network_mode = network_mode
         self.retry = retry or RetryPolicy()
-        self.run_id = secrets.token_hex(6)  # labels the containers this process starts
+        self.run = this_run()  # one per process: names what it creates in the engine
+        self.run_id = self.run.id
         self.gate = BuildGate()  # a removal never runs beside a build (gate.py says why)
 
     @classmethod
@@ -279,19 +297,57 @@ class Engine:
         return platform
 
     def save(self, image: str) -> Iterator[bytes]:
-        """The ``docker save`` tar stream of one image (request errors are raised here, not mid-stream)."""
+        """The ``docker save`` tar stream of one image. The SDK sends the request at the first read, so the engine's
+        answer (an image removed meanwhile: 404 or 500) and a cut stream come from the iteration: EngineError."""
         stream: Iterator[bytes] = self._call(f"save {image}", self.client.api.get_image, image)
-        return stream
+        return self._guarded_stream(f"export {image}", stream)
+
+    def _guarded_stream(self, what: str, stream: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            yield from stream
+        except (
+            docker.errors.DockerException,
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,  # from raw reads of a cut stream, which requests does not wrap
+            OSError,
+        ) as exc:
+            raise self._engine_error(what, exc) from exc
 
     @removes
     def remove_image(self, image: str) -> None:
-        """Remove an image (all its tags when given an id); a missing image is not an error."""
+        """Remove an image, forced (all its tags when given an id); a missing image is not an error. The engine
+        still refuses while a running container uses it (409): EngineError in its words."""
         try:
             self.client.images.remove(image, force=True)
         except docker.errors.ImageNotFound:
             return
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"engine could not remove image {image}: {exc}", fix=engine_fix()) from exc
+            raise self._engine_error(f"remove image {image}", exc) from exc
+
+    def release(self, ref: str) -> str:
+        """Remove the reference ``ref`` and the image with its last reference, never forced: an image a container
+        uses (another run's) stays. "removed", "gone", "in use", or the engine's words for another refusal."""
+        return release(self.client, ref)
+
+    # -- runs ----------------------------------------------------------------------------------------------------
+
+    def begin_run(self, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> list[Reaped]:
+        """Once per process: remove what ended runs left in the engine (engine/runs.py), then mark this run, and
+        remove what it leaves when the process ends. Returns what was removed."""
+        if self.run_id in _begun:
+            return []
+        reaped = self.reap(max_age_s=max_age_s)
+        self._call("make this run's marker volume", make_marker, self.client, self.run)
+        _begun.add(self.run_id)
+        atexit.register(end_run, self.client, self.run, log.warning)
+        return reaped
+
+    def reap(self, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> list[Reaped]:
+        """Remove the containers, temporary images and markers of ended runs; what could not go is warned about."""
+        reaped: list[Reaped] = self._call(
+            "list what ended runs left", reap, self.client, self.run, max_age_s=max_age_s, warn=log.warning
+        )
+        return reaped
 
     # -- containers --------------------------------------------------------------------------------------------
 
@@ -316,7 +372,7 @@ class Engine:
         options: dict[str, Any] = {
             "name": name,
             "platform": platform,
-            "labels": {CONTAINER_LABEL: self.run_id},
+            "labels": {CONTAINER_LABEL: self.run_id, **self.run.labels()},
         }
         wanted = list(dict.fromkeys(p for p in (container_port, *extra_ports) if p is not None))
         ports: dict[int, int] = {}
@@ -347,10 +403,11 @@ class Engine:
 
     def start_container(self, image: str, *, name: str, **options: Any) -> Any:
         """Create and start a container of ``image`` (``options`` as the SDK's ``containers.create`` takes them) that
-        carries this run's label, so ``remove_run_containers`` finds it after an interrupt; SDK errors become
+        carries this run's labels, so ``remove_run_containers`` finds it after an interrupt (and the next run once
+        this one has ended: engine/runs.py); SDK errors become
         EngineError. The caller removes it on every path (``remove_container``, by ``name`` when this raised part-way).
         Returns the SDK's container object."""
-        labels = {**options.pop("labels", {}), CONTAINER_LABEL: self.run_id}
+        labels = {**options.pop("labels", {}), CONTAINER_LABEL: self.run_id, **self.run.labels()}
         container = self._call(
             f"create a container from {image}",
             self.client.containers.create,
@@ -384,7 +441,7 @@ class Engine:
             "detach": True,
             "restart_policy": {"Name": "unless-stopped"},
             "volumes": {host: {"bind": inside, "mode": "rw"} for host, inside in volumes.items()},
-            "labels": {CONTAINER_LABEL: self.run_id},
+            "labels": {SERVICE_LABEL: name},
         }
         if self.network_mode == "host":
             options["environment"] = {**env, **port_env(host_port)}
@@ -448,20 +505,34 @@ class Engine:
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _call(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    @classmethod
+    def _call(cls, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the SDK and turn its errors into EngineError."""
         try:
             return func(*args, **kwargs)
-        except docker.errors.ImageNotFound as exc:
-            raise EngineError(
-                f"could not {what}: no such image ({exc.explanation or exc})",
-                fix="build, pull or load the image first (`docker image ls` lists what the engine has)",
-            ) from exc
-        except docker.errors.APIError as exc:
-            raise EngineError(
-                f"the engine refused to {what}: {exc.explanation or exc}",
-                fix="check the image reference and platform against what the engine holds (`docker image ls`)",
-            ) from exc
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"engine could not {what}: {exc}", fix=engine_fix()) from exc
+            raise cls._engine_error(what, exc) from exc
+
+    @staticmethod
+    def _engine_error(what: str, exc: BaseException) -> EngineError:
+        """The engine's answer in its words, with the fix that answer calls for: an engine that answered is running,
+        so only an engine that could not be reached is told to start one."""
+        if isinstance(exc, docker.errors.ImageNotFound):
+            return EngineError(
+                f"could not {what}: no such image ({exc.explanation or exc})",
+                fix="build, pull or load the image first (`docker image ls` lists what the engine has); another run "
+                "sharing the engine may have removed it: run again",
+            )
+        if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
+            return EngineError(
+                f"the engine refused to {what}: {exc.explanation or exc}",
+                fix="a container uses it (`docker ps -a` lists them; another run's smoke test ends by itself): "
+                "wait for it or remove that container, then run again",
+            )
+        if isinstance(exc, docker.errors.APIError) and exc.response is not None:
+            return EngineError(
+                f"the engine refused to {what}: {exc.explanation or exc}",
+                fix="check the image reference and platform against what the engine holds (`docker image ls`); "
+                "if another run shares the engine, run again",
+            )
+        return EngineError(f"engine could not {what}: {exc}", fix=engine_fix())

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ci_images.errors import UsageError
+from ci_images.engine.runs import run_tag
+from ci_images.errors import CiImagesError, UsageError
 from ci_images.log import log
 from ci_images.oci import Descriptor, require_platforms
 from ci_images.plan import recipe
@@ -26,8 +27,15 @@ def _platforms_fix(entry: Entry) -> str:
 
 
 def local_ref(entry: Entry, platform: str) -> str:
-    """Where one platform's build lives in the engine (the classic store keeps one image per reference)."""
+    """Where build-images leaves one platform's build for test-images (the classic store keeps one image per
+    reference): what a user asked for, so the last run to build it holds the name, as with `docker build -t`."""
     return f"ci-images/{entry.image}:{entry.tags[0]}-{platform.replace('/', '-')}"
+
+
+def run_ref(entry: Entry, platform: str, run_id: str) -> str:
+    """The reference one run builds under: no other run names it, so none removes or moves it meanwhile
+    (``ci-images/vault:2.0.0-linux-amd64.run-RUNID``; engine/runs.py reaps those of ended runs)."""
+    return run_tag(local_ref(entry, platform), run_id)
 
 
 @dataclass
@@ -39,6 +47,7 @@ class Built:
     unsmoked: list[str]
     # platform -> the base it was built FROM upstream: its layers are uploaded as upstream's own blobs
     bases: dict[str, BaseLayers] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)  # platform -> this run's reference (run_ref)
 
 
 def upstream_platforms(ctx: Context, entry: Entry, source_digest: str) -> dict[str, str]:
@@ -63,8 +72,17 @@ def _pull_base(ctx: Context, entry: Entry, source_digest: str) -> dict[str, str]
 
 
 def build_entry(
-    ctx: Context, decision: Decision, *, revision: str, created: str, source_url: str, smoke: bool = True
+    ctx: Context,
+    decision: Decision,
+    *,
+    revision: str,
+    created: str,
+    source_url: str,
+    smoke: bool = True,
+    keep: bool = True,
 ) -> Built:
+    """Build every platform under this run's own references; with ``keep`` (build-images, --keep-images) also
+    under the names a user reads (local_ref, and the target tags for the host's platform)."""
     entry = decision.entry
     assert decision.source_digest is not None and decision.recipe is not None
     assert entry.context is not None and entry.dockerfile is not None
@@ -79,27 +97,54 @@ def build_entry(
     )
     engine = ctx.engine
     images: dict[str, str] = {}
-    for platform in entry.platforms:
-        ctx.check_cancelled(f"building {platform}")
-        base = entry.pull.with_digest(platform_digests[platform])
-        log.info(f"{entry.key}: building {platform} FROM {base}")
-        engine.pull(base, platform=platform, auth=ctx.upstream_pool.engine_auth(entry.pull.api_host))
-        images[platform] = engine.build(
-            entry.context,
-            tag=local_ref(entry, platform),
-            platform=platform,
-            buildargs={**entry.build_args, "BASE_IMAGE": base},
-            labels=labels,
-            dockerfile=entry.dockerfile.relative_to(entry.context).as_posix(),
-        )
+    refs: dict[str, str] = {}
+    try:
+        for platform in entry.platforms:
+            ctx.check_cancelled(f"building {platform}")
+            base = entry.pull.with_digest(platform_digests[platform])
+            log.info(f"{entry.key}: building {platform} FROM {base}")
+            engine.pull(base, platform=platform, auth=ctx.upstream_pool.engine_auth(entry.pull.api_host))
+            refs[platform] = run_ref(entry, platform, engine.run_id)
+            images[platform] = engine.build(
+                entry.context,
+                tag=refs[platform],
+                platform=platform,
+                buildargs={**entry.build_args, "BASE_IMAGE": base},
+                labels=labels,
+                dockerfile=entry.dockerfile.relative_to(entry.context).as_posix(),
+            )
+        if keep:
+            _name_builds(ctx, entry, images)
+        bases = {platform: base_layers(ctx, entry, platform_digests[platform]) for platform in images}
+        built = Built(images, [], list(images), bases, refs)
+        if smoke:
+            built = replace(smoke_entry(ctx, entry, images), bases=bases, refs=refs)
+    except CiImagesError:
+        release_builds(ctx, entry, refs)
+        raise
+    return built
+
+
+def _name_builds(ctx: Context, entry: Entry, images: Mapping[str, str]) -> None:
+    """The names build-images leaves: local_ref per platform (test-images reads it), the target tags for the host."""
+    engine = ctx.engine
+    for platform, image in images.items():
+        engine.tag(image, local_ref(entry, platform))
     host = engine.host_platform()
     if host in images:
         for tag in entry.tag_refs:
             engine.tag(images[host], tag)
-    bases = {platform: base_layers(ctx, entry, platform_digests[platform]) for platform in images}
-    if not smoke:
-        return Built(images, [], list(images), bases)
-    return replace(smoke_entry(ctx, entry, images), bases=bases)
+
+
+def release_builds(ctx: Context, entry: Entry, refs: Mapping[str, str]) -> None:
+    """Drop this run's references: an image goes with its last reference (not while a container uses it, nor while
+    build-images' names or another run's reference hold it). Never fails the entry: its tags may have moved."""
+    for ref in refs.values():
+        outcome = ctx.engine.release(ref)
+        if outcome == "in use":
+            log.info(f"{entry.key}: {ref} left: a container of another run uses it (a later run removes it)")
+        elif outcome not in ("removed", "gone"):
+            log.warning(f"{entry.key}: could not remove {ref}: {outcome}")
 
 
 def base_layers(ctx: Context, entry: Entry, manifest_digest: str) -> BaseLayers:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from ci_images.errors import CiImagesError, Interrupted, PlanError, TagsPartlyMoved
 from ci_images.log import log
 from ci_images.plan.decide import Decision
-from ci_images.run.build import Built, build_entry, local_images, smoke_entry
+from ci_images.run.build import build_entry, local_images, release_builds, smoke_entry
 from ci_images.run.context import Context
 from ci_images.run.mirror import mirror_entry
 from ci_images.run.publish import Publisher
@@ -203,21 +203,15 @@ def _run_one(
         created=settings.created,
         source_url=settings.source_url,
         smoke=settings.smoke,
+        keep=not settings.publish or settings.keep_images,
     )
-    if not settings.publish or publisher is None:
-        return replace(base, action="built", smoked=built.smoked)
     try:
+        if not settings.publish or publisher is None:
+            return replace(base, action="built", smoked=built.smoked)
         digest, previous = publisher.publish(entry, decision, built.images, built.bases)
     finally:
-        if not settings.keep_images:
-            _remove_builds(ctx, built)
+        release_builds(ctx, entry, built.refs)  # what build-images or --keep-images named stays
     return replace(base, action="built", digest=digest, previous_digests=previous, smoked=built.smoked)
-
-
-def _remove_builds(ctx: Context, built: Built) -> None:
-    """A push's per-platform images are intermediate once uploaded (or failed): removed unless --keep-images."""
-    for image in built.images.values():
-        ctx.engine.remove_image(image)
 
 
 def _sign_one(
