@@ -130,6 +130,13 @@ class TagsPartlyMoved(PublishError):
         )
 
 
+class TagsRaced(PublishError):
+    """Another writer moved tags this run had just moved (read back after moving them): every tag holds a complete
+    index, but an entry's tags may now disagree; the lock file records what the registry holds."""
+
+    exit_code = 12
+
+
 class Cancelled(CiImagesError):
     """The run was interrupted (SIGINT or SIGTERM) and this entry stopped before its tags moved."""
 

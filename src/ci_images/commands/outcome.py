@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ci_images.commands.options import Options
-from ci_images.errors import EntriesFailed
+from ci_images.errors import EntriesFailed, TagsRaced
 from ci_images.log import log
 from ci_images.plan.decide import Decision
 from ci_images.report import table
@@ -45,7 +45,8 @@ def raise_unresolved(decisions: Sequence[Decision]) -> None:
 
 def finish(results: Sequence[Result], ctx: Context, options: Options, *, title: str) -> None:
     """Report the run (table, --json, GitHub); raise the interrupt that stopped it, or EntriesFailed with the right
-    exit code when entries failed: the failures' own code when every entry failed with one, else 8."""
+    exit code when entries failed: the failures' own code when every entry failed with one, else 8; or, with no
+    failure, TagsRaced (12) when another writer moved tags this run had just moved."""
     table.print_table(results, log, ratelimit=(ctx.budget.remaining, ctx.budget.limit))
     emit_json(options, [r.as_record() for r in results])
     if log.github:
@@ -53,12 +54,19 @@ def finish(results: Sequence[Result], ctx: Context, options: Options, *, title: 
     if ctx.interrupted is not None:
         raise ctx.interrupted
     failed = [r for r in results if r.action == "failed"]
-    if not failed:
-        return
-    codes = {r.exit_code for r in failed if r.exit_code is not None}
-    went_through = len(failed) < len(results)
-    raise EntriesFailed(
-        f"{len(failed)} of {len(results)} entries failed: {', '.join(r.key for r in failed)}",
-        fix="see the errors above; entries that failed kept their previous tags",
-        exit_code=codes.pop() if len(codes) == 1 and not went_through else None,
-    )
+    if failed:
+        codes = {r.exit_code for r in failed if r.exit_code is not None}
+        went_through = len(failed) < len(results)
+        raise EntriesFailed(
+            f"{len(failed)} of {len(results)} entries failed: {', '.join(r.key for r in failed)}",
+            fix="see the errors above; entries that failed kept their previous tags",
+            exit_code=codes.pop() if len(codes) == 1 and not went_through else None,
+        )
+    raced = [tag for r in results for tag in r.raced]
+    if raced:
+        raise TagsRaced(
+            f"{len(raced)} tag(s) moved by another writer while this run moved them: {', '.join(raced)}",
+            fix="another run (or a person) published to this target at the same time; every tag holds a complete "
+            "index and the lock file records what the registry holds; run again, alone, to move each entry's tags "
+            "together",
+        )

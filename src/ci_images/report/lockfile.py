@@ -75,6 +75,18 @@ def _write(path: Path, images: Mapping[str, Any], signatures: Mapping[str, Any])
     return lock
 
 
+def _record(
+    tag: str, digest: str, source: str, source_digest: str | None, platforms: Collection[str]
+) -> dict[str, Any]:
+    return {
+        "digest": digest,
+        "pinned": f"{tag.rsplit(':', 1)[0]}@{digest}",
+        "source": source,
+        "source_digest": source_digest,
+        "platforms": sorted(platforms),  # the same whichever run wrote it (index or catalog order)
+    }
+
+
 def update_lock(
     path: Path, results: Sequence[Result], *, catalog_tags: Collection[str] | None = None
 ) -> dict[str, Any]:
@@ -98,17 +110,18 @@ def _update(path: Path, results: Sequence[Result], catalog_tags: Collection[str]
         if not r.digest or r.action not in HELD_ACTIONS:
             continue
         for tag in r.tags:
-            images[tag] = {
-                "digest": r.digest,
-                "pinned": f"{tag.rsplit(':', 1)[0]}@{r.digest}",
-                "source": r.source,
-                "source_digest": r.source_digest,
-                "platforms": sorted(r.platforms),  # the same whichever run wrote it (index or catalog order)
-            }
+            raced = r.raced.get(tag)
+            if raced is None:
+                images[tag] = _record(tag, r.digest, r.source, r.source_digest, r.platforms)
+            elif raced.digest is None:  # another writer deleted it: the registry has no such tag
+                images.pop(tag, None)
+            else:  # another writer moved it: what the registry holds, not this run's digest
+                images[tag] = _record(tag, raced.digest, raced.source, raced.source_digest, raced.platforms)
     _add_signatures(
         signatures,
         (r.signature for r in results if r.signature is not None and r.action in HELD_ACTIONS),
     )
+    _add_signatures(signatures, (s for r in results if r.action in HELD_ACTIONS for s in r.raced_signatures))
     held = {record["digest"] for record in images.values()}
     signatures = {d: s for d, s in signatures.items() if d in held or s.get("index") in held}
     return _write(path, images, signatures)

@@ -18,10 +18,15 @@ def _signing(results: Sequence[Result]) -> bool:
 def table_rows(results: Sequence[Result]) -> list[list[str]]:
     signing = _signing(results)
     return [
-        [r.image, r.variant, r.version, r.action, r.reason, short_digest(r.digest), f"{r.duration_s:.1f}s"]
+        [r.image, r.variant, r.version, _action(r), r.reason, short_digest(r.digest), f"{r.duration_s:.1f}s"]
         + ([r.signed_text] if signing else [])
         for r in results
     ]
+
+
+def _action(result: Result) -> str:
+    """The action, and whether another writer moved some of its tags meanwhile (raced)."""
+    return f"{result.action}, raced" if result.raced else result.action
 
 
 HEADERS = ["image", "variant", "version", "action", "reason", "digest", "duration"]
@@ -73,7 +78,7 @@ def markdown_summary(results: Sequence[Result], *, title: str, ratelimit_remaini
         )
         reason = r.reason.replace("|", "\\|").replace("\n", " ")
         lines.append(
-            f"| {r.image} | {r.variant} | {r.version} | {icon} {r.action} | {reason} | `{short_digest(r.digest)}` | {r.duration_s:.1f}s |"
+            f"| {r.image} | {r.variant} | {r.version} | {icon} {_action(r)} | {reason} | `{short_digest(r.digest)}` | {r.duration_s:.1f}s |"
             + (f" {r.signed_text} |" if signing else "")
         )
     if ratelimit_remaining is not None:
@@ -87,7 +92,10 @@ def digests_output(results: Sequence[Result]) -> dict[str, str]:
     for r in results:
         if r.digest and r.action in HELD_ACTIONS and not r.dry_run:
             for tag in r.tags:
-                out[tag] = r.digest
+                raced = r.raced.get(tag)
+                digest = r.digest if raced is None else raced.digest
+                if digest:
+                    out[tag] = digest
     return out
 
 

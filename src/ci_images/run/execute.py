@@ -30,6 +30,7 @@ from ci_images.run.build import build_entry, local_images, release_builds, smoke
 from ci_images.run.context import Context
 from ci_images.run.mirror import mirror_entry
 from ci_images.run.publish import Publisher
+from ci_images.run.races import read_back, sign_raced
 from ci_images.run.result import HELD_ACTIONS, Result
 from ci_images.run.settings import RunSettings
 
@@ -99,7 +100,11 @@ class _Worker:
             published = base
             try:
                 published = _run_one(ctx, decision, self.settings, self.publisher, base)
+                published = read_back(self.publisher, decision, published)
                 result = _sign_one(ctx, decision, self.settings, self.signer, published)
+                result = sign_raced(
+                    ctx, self.signer, decision, result, recursive=self.settings.sign_recursive
+                )
             except CiImagesError as exc:
                 # `published`: a signing failure comes after the tags moved, and the report must say where to.
                 result = self._failed(decision, published, exc)

@@ -26,6 +26,7 @@ from ci_images.registry.client import RegistryClient
 from ci_images.registry.copy import Copied, Endpoint, copy_image
 from ci_images.registry.pool import ClientPool, RateBudget
 from ci_images.registry.push import BaseLayers, push_engine_image
+from ci_images.run.result import RacedTag
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
@@ -57,6 +58,11 @@ class Publisher(Protocol):
 
     def publish_copy(self, entry: Entry, decision: Decision, copied: Copied) -> tuple[str, PreviousDigests]:
         """Point every tag of ``entry`` at what stage_copy copied."""
+        ...
+
+    def read_back(self, entry: Entry, digest: str, tags: Sequence[str]) -> dict[str, RacedTag]:
+        """The ``tags`` this run pointed at ``digest``, read again: those another writer moved meanwhile (tag
+        reference -> what it holds now)."""
         ...
 
 
@@ -193,6 +199,40 @@ class RegistryPublisher:
         self._move_tags(client, entry, digest, copied.body, copied.media_type, entry.tags)
         return digest, previous
 
+    def read_back(self, entry: Entry, digest: str, tags: Sequence[str]) -> dict[str, RacedTag]:
+        # A registry has no compare-and-swap for tags: reading them back is how a run learns that another writer
+        # (a second publishing run, a person) moved one between this run's PUT and now.
+        client = self._target.get(entry.target.api_host)
+        raced: dict[str, RacedTag] = {}
+        for tag in tags:
+            try:
+                held = client.head_manifest(entry.target.path, tag)
+            except CiImagesError as exc:  # the tags have moved: a failed look back must not fail the entry
+                log.warning(f"{entry.key}: could not read {entry.target.with_tag(tag)} back: {exc.message}")
+                continue
+            if held is None or held.digest != digest:
+                raced[entry.target.with_tag(tag)] = _raced(client, entry, held.digest if held else None)
+        return raced
+
+
+def _raced(client: RegistryClient, entry: Entry, digest: str | None) -> RacedTag:
+    """What another writer's digest is, for the lock file: its platforms, and the upstream it names."""
+    if digest is None:
+        return RacedTag(None)
+    try:
+        held = documents.read_held(client, entry.target.path, digest)
+    except CiImagesError as exc:
+        log.warning(f"{entry.key}: could not read {entry.target.with_digest(digest)}: {exc.message}")
+        held = None
+    if held is None:
+        return RacedTag(digest, source=entry.source_ref)
+    return RacedTag(
+        digest,
+        platforms=held.platforms,
+        source=held.labels.get(BASE_NAME_LABEL) or entry.source_ref,
+        source_digest=held.labels.get(SOURCE_DIGEST_LABEL),
+    )
+
 
 class DryRunPublisher:
     """--dry-run: everything up to publishing happens (plan, build, smoke tests); nothing is uploaded."""
@@ -220,3 +260,6 @@ class DryRunPublisher:
         stale = {tag: tag_digests.get(tag) for tag in entry.tags if tag_digests.get(tag) != digest}
         log.info(f"{entry.key}: dry run: would move {', '.join(stale)} -> {digest}")
         return stale
+
+    def read_back(self, entry: Entry, digest: str, tags: Sequence[str]) -> dict[str, RacedTag]:
+        return {}  # nothing moved

@@ -18,6 +18,17 @@ HELD_ACTIONS = frozenset({"built", "mirrored", "skipped", "retagged"})
 
 
 @dataclass(frozen=True)
+class RacedTag:
+    """A tag this run moved that another writer moved again before the run read it back: what it holds now (what
+    the lock file records for it, not this run's digest)."""
+
+    digest: str | None  # None: the tag is gone
+    platforms: tuple[str, ...] = ()
+    source: str = ""
+    source_digest: str | None = None
+
+
+@dataclass(frozen=True)
 class Result:
     image: str
     variant: str
@@ -42,6 +53,9 @@ class Result:
     )
     copy: Mapping[str, Any] | None = None  # a mirror's copy: exact or not, upstream's digest, what moved
     dry_run: bool = False  # push-images --dry-run: built and smoke-tested, the target left as it was
+    # Tags another writer moved while this run moved them: tag reference -> what it holds now ...
+    raced: Mapping[str, RacedTag] = field(default_factory=dict)
+    raced_signatures: tuple[SignOutcome, ...] = ()  # ... and this run's signatures of that
 
     @classmethod
     def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
@@ -102,6 +116,7 @@ class Result:
             "signature": self.signature.as_record() if self.signature else None,
             "copy": dict(self.copy) if self.copy is not None else None,
             "dry_run": self.dry_run,
+            "raced": {tag: raced.digest for tag, raced in self.raced.items()},
         }
 
     @property
