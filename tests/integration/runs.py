@@ -46,12 +46,13 @@ def containers_of(engine: Engine, nonce: str, *, running: bool = False) -> set[s
     filters: dict[str, str] = {"label": f"{NONCE_LABEL}={nonce}"}
     if running:
         filters["status"] = "running"
-    return {c.name for c in engine.client.containers.list(all=True, filters=filters)}
+    # The engine's list alone: the SDK's collections inspect each one after, which fails when a run removes one.
+    return {c["Names"][0].lstrip("/") for c in engine.client.api.containers(all=True, filters=filters)}
 
 
 def images_of(engine: Engine, nonce: str) -> set[str]:
     """Ids of every image this test's builds made that the engine still holds: tagged, dangling or intermediate."""
-    return {i.id for i in engine.client.images.list(all=True, filters={"label": f"{NONCE_LABEL}={nonce}"})}
+    return {i["Id"] for i in engine.client.api.images(all=True, filters={"label": f"{NONCE_LABEL}={nonce}"})}
 
 
 def remove_everything_of(engine: Engine, nonce: str) -> None:

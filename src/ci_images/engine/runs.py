@@ -260,15 +260,18 @@ def reap(
     proc: Path = _PROC,
 ) -> list[Reaped]:
     """Remove what ended runs left in the engine: containers, temporary images, markers. Never raises for one thing
-    that could not be removed (``warn`` says it); raises the SDK's error when the engine cannot even list."""
+    that could not be removed (``warn`` says it); raises the SDK's error when the engine cannot even list.
+
+    Listed with the engine's list calls alone (the SDK's collections inspect each item after listing it, which fails
+    when another run removes one in between, as runs sharing an engine do all the time)."""
     # The images before the markers: a run that starts after this listing has no image in it, so a reference
     # without a marker below is one whose run ended.
-    refs = temporary_refs(client.images.list(filters={"reference": "ci-images/*"}))
-    markers = {}
-    for volume in client.volumes.list(filters={"label": RUN_LABEL}):
-        run = RunIdentity.from_labels(volume.attrs.get("Labels") or {})
+    refs = temporary_refs(client.api.images(filters={"reference": "ci-images/*"}))
+    markers: dict[str, tuple[RunIdentity, str]] = {}
+    for volume in client.api.volumes(filters={"label": RUN_LABEL}).get("Volumes") or []:
+        run = RunIdentity.from_labels(volume.get("Labels") or {})
         if run is not None:
-            markers[run.id] = (run, volume)
+            markers[run.id] = (run, str(volume["Name"]))
     verdicts = _Verdicts(me, max_age_s, time.time(), proc)
     legacy = _reap_containers(client, verdicts, warn)
     for ref in refs:
@@ -279,7 +282,7 @@ def reap(
     for run, volume in markers.values():
         found = verdicts(run)
         if found is not None:
-            found.marker = _removed(partial(volume.remove, force=True), f"marker {volume.name}", warn)
+            found.marker = _removed(partial(client.api.remove_volume, volume, force=True), volume, warn)
     done = [r for r in verdicts.runs.values() if r is not None and r.removed_anything]
     return done + ([legacy] if legacy.containers else [])
 
@@ -287,29 +290,25 @@ def reap(
 def _reap_containers(client: Any, verdicts: _Verdicts, warn: Warn) -> Reaped:
     """Containers of ended runs; and the smoke containers of older versions (a run id only) past the bound."""
     legacy = Reaped(None, f"older than {verdicts.max_age_s / 3600:g} h")
-    listed = client.containers.list(all=True, filters={"label": SMOKE_LABEL})
-    listed += client.containers.list(all=True, filters={"label": RUN_LABEL})
-    for container in {c.id: c for c in listed}.values():
-        labels = (container.attrs.get("Config") or {}).get("Labels") or {}
-        run = RunIdentity.from_labels(labels)
+    listed = client.api.containers(all=True, filters={"label": SMOKE_LABEL})
+    listed += client.api.containers(all=True, filters={"label": RUN_LABEL})
+    for container in {c["Id"]: c for c in listed}.values():
+        name = _name(container)
+        run = RunIdentity.from_labels(container.get("Labels") or {})
         found = verdicts(run) if run is not None else None
-        legacy_and_old = run is None and container.name.startswith(SMOKE_PREFIX)
-        if legacy_and_old and _created_before(container, verdicts.now - verdicts.max_age_s):
+        legacy_and_old = run is None and name.startswith(SMOKE_PREFIX)
+        if legacy_and_old and float(container.get("Created") or 0) < verdicts.now - verdicts.max_age_s:
             found = legacy
-        if found is not None and _removed(
-            partial(container.remove, force=True, v=True), container.name, warn
-        ):
-            found.containers.append(container.name)
+        remove = partial(client.api.remove_container, container["Id"], force=True, v=True)
+        if found is not None and _removed(remove, name, warn):
+            found.containers.append(name)
     return legacy
 
 
-def _created_before(container: Any, moment: float) -> bool:
-    created = str(container.attrs.get("Created") or "")  # 2024-01-02T03:04:05.123456789Z
-    try:
-        when = datetime.fromisoformat(created[:19] + "+00:00")
-    except ValueError:
-        return False
-    return when.timestamp() < moment
+def _name(container: Mapping[str, Any]) -> str:
+    """A listed container's name (the engine lists them as "/name")."""
+    names = container.get("Names") or [container["Id"][:12]]
+    return str(names[0]).lstrip("/")
 
 
 def _release_into(found: Reaped, client: Any, ref: str, warn: Warn) -> None:
@@ -322,9 +321,9 @@ def _release_into(found: Reaped, client: Any, ref: str, warn: Warn) -> None:
         warn(f"could not remove {ref}: {outcome}")
 
 
-def temporary_refs(images: Iterable[Any]) -> list[str]:
-    """The run-tagged references among ``images`` (SDK Image objects)."""
-    return sorted({tag for image in images for tag in image.tags if RUN_TAG.fullmatch(tag)})
+def temporary_refs(images: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The run-tagged references among ``images`` (as the engine lists them: RepoTags)."""
+    return sorted({tag for image in images for tag in image.get("RepoTags") or () if RUN_TAG.fullmatch(tag)})
 
 
 def release(client: Any, ref: str) -> str:
@@ -368,16 +367,18 @@ def end_run(client: Any, me: RunIdentity, warn: Warn) -> None:
     marker. An image a container of another run uses keeps its reference; without the marker, the next run that
     reaps removes that reference once the container is gone."""
     try:
-        found = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={me.id}"})
-        listed = client.images.list(filters={"reference": "ci-images/*"})
+        found = client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={me.id}"})
+        listed = client.api.images(filters={"reference": "ci-images/*"})
     except _ENGINE_ERRORS as exc:
         warn(f"could not list what this run left in the engine: {exc}")
         return
     for container in found:
-        _removed(partial(container.remove, force=True, v=True), container.name, warn)
+        _removed(
+            partial(client.api.remove_container, container["Id"], force=True, v=True), _name(container), warn
+        )
     for ref in temporary_refs(listed):
         if ref.endswith(f".run-{me.id}"):
             outcome = release(client, ref)
             if outcome not in ("removed", "gone", "in use"):
                 warn(f"could not remove {ref}: {outcome}")
-    _removed(lambda: client.volumes.get(me.marker).remove(force=True), f"this run's marker {me.marker}", warn)
+    _removed(partial(client.api.remove_volume, me.marker, force=True), f"this run's marker {me.marker}", warn)

@@ -9,7 +9,6 @@ import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -136,10 +135,11 @@ def test_run_tags_are_told_apart_from_the_names_build_images_leaves() -> None:
     ref = run_tag("ci-images/vault:2.0.0-linux-amd64", "a1b2c3d4e5f6")
     assert ref == "ci-images/vault:2.0.0-linux-amd64.run-a1b2c3d4e5f6"
     assert RUN_TAG.fullmatch(ref)
-    images = [
-        SimpleNamespace(tags=[ref, "ci-images/vault:2.0.0-linux-amd64", "127.0.0.1:5000/x/vault:2.0.0"]),
-        SimpleNamespace(tags=["ci-images/local-kms:3.11.1-seeded-linux-arm64-v8.run-00000000abcd"]),
-        SimpleNamespace(tags=["other/vault:2.0.0.run-a1b2c3d4e5f6"]),  # not ours: another repository
+    images: list[dict[str, list[str] | None]] = [  # as the engine lists them
+        {"RepoTags": [ref, "ci-images/vault:2.0.0-linux-amd64", "127.0.0.1:5000/x/vault:2.0.0"]},
+        {"RepoTags": ["ci-images/local-kms:3.11.1-seeded-linux-arm64-v8.run-00000000abcd"]},
+        {"RepoTags": ["other/vault:2.0.0.run-a1b2c3d4e5f6"]},  # not ours: another repository
+        {"RepoTags": None},  # dangling
     ]
     assert temporary_refs(images) == [
         "ci-images/local-kms:3.11.1-seeded-linux-arm64-v8.run-00000000abcd",
