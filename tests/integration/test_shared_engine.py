@@ -9,6 +9,8 @@ engine is shared with other sessions.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -247,3 +249,52 @@ def test_an_image_a_container_uses_is_left_alone_with_the_engine_s_words(
         assert image in images_of(engine, nonce)
     finally:
         container.remove(force=True)
+
+
+LEAVER = """
+import sys, time
+from ci_images.engine.client import Engine
+
+engine = Engine.connect()
+engine.begin_run()
+image, nonce = sys.argv[1], sys.argv[2]
+engine.tag(image, f"ci-images/clean-engine-test:{nonce}.run-{engine.run_id}")
+labels = {**engine.run.labels(), "io.github.ci-images.test-nonce": nonce}
+engine.client.containers.run(image, entrypoint=["sleep", "300"], network_mode="none", detach=True, labels=labels)
+print(engine.run_id, flush=True)
+time.sleep(300)
+"""
+
+
+def test_clean_engine_removes_what_a_killed_run_left_on_both_doors(
+    engine: Engine, tmp_path: Path, nonces: list[str], standin_images: dict[str, str]
+) -> None:
+    """A process that made a run marker, a run-tagged image reference and a labelled container, killed with SIGKILL;
+    `clean-engine` removes all three and says so (--json), and a second call finds nothing."""
+    nonce = "clean" + tmp_path.name[-8:].lower().replace("_", "-")
+    nonces.append(nonce)
+    image = standin_images["hashicorp/vault"]  # shared with other tests: only a reference is added to it
+    env = clean_env()
+    leaver = subprocess.Popen(
+        [sys.executable, "-c", LEAVER, image, nonce], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert leaver.stdout is not None
+    run_id = leaver.stdout.readline().strip()
+    leaver.kill()
+    leaver.wait()
+    leaver.stdout.close()
+    ref = f"ci-images/clean-engine-test:{nonce}.run-{run_id}"
+    assert engine.has_image(ref) and containers_of(engine, nonce)
+    cleaned = run_door("module", ["clean-engine", "--json"], env, timeout=120)
+    assert cleaned.returncode == 0, cleaned.stderr
+    (record,) = [r for r in json.loads(cleaned.stdout) if r["run"] == run_id]
+    assert record["why"] == "process gone"
+    assert record["images"] == [ref]
+    assert len(record["containers"]) == 1
+    assert containers_of(engine, nonce) == set()
+    assert not engine.has_image(ref)
+    assert engine.has_image(image)  # the image itself: other references hold it
+    assert engine.client.volumes.list(filters={"name": f"ci-images-run-{run_id}"}) == []
+    again = run_door("invoke", ["clean-engine", "--json"], env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert run_id not in again.stdout

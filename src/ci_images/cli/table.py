@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ci_images.commands import images, upkeep
+from ci_images.commands import engine, images, upkeep
 from ci_images.commands.options import OPTIONS, Option, Options
 
 S = TypeVar("S")
@@ -92,6 +92,11 @@ COMMANDS: tuple[Command[Any], ...] = (
         "credentials); exit 3 names each package that refuses, with its fix.",
     ),
     _tool("registry-down", images.registry_down, "Stop the embedded local registry; its data stays."),
+    _tool(
+        "clean-engine",
+        engine.clean_engine,
+        "Remove what ended runs left in the Docker engine (containers, temporary images), as every run does first.",
+    ),
     _tool(
         "generate-key",
         _signing_command("generate_key"),

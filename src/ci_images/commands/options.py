@@ -46,6 +46,7 @@ LIST, PLAN, BUILD, TEST, PUSH, CI, REGISTRY_DOWN = (
 GENERATE_KEY, SIGN, VERIFY = "generate-key", "sign-images", "verify-images"
 CHECK_PUBLIC = "check-public"
 OUTDATED, BUMP, DOCS = "outdated", "bump", "docs"
+CLEAN_ENGINE = "clean-engine"
 _UPKEEP_COMMANDS = frozenset({OUTDATED, BUMP})  # read upstream tag lists
 _CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY, CHECK_PUBLIC})
 # Every command that names the target; build-images and test-images tag the host's build under it.
@@ -85,6 +86,8 @@ class Options:
     output: str | None = None  # generate-key: the folder
     readme: str | None = None  # docs: the README with the reference table
     check: bool = False  # docs: only check that the README is current
+    # clean-engine: hours after which a run this host cannot see counts as ended
+    older_than: int | None = None
     debug: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
@@ -194,7 +197,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "json",
         "JSON records: to standard output, or to PATH when given",
-        _CATALOG_COMMANDS | _UPKEEP_COMMANDS,
+        _CATALOG_COMMANDS | _UPKEEP_COMMANDS | {CLEAN_ENGINE},
         kind="optional",
         metavar="PATH",
         convert=output_path,
@@ -315,9 +318,18 @@ OPTIONS: tuple[Option, ...] = (
         kind="flag",
     ),
     Option(
+        "older-than",
+        "a run this host cannot see (another machine or container sharing the engine) counts as ended after this "
+        "many hours; a run on this host has ended when its process has",
+        frozenset({CLEAN_ENGINE}),
+        metavar="HOURS",
+        convert=count,
+        default="24",
+    ),
+    Option(
         "debug",
         "show debug lines and tracebacks",
-        _CATALOG_COMMANDS | _UPKEEP_COMMANDS | {REGISTRY_DOWN, GENERATE_KEY, DOCS},
+        _CATALOG_COMMANDS | _UPKEEP_COMMANDS | {REGISTRY_DOWN, GENERATE_KEY, DOCS, CLEAN_ENGINE},
         kind="flag",
     ),
 )
