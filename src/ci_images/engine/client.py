@@ -51,6 +51,9 @@ CONTAINER_LABEL = SMOKE_LABEL  # value: the id of the run that started the conta
 # A long-lived service (the embedded registry) outlives the run that started it: it carries no run label.
 SERVICE_LABEL = "io.github.getsops.ci-images.service"  # value: its name
 _begun: set[str] = set()  # the runs (processes) that have reaped and made their marker
+# What the SDK raises: its own errors, and requests' (a connection refused or cut). Reads of a raw stream raise
+# urllib3's, which requests does not wrap: added where a stream is read.
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
 BUILD_LOG_TAIL = 30
 # A build has no natural upper bound on quiet periods (a RUN step under QEMU can print nothing for minutes), so the
 # HTTP read timeout is long but still finite.
@@ -176,7 +179,7 @@ class Engine:
                     lines.append(
                         f"ERROR: {(chunk.get('errorDetail') or {}).get('message') or chunk['error']}"
                     )
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+        except (*_ENGINE_ERRORS, urllib3.exceptions.HTTPError) as exc:  # urllib3's: a cut stream
             lines.append(f"ERROR: {exc}")
             raise BuildError(
                 self._build_failure(context, tag, platform, lines),
@@ -213,8 +216,8 @@ class Engine:
             self.client.api.inspect_image(ref)
         except docker.errors.ImageNotFound:
             return False
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"engine could not inspect {ref}: {exc}", fix=engine_fix()) from exc
+        except _ENGINE_ERRORS as exc:
+            raise self._engine_error(f"inspect {ref}", exc) from exc
         return True
 
     def pull(self, ref: str, *, platform: str, auth: Mapping[str, str] | None = None) -> None:
@@ -264,8 +267,8 @@ class Engine:
                     failure = str((chunk.get("errorDetail") or {}).get("message") or chunk["error"])
         except docker.errors.APIError as exc:
             failure = str(exc.explanation or exc)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"engine could not pull {ref}: {exc}", fix=engine_fix()) from exc
+        except (*_ENGINE_ERRORS, urllib3.exceptions.HTTPError) as exc:  # urllib3's: a cut stream
+            raise self._engine_error(f"pull {ref}", exc) from exc
         return failure
 
     def tag(self, image: str, ref: str) -> None:
@@ -297,20 +300,16 @@ class Engine:
         return platform
 
     def save(self, image: str) -> Iterator[bytes]:
-        """The ``docker save`` tar stream of one image. The SDK sends the request at the first read, so the engine's
-        answer (an image removed meanwhile: 404 or 500) and a cut stream come from the iteration: EngineError."""
+        """The ``docker save`` tar stream of one image. The SDK reads the engine's answer at the first read of the
+        stream, so an error answer (an image another run removed: 404 or 500) and a cut stream come from the
+        iteration: EngineError there too."""
         stream: Iterator[bytes] = self._call(f"save {image}", self.client.api.get_image, image)
         return self._guarded_stream(f"export {image}", stream)
 
     def _guarded_stream(self, what: str, stream: Iterator[bytes]) -> Iterator[bytes]:
         try:
             yield from stream
-        except (
-            docker.errors.DockerException,
-            requests.RequestException,
-            urllib3.exceptions.HTTPError,  # from raw reads of a cut stream, which requests does not wrap
-            OSError,
-        ) as exc:
+        except (*_ENGINE_ERRORS, urllib3.exceptions.HTTPError, OSError) as exc:  # urllib3's: a cut stream
             raise self._engine_error(what, exc) from exc
 
     @removes
@@ -336,7 +335,11 @@ class Engine:
         remove what it leaves when the process ends. Returns what was removed."""
         if self.run_id in _begun:
             return []
-        reaped = self.reap(max_age_s=max_age_s)
+        try:
+            reaped = self.reap(max_age_s=max_age_s)
+        except EngineError as exc:  # reaping is housekeeping: the run goes on, and the next run tries again
+            log.warning(f"could not remove what ended runs left in the engine: {exc.render()}")
+            reaped = []
         self._call("make this run's marker volume", make_marker, self.client, self.run)
         _begun.add(self.run_id)
         atexit.register(end_run, self.client, self.run, log.warning)
@@ -510,7 +513,7 @@ class Engine:
         """Call the SDK and turn its errors into EngineError."""
         try:
             return func(*args, **kwargs)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+        except _ENGINE_ERRORS as exc:
             raise cls._engine_error(what, exc) from exc
 
     @staticmethod
