@@ -55,6 +55,16 @@ def images_of(engine: Engine, nonce: str) -> set[str]:
     return {i["Id"] for i in engine.client.api.images(all=True, filters={"label": f"{NONCE_LABEL}={nonce}"})}
 
 
+def describe_images_of(engine: Engine, nonce: str) -> str:
+    """What is left, for a failing assertion: id, tags, parent, age and whether it is a build's final image."""
+    listed = engine.client.api.images(all=True, filters={"label": f"{NONCE_LABEL}={nonce}"})
+    return "\n".join(
+        f"{i['Id'][7:19]} tags={i.get('RepoTags')} parent={str(i.get('ParentId'))[7:19]} "
+        f"age={time.time() - i['Created']:.0f}s final={'io.github.ci-images.recipe' in (i.get('Labels') or {})}"
+        for i in listed
+    )
+
+
 def remove_everything_of(engine: Engine, nonce: str) -> None:
     """After a test (passing or not): its containers, then its images, and nothing else on the shared engine."""
     for name in containers_of(engine, nonce):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ci_images.engine.client import CONTAINER_LABEL, Engine
+from ci_images.engine.runs import PID_LABEL
 from ci_images.lab.standins import IMAGE_PREFIX, prune_stale_standins, standin_ref
 from ci_images.registry.auth import Credentials
 from ci_images.registry.client import RegistryClient
@@ -50,10 +51,12 @@ def target_client(lab: Any) -> RegistryClient:
     return RegistryClient(lab.target.host, credentials=Credentials(lab.target.username, lab.target.password))
 
 
-def our_containers(engine: Engine) -> set[str]:
-    # The engine's list alone: the SDK's collection inspects each container after listing it, which fails when
-    # another run sharing the engine removes one in between.
-    return {c["Id"] for c in engine.client.api.containers(all=True, filters={"label": CONTAINER_LABEL})}
+def our_containers(engine: Engine, pid: int) -> set[str]:
+    """The containers of the run in process ``pid`` (its labels name it): other sessions' runs on the shared engine
+    start and remove theirs meanwhile. The engine's list alone: the SDK's collection inspects each container after
+    listing it, which fails when a run removes one in between."""
+    filters = {"label": [CONTAINER_LABEL, f"{PID_LABEL}={pid}"]}
+    return {c["Id"] for c in engine.client.api.containers(all=True, filters=filters)}
 
 
 @contextmanager
@@ -130,14 +133,13 @@ def test_an_interrupt_stops_cleanly_and_the_next_run_completes(
     engine: Engine,
 ) -> None:
     path = f"interrupted/{catalog.parent.name[-10:].lower().replace('_', '-')}"
-    before = our_containers(engine)
     env = clean_env(**lab.env(), CI="true", PYTHONUNBUFFERED="1")
     with fault_proxy(lab.target.host, str(lab.ca_bundle), fault=rule or (lambda request: None)) as (proxy, _):
         argv = push_argv(catalog, f"{proxy}/{path}", "--plain-http", "--platform", platform)
         with running(argv, env) as (process, lines):
             wait_for(lines, phrase, process)
             if stage == "smoke test":  # signal while the service container runs, whatever the machine's speed
-                wait_until(lambda: bool(our_containers(engine) - before), process)
+                wait_until(lambda: bool(our_containers(engine, process.pid)), process)
             else:
                 time.sleep(0.1)  # into the step, not before it
             process.send_signal(signum)
@@ -149,7 +151,7 @@ def test_an_interrupt_stops_cleanly_and_the_next_run_completes(
     )
     assert "stopped before their tags moved (vault/plain/2.0.0)" in last
     assert "Traceback" not in "\n".join(lines)
-    assert our_containers(engine) - before == set()  # the smoke service (if one ran) was removed
+    assert our_containers(engine, process.pid) == set()  # the smoke service (if one ran) was removed
     if stage == "smoke test":  # by the interrupt at once, not when the probe would have ended
         assert "removed 1 container(s) this run started" in lines
     client = target_client(lab)

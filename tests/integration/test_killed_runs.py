@@ -22,6 +22,7 @@ from tests.doors import clean_env, run_door
 
 from .runs import (
     containers_of,
+    describe_images_of,
     images_of,
     kill_group,
     nonce_catalog,
@@ -86,7 +87,9 @@ def test_eight_sigkills_then_one_rerun_leave_nothing_of_the_killed_runs(
         again = run_door("module", argv, env, timeout=900)
         assert again.returncode == 0, f"seed {seed}, phases {order}:\n{again.stderr[-3000:]}"
         assert containers_of(engine, nonce) == set(), f"seed {seed}, phases {order}"
-        assert images_of(engine, nonce) == set(), f"seed {seed}, phases {order}"
+        assert images_of(engine, nonce) == set(), (
+            f"seed {seed}, phases {order}\n{describe_images_of(engine, nonce)}"
+        )
         markers = [
             v.name
             for _, pid in killed

@@ -298,3 +298,30 @@ def test_clean_engine_removes_what_a_killed_run_left_on_both_doors(
     again = run_door("invoke", ["clean-engine", "--json"], env, timeout=120)
     assert again.returncode == 0, again.stderr
     assert run_id not in again.stdout
+
+
+def test_build_images_names_its_builds_for_test_images_and_leaves_no_run_reference(
+    lab: Any, engine: Engine, tmp_path: Path, nonces: list[str]
+) -> None:
+    """What build-images leaves is its output (the names test-images and a user read); the run's own references go
+    when it ends. The image gets a name of its own here: ci-images/vault:... is every session's."""
+    catalog, nonce = nonce_catalog(tmp_path)
+    nonces.append(nonce)
+    name = f"vault-{nonce[:8]}"
+    catalog.write_text(catalog.read_text().replace("  vault:\n", f"  {name}:\n    target: vault\n"))
+    registry = f"{lab.target.host}/{unique_path(tmp_path, 'names')}"
+    env = clean_env(**lab.env(), CI="true")
+    argv = ["--catalog", str(catalog), "--registry", registry]
+    built = run_door("module", ["build-images", *argv], env, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    names = {
+        tag
+        for image in engine.client.api.images(filters={"label": f"io.github.ci-images.test-nonce={nonce}"})
+        for tag in image["RepoTags"] or ()
+    }
+    assert names == {
+        f"ci-images/{name}:2.0.0-linux-amd64",
+        *(f"{registry}/vault:{t}" for t in ("2.0.0", "2.0", "latest")),
+    }
+    tested = run_door("module", ["test-images", *argv], env, timeout=600)
+    assert tested.returncode == 0, tested.stderr[-3000:]

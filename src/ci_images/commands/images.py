@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ci_images.cache import cache_home, machine_lock
 from ci_images.commands.options import Options
 from ci_images.commands.outcome import emit_json, finish, raise_unresolved
-from ci_images.commands.setup import DEFAULT_SOURCE_URL, Setup, prepare, reap_ended_runs
+from ci_images.commands.setup import DEFAULT_SOURCE_URL, Setup, prepare
 from ci_images.commands.values import local_address
 from ci_images.errors import UsageError
 from ci_images.log import log
@@ -154,7 +154,6 @@ def _push_images(setup: Setup) -> list[Result]:
     refuse_narrowing(setup, decisions)
     if not options.dry_run:  # before any build: may it write where this run will push?
         setup.check_target([d.entry for d in decisions if d.action in WRITING_ACTIONS], push=True)
-    reap_ended_runs(ctx)
     publisher: Publisher = (
         DryRunPublisher()
         if options.dry_run

@@ -23,7 +23,7 @@ from ci_images.catalog.model import Catalog
 from ci_images.catalog.refs import normalize_mirror, parse_repository
 from ci_images.commands.options import Options
 from ci_images.commands.values import local_address, output_path
-from ci_images.errors import EngineError, UsageError
+from ci_images.errors import UsageError
 from ci_images.log import log
 from ci_images.oci import refuse_plain_http
 from ci_images.plan import entries as planning
@@ -286,21 +286,6 @@ def _anonymous_pool(options: Options, destination: Destination) -> ClientPool:
         )
 
     return ClientPool(client)
-
-
-def reap_ended_runs(ctx: Context) -> None:
-    """At the start of a publishing run: what ended runs left in the engine is removed when an engine answers, also
-    when this run needs none (a retag after a run killed while moving tags). No engine is no error here: none is
-    started for this."""
-    from ci_images.engine.dockerd import engine_answers
-
-    if engine_answers(timeout_s=2.0):
-        try:
-            ctx.engine  # noqa: B018  (connecting is what reaps: engine_factory)
-        except (
-            EngineError
-        ) as exc:  # an entry that needs the engine fails with this; one that does not goes on
-            log.warning(f"the engine answers but could not be used: {exc.render()}")
 
 
 def engine_factory() -> Engine:
