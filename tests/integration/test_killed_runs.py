@@ -88,7 +88,7 @@ def test_eight_sigkills_then_one_rerun_leave_nothing_of_the_killed_runs(
         assert again.returncode == 0, f"seed {seed}, phases {order}:\n{again.stderr[-3000:]}"
         assert containers_of(engine, nonce) == set(), f"seed {seed}, phases {order}"
         assert images_of(engine, nonce) == set(), (
-            f"seed {seed}, phases {order}\n{describe_images_of(engine, nonce)}"
+            f"seed {seed}, phases {order}\n{describe_images_of(engine, nonce)}\n{again.stderr[-3000:]}"
         )
         markers = [
             v.name
