@@ -34,6 +34,7 @@ from .runs import (
     push_argv,
     remove_everything_of,
     running,
+    tags_of,
     wait_for,
 )
 
@@ -317,7 +318,7 @@ def test_build_images_names_its_builds_for_test_images_and_leaves_no_run_referen
     names = {
         tag
         for image in engine.client.api.images(filters={"label": f"io.github.ci-images.test-nonce={nonce}"})
-        for tag in image["RepoTags"] or ()
+        for tag in tags_of(image)
     }
     assert names == {
         f"ci-images/{name}:2.0.0-linux-amd64",

@@ -12,7 +12,8 @@ A run has ended when its process is gone: on this host (same hostname, boot and 
 ``/proc`` (a PID reused by another process has another start time). A run this host cannot judge (another machine
 sharing the engine, another PID namespace) counts as ended once it is older than the bound. :func:`reap` removes
 what ended runs left: their containers, then their temporary image references (never forced: an image a container
-of a live run uses is left alone, and the engine deletes an image only with its last reference), then their markers.
+of a live run uses is left alone, and the engine deletes an image only with its last reference; never pruning the
+builder's cache: see release), then their markers.
 """
 
 from __future__ import annotations
@@ -328,9 +329,12 @@ def temporary_refs(images: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def release(client: Any, ref: str) -> str:
     """Remove the reference ``ref``, never forced: the image goes with its last reference, and stays while a
-    container uses it. Returns "removed", "gone", "in use" or the engine's words for another refusal."""
+    container uses it. Its untagged parents stay: they are the classic builder's cache, one chain per Dockerfile and
+    base, which another run may be building from at this moment (pruning them fails that build half-way: "failed to
+    get digest ...: no such file or directory"), and which the next build of the entry reuses, as after any
+    `docker build`. Returns "removed", "gone", "in use" or the engine's words for another refusal."""
     try:
-        client.api.remove_image(ref, force=False, noprune=False)
+        client.api.remove_image(ref, force=False, noprune=True)
     except docker.errors.ImageNotFound:
         return "gone"
     except docker.errors.APIError as exc:
