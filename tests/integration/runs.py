@@ -56,9 +56,7 @@ def images_of(engine: Engine, nonce: str) -> set[str]:
     return {i["Id"] for i in engine.client.api.images(all=True, filters={"label": f"{NONCE_LABEL}={nonce}"})}
 
 
-RECIPE_LABEL = (
-    "io.github.ci-images.recipe"  # on a build's final image (the build's labels), not on its step images
-)
+RECIPE_LABEL = "io.github.ci-images.recipe"  # on a build's step images from its first build label on
 
 
 def tags_of(image: Mapping[str, Any]) -> list[str]:
@@ -66,25 +64,12 @@ def tags_of(image: Mapping[str, Any]) -> list[str]:
     return [t for t in image.get("RepoTags") or () if t != "<none>:<none>"]
 
 
-def built_images_of(engine: Engine, nonce: str) -> set[str]:
-    """The images of this test that are a build's result or carry a name: everything but the builder's cache (the
-    untagged step images a build leaves, as any `docker build` does, for the next build to reuse)."""
-    listed = engine.client.api.images(all=True, filters={"label": f"{NONCE_LABEL}={nonce}"})
-    return {i["Id"] for i in listed if tags_of(i) or RECIPE_LABEL in (i.get("Labels") or {})}
-
-
-def cache_leaves_of(engine: Engine, nonce: str) -> set[str]:
-    """The builder cache's chains of this test, by their last image (dangling: no name, no child)."""
-    filters = {"label": f"{NONCE_LABEL}={nonce}", "dangling": True}
-    return {i["Id"] for i in engine.client.api.images(filters=filters)}
-
-
 def describe_images_of(engine: Engine, nonce: str) -> str:
-    """What is left, for a failing assertion: id, tags, parent, age and whether it is a build's final image."""
+    """What is left, for a failing assertion: id, tags, parent, age and whether it carries the build's labels."""
     listed = engine.client.api.images(all=True, filters={"label": f"{NONCE_LABEL}={nonce}"})
     return "\n".join(
         f"{i['Id'][7:19]} tags={tags_of(i)} parent={str(i.get('ParentId'))[7:19]} "
-        f"age={time.time() - i['Created']:.0f}s final={RECIPE_LABEL in (i.get('Labels') or {})}"
+        f"age={time.time() - i['Created']:.0f}s labelled={RECIPE_LABEL in (i.get('Labels') or {})}"
         for i in listed
     )
 

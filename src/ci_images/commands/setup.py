@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -113,11 +114,16 @@ class Setup:
         return Context(
             upstream_pool=self.upstream_pool,
             target_pool=self.target_pool,
-            engine_factory=engine_factory,
+            engine_factory=partial(engine_factory, created=self.created),
             env=self.options.env,
             budget=RateBudget(self.catalog.ratelimit_min_remaining if minimum is None else minimum),
             upstream_mirror=self.mirror.host,
         )
+
+    @cached_property
+    def created(self) -> str:
+        """The created label of this command's builds: one value for the run (its engine marker names it too)."""
+        return run_settings.created_timestamp(self.options.env)
 
     def run_settings(self, *, publish: bool, smoke: bool = True) -> RunSettings:
         options = self.options
@@ -128,7 +134,7 @@ class Setup:
             smoke=smoke,
             keep_images=options.keep_images,
             revision=run_settings.repository_revision(self.catalog.root, options.env),
-            created=run_settings.created_timestamp(options.env),
+            created=self.created,
             source_url=run_settings.repository_url(options.env, DEFAULT_SOURCE_URL),
             sign_recursive=options.recursive,
         )
@@ -288,14 +294,15 @@ def _anonymous_pool(options: Options, destination: Destination) -> ClientPool:
     return ClientPool(client)
 
 
-def engine_factory() -> Engine:
+def engine_factory(created: str | None = None) -> Engine:
     """The engine, connected on a run's first use: what ended runs left there is removed first (and said), and this
-    run is marked, so a run after it can tell whether it ended (engine/runs.py)."""
+    run is marked, so a run after it can tell whether it ended (engine/runs.py); ``created`` is the created label
+    of its builds."""
     from ci_images.engine.client import Engine
     from ci_images.engine.dockerd import ensure_engine
 
     ensure_engine()
     engine = Engine.connect()
-    for reaped in engine.begin_run():
+    for reaped in engine.begin_run(created=created):
         log.info(f"removed what an ended run left in the engine: {reaped.describe()}")
     return engine

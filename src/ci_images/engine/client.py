@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import time
 import traceback
@@ -55,6 +56,11 @@ _begun: set[str] = set()  # the runs (processes) that have reaped and made their
 # urllib3's, which requests does not wrap: added where a stream is read.
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
 BUILD_LOG_TAIL = 30
+BUILD_ATTEMPTS = 3
+# What the classic builder says when a step image it took from its cache was removed before it used it.
+CACHE_GONE = re.compile(
+    r"failed to get digest sha256:[0-9a-f]+: .*no such file or directory|No such image: sha256:"
+)
 # A build has no natural upper bound on quiet periods (a RUN step under QEMU can print nothing for minutes), so the
 # HTTP read timeout is long but still finite.
 BUILD_TIMEOUT_S = 3600
@@ -145,8 +151,38 @@ class Engine:
     ) -> str:
         """Build ``context`` with the classic builder and return the image id (``sha256:...``).
 
-        ``dockerfile`` is relative to ``context`` (default ``Dockerfile``).
+        ``dockerfile`` is relative to ``context`` (default ``Dockerfile``). A build whose cached step image another
+        run removed meanwhile (it pruned its own build's parents, which were this build's cache: "failed to get
+        digest ...: no such file or directory") is built again, without that cache, up to BUILD_ATTEMPTS times.
         """
+        for attempt in range(1, BUILD_ATTEMPTS + 1):
+            try:
+                return self._build_once(
+                    context,
+                    tag=tag,
+                    platform=platform,
+                    buildargs=buildargs,
+                    labels=labels,
+                    dockerfile=dockerfile,
+                )
+            except BuildError as exc:
+                if attempt == BUILD_ATTEMPTS or not CACHE_GONE.search(exc.message.rpartition("\n")[2]):
+                    raise
+                log.warning(
+                    f"build of {tag} ({platform}): another run removed a cached step image; building again"
+                )
+        raise AssertionError("unreachable")
+
+    def _build_once(
+        self,
+        context: Path,
+        *,
+        tag: str,
+        platform: str,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        dockerfile: str | None,
+    ) -> str:
         lines: list[str] = []
         image_id: str | None = None
         failed = False
@@ -330,9 +366,10 @@ class Engine:
 
     # -- runs ----------------------------------------------------------------------------------------------------
 
-    def begin_run(self, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> list[Reaped]:
+    def begin_run(self, *, max_age_s: float = DEFAULT_MAX_AGE_S, created: str | None = None) -> list[Reaped]:
         """Once per process: remove what ended runs left in the engine (engine/runs.py), then mark this run, and
-        remove what it leaves when the process ends. Returns what was removed."""
+        remove what it leaves when the process ends. ``created``: the created label this run's builds carry (its
+        marker keeps it, so step images of a build killed half-way can be told). Returns what was removed."""
         if self.run_id in _begun:
             return []
         try:
@@ -340,7 +377,7 @@ class Engine:
         except EngineError as exc:  # reaping is housekeeping: the run goes on, and the next run tries again
             log.warning(f"could not remove what ended runs left in the engine: {exc.render()}")
             reaped = []
-        self._call("make this run's marker volume", make_marker, self.client, self.run)
+        self._call("make this run's marker volume", make_marker, self.client, self.run, created)
         _begun.add(self.run_id)
         atexit.register(end_run, self.client, self.run, log.warning)
         return reaped

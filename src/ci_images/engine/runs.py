@@ -12,8 +12,8 @@ A run has ended when its process is gone: on this host (same hostname, boot and 
 ``/proc`` (a PID reused by another process has another start time). A run this host cannot judge (another machine
 sharing the engine, another PID namespace) counts as ended once it is older than the bound. :func:`reap` removes
 what ended runs left: their containers, then their temporary image references (never forced: an image a container
-of a live run uses is left alone, and the engine deletes an image only with its last reference; never pruning the
-builder's cache: see release), then their markers.
+of a live run uses is left alone, and the engine deletes an image only with its last reference), the step images
+of their builds killed half-way (told by the created label their marker names), then their markers.
 """
 
 from __future__ import annotations
@@ -33,11 +33,17 @@ from typing import Any
 import docker.errors
 import requests
 
+from ci_images.plan.recipe import CREATED_LABEL, RECIPE_LABEL
+
 RUN_LABEL = "io.github.getsops.ci-images.run"  # value: the run id
 HOST_LABEL = f"{RUN_LABEL}.host"
 PID_LABEL = f"{RUN_LABEL}.pid"
 PROCESS_LABEL = f"{RUN_LABEL}.process"  # BOOT_ID:PID_NAMESPACE:START_TICKS (empty where /proc cannot say)
 STARTED_LABEL = f"{RUN_LABEL}.started"  # RFC 3339, UTC
+# On a marker: the created label (plan/recipe.py) this run's builds carry. The classic builder makes one step image
+# per build label, and those after the created label are this run's alone: a build killed half-way leaves them
+# untagged, and this label is how they are told.
+BUILDS_CREATED_LABEL = f"{RUN_LABEL}.builds-created"
 # Smoke containers: their name, and a label whose value is the run's id (all that versions before the run labels
 # wrote, so containers of those versions are told by these two and their age).
 SMOKE_PREFIX = "ci-images-smoke-"
@@ -269,10 +275,14 @@ def reap(
     # without a marker below is one whose run ended.
     refs = temporary_refs(client.api.images(filters={"reference": "ci-images/*"}))
     markers: dict[str, tuple[RunIdentity, str]] = {}
+    builds_created: dict[str, str] = {}
     for volume in client.api.volumes(filters={"label": RUN_LABEL}).get("Volumes") or []:
-        run = RunIdentity.from_labels(volume.get("Labels") or {})
+        labels = volume.get("Labels") or {}
+        run = RunIdentity.from_labels(labels)
         if run is not None:
             markers[run.id] = (run, str(volume["Name"]))
+            if labels.get(BUILDS_CREATED_LABEL):
+                builds_created[run.id] = labels[BUILDS_CREATED_LABEL]
     verdicts = _Verdicts(me, max_age_s, time.time(), proc)
     legacy = _reap_containers(client, verdicts, warn)
     for ref in refs:
@@ -283,6 +293,8 @@ def reap(
     for run, volume in markers.values():
         found = verdicts(run)
         if found is not None:
+            if run.id in builds_created:
+                _reap_build_steps(client, found, builds_created[run.id], warn)
             found.marker = _removed(partial(client.api.remove_volume, volume, force=True), volume, warn)
     done = [r for r in verdicts.runs.values() if r is not None and r.removed_anything]
     return done + ([legacy] if legacy.containers else [])
@@ -312,6 +324,19 @@ def _name(container: Mapping[str, Any]) -> str:
     return str(names[0]).lstrip("/")
 
 
+def _reap_build_steps(client: Any, found: Reaped, created: str, warn: Warn) -> None:
+    """The step images a build of this ended run left untagged (killed half-way): those with its created label and
+    no child, removed with their own parents. Another run started in the same second (or with the same
+    SOURCE_DATE_EPOCH) shares them as its cache; a build of it that loses one is built again (Engine.build)."""
+    filters = {"dangling": True, "label": [RECIPE_LABEL, f"{CREATED_LABEL}={created}"]}
+    for image in client.api.images(filters=filters):
+        outcome = release(client, image["Id"])
+        if outcome == "removed":
+            found.images.append(f"{image['Id'][:19]} (a step of a build killed half-way)")
+        elif outcome not in ("gone", "in use"):
+            warn(f"could not remove {image['Id']}: {outcome}")
+
+
 def _release_into(found: Reaped, client: Any, ref: str, warn: Warn) -> None:
     outcome = release(client, ref)
     if outcome == "removed":
@@ -329,12 +354,12 @@ def temporary_refs(images: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def release(client: Any, ref: str) -> str:
     """Remove the reference ``ref``, never forced: the image goes with its last reference, and stays while a
-    container uses it. Its untagged parents stay: they are the classic builder's cache, one chain per Dockerfile and
-    base, which another run may be building from at this moment (pruning them fails that build half-way: "failed to
-    get digest ...: no such file or directory"), and which the next build of the entry reuses, as after any
-    `docker build`. Returns "removed", "gone", "in use" or the engine's words for another refusal."""
+    container uses it, with its untagged parents that nothing else uses (the build's step images: the classic
+    builder makes one per build label, and those after the created label are this run's alone). A build of another
+    run that was taking one of those parents from its cache is built again (Engine.build). Returns "removed",
+    "gone", "in use" or the engine's words for another refusal."""
     try:
-        client.api.remove_image(ref, force=False, noprune=True)
+        client.api.remove_image(ref, force=False, noprune=False)
     except docker.errors.ImageNotFound:
         return "gone"
     except docker.errors.APIError as exc:
@@ -360,10 +385,11 @@ def _removed(remove: Callable[[], object], what: str, warn: Warn) -> bool:
 # ---- this run's marker --------------------------------------------------------------------------------------------
 
 
-def make_marker(client: Any, me: RunIdentity) -> None:
-    """The volume that says which process made the run-tagged images of this run (the engine keeps one volume per
-    name: making it again is a no-op)."""
-    client.volumes.create(name=me.marker, labels=me.labels())
+def make_marker(client: Any, me: RunIdentity, builds_created: str | None = None) -> None:
+    """The volume that says which process made the run-tagged images of this run, and the created label its builds
+    carry (the engine keeps one volume per name: making it again is a no-op)."""
+    labels = {**me.labels(), **({BUILDS_CREATED_LABEL: builds_created} if builds_created else {})}
+    client.api.create_volume(name=me.marker, labels=labels)
 
 
 def end_run(client: Any, me: RunIdentity, warn: Warn) -> None:

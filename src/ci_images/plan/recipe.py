@@ -19,6 +19,9 @@ RECIPE_VERSION = "ci-images-recipe/1"
 RECIPE_LABEL = "io.github.ci-images.recipe"
 SOURCE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 BASE_NAME_LABEL = "org.opencontainers.image.base.name"
+CREATED_LABEL = (
+    "org.opencontainers.image.created"  # when the run that built it started (or SOURCE_DATE_EPOCH)
+)
 _IGNORED_DIRS = frozenset({".git", "__pycache__", ".mypy_cache", ".pytest_cache"})
 
 
@@ -62,7 +65,7 @@ def image_labels(
     return {
         "org.opencontainers.image.source": source_url,
         "org.opencontainers.image.revision": revision,
-        "org.opencontainers.image.created": created,
+        CREATED_LABEL: created,
         "org.opencontainers.image.version": entry.version,
         "org.opencontainers.image.title": entry.title,
         "org.opencontainers.image.description": entry.description,

@@ -138,8 +138,7 @@ def _name_builds(ctx: Context, entry: Entry, images: Mapping[str, str]) -> None:
 
 def release_builds(ctx: Context, entry: Entry, refs: Mapping[str, str]) -> None:
     """Drop this run's references: an image goes with its last reference (not while a container uses it, nor while
-    build-images' names or another run's reference hold it), its builder cache stays for the next build (see
-    engine/runs.py's release). Never fails the entry: its tags may have moved."""
+    build-images' names or another run's reference hold it). Never fails the entry: its tags may have moved."""
     for ref in refs.values():
         outcome = ctx.engine.release(ref)
         if outcome == "in use":

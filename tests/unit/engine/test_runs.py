@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ci_images.engine.client import CACHE_GONE
 from ci_images.engine.runs import (
     RUN_TAG,
     Reaped,
@@ -162,3 +163,14 @@ def test_what_was_reaped_is_said_by_name() -> None:
     record = reaped.as_record()
     assert record["pid"] == 42 and record["why"] == "process gone"
     assert record["left_in_use"] == ["ci-images/vault:2.0-linux-amd64.run-a1b2c3d4e5f6"]
+
+
+def test_a_build_whose_cached_step_another_run_removed_is_told_apart_from_a_failing_build() -> None:
+    """The engine's words when a step image taken from the cache was removed before use (Engine.build builds again)."""
+    gone = (
+        "  | ERROR: failed to get digest sha256:0e6ac4be10085aa: open /var/lib/docker/image/overlay2/imagedb/"
+        "content/sha256/0e6ac4be10085aa: no such file or directory"
+    )
+    assert CACHE_GONE.search(gone)
+    assert CACHE_GONE.search("  | ERROR: No such image: sha256:4af1dbc58f67")
+    assert not CACHE_GONE.search("  | ERROR: The command '/bin/sh -c false' returned a non-zero code: 1")
