@@ -359,6 +359,7 @@ class Engine:
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise self._engine_error(f"remove image {image}", exc) from exc
 
+    @removes  # it prunes the image's unused parents, which a build of this process may be taking from its cache
     def release(self, ref: str) -> str:
         """Remove the reference ``ref`` and the image with its last reference, never forced: an image a container
         uses (another run's) stays. "removed", "gone", "in use", or the engine's words for another refusal."""
@@ -382,6 +383,7 @@ class Engine:
         atexit.register(end_run, self.client, self.run, log.warning)
         return reaped
 
+    @removes
     def reap(self, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> list[Reaped]:
         """Remove the containers, temporary images and markers of ended runs; what could not go is warned about."""
         reaped: list[Reaped] = self._call(
