@@ -156,8 +156,8 @@ def _env_map(env: Sequence[str]) -> dict[str, str]:
     return values
 
 
-def _clean(path: str) -> str:
-    """Go's path.Clean for absolute paths."""
+def clean_path(path: str) -> str:
+    """Go's path.Clean (for the absolute paths of an image): "/a//b/../c/" -> "/a/c"."""
     cleaned = posixpath.normpath(path)
     return "/" + cleaned.lstrip("/") if cleaned.startswith("/") else cleaned
 
@@ -185,10 +185,14 @@ class _Stage:
         self.history: list[HistoryStep] = []
         self.copies: list[CopyStep] = []
         self.known_dirs: list[str] = ["/"]
-        if self.config.get("WorkingDir"):
-            self.known_dirs.append(_clean(self.config["WorkingDir"]))
+        self.know_dir(self.config.get("WorkingDir") or "/")
 
     # -- helpers ---------------------------------------------------------------------------------------------------
+
+    def know_dir(self, path: str) -> None:
+        """``path`` exists from here on (the base's working directory, a WORKDIR: the builder creates both)."""
+        if clean_path(path) not in self.known_dirs:
+            self.known_dirs.append(clean_path(path))
 
     def fail(self, instruction: Instruction, message: str, fix: str | None = None) -> DockerfileError:
         return DockerfileError(
@@ -291,9 +295,11 @@ class _Stage:
             raise self.fail(instruction, "cannot normalize nothing")
         current = self.config.get("WorkingDir") or ""
         # normalizeWorkdir: a relative path joins the previous one; an absolute one is kept as written.
-        workdir = requested if requested.startswith("/") else _clean(posixpath.join("/", current, requested))
+        workdir = (
+            requested if requested.startswith("/") else clean_path(posixpath.join("/", current, requested))
+        )
         self.config["WorkingDir"] = workdir
-        self.known_dirs.append(_clean(workdir))
+        self.know_dir(workdir)
         self.commit(f"WORKDIR {workdir}")
 
     def do_user(self, instruction: Instruction) -> None:
@@ -453,7 +459,7 @@ class _Stage:
             raise DockerfileError(f"{where}: {instruction.keyword} has an empty destination")
         dest = dest_text
         if not dest.startswith("/"):  # normalizeDest: relative to WORKDIR, keeping a trailing slash
-            dest = _clean(posixpath.join("/", self.config.get("WorkingDir") or "", dest_text))
+            dest = clean_path(posixpath.join("/", self.config.get("WorkingDir") or "", dest_text))
             if dest_text.endswith("/") and dest != "/":
                 dest += "/"
         shown = [instruction.keyword]

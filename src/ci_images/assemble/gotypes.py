@@ -18,7 +18,7 @@ _UNITS_NS = {
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
-_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([a-zA-Z\u00b5\u03bc]+)")
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
 
 
 def parse_go_duration(text: str) -> int:
@@ -38,6 +38,8 @@ def parse_go_duration(text: str) -> int:
         match = _DURATION_PART.match(text, position)
         if not match or match.group(1) in ("", "."):
             raise ValueError(f"time: invalid duration {go_quote(original)}")
+        if not match.group(2):
+            raise ValueError(f"time: missing unit in duration {go_quote(original)}")
         unit = _UNITS_NS.get(match.group(2))
         if unit is None:
             raise ValueError(

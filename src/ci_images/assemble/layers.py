@@ -1,10 +1,11 @@
 """One deterministic gzip layer per COPY/ADD: the same context gives the same bytes on any machine.
 
 What goes in, and where, is the classic builder's (moby/moby ``builder/dockerfile/copy.go`` performCopyForInfo,
-``internals.go`` normalizeDest): a directory source copies its contents into the destination, which the layer
-holds as a directory; a file goes into a destination that ends in ``/`` or is a directory known to exist (``/``, a
-working directory, a directory an earlier COPY made), else to the destination path itself; more than one source
-needs a destination ending in ``/``. The context is what the docker SDK sends to the engine: ``.dockerignore``
+``internals.go`` normalizeDest): a directory source copies its contents into the destination; a file goes into a
+destination that ends in ``/`` or is a directory known to exist (``/``, a working directory, a directory an earlier
+COPY made), else to the destination path itself; more than one source needs a destination ending in ``/``. A
+directory copy writes its destination directory too unless that is known to exist (CopyWithTar creates a missing
+one, 0755, owned as ``--chown`` says, and leaves an existing one alone). The context is what the docker SDK sends to the engine: ``.dockerignore``
 applied by ``docker.utils.build.exclude_paths``, then ``.dockerignore`` and the Dockerfile dropped when a pattern
 matches them, as the daemon does (``builder/remotecontext/detect.go`` removeDockerfile).
 
@@ -36,7 +37,7 @@ from typing import Protocol
 
 from docker.utils.build import PatternMatcher, exclude_paths
 
-from ci_images.assemble.config import CopyStep
+from ci_images.assemble.config import CopyStep, clean_path
 from ci_images.assemble.dockerfile import Dockerfile, DockerfileError
 from ci_images.assemble.sources import ContextIndex, archive_blocker, resolve_sources
 
@@ -125,7 +126,7 @@ def layer_entries(
             fix=f"write the destination as {step.dest.rstrip('/')}/",
         )
     uid, gid = step.chown or (0, 0)
-    dest = posixpath.normpath(step.dest) if step.dest != "/" else "/"
+    dest = clean_path(step.dest)
     entries: dict[str, LayerEntry] = {}
 
     def add(image_path: str, rel: str) -> None:
@@ -143,8 +144,6 @@ def layer_entries(
 
     for source in resolved:
         if source.is_dir:
-            # CopyWithTar makes the destination only when it is missing (MkdirAllAndChownNew: 0755, then chowned);
-            # one known to exist keeps its owner and mode.
             if dest not in known_dirs:
                 entries[_image_path(dest)] = LayerEntry(
                     _image_path(dest), "dir", normalized_mode("dir", 0, step.chmod), uid, gid
