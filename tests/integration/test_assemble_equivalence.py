@@ -378,3 +378,69 @@ def test_every_supported_instruction_assembles_as_the_engine_builds(
     base = read_base(lab, "hashicorp/vault", engine.host_platform())
     check_equivalent(engine, lab, base, context, args, tmp_path / "layers")
     assert list((tmp_path / "layers").iterdir())  # the COPY layers were written where asked
+
+
+# What Docker 20.10's classic builder refuses but BuildKit builds: --chmod and the ${var-word} forms. No engine build
+# to compare with here, so the engine checks what it is given: it pulls the assembled image, and a container of it
+# shows BuildKit's modes and owners.
+BUILDKIT_ONLY = r"""ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+ARG UNSET
+ENV DASH=${UNSET-dash} PLUS=${UNSET+plus} LAST=${PATH##*:} FIRST=${PATH%%:*}
+COPY --chmod=0750 --chown=10:20 files/ /opt/chmod/
+COPY --chmod=600 files/a.txt /opt/secret.txt
+"""
+
+
+def container_entries(engine: Engine, container: str, path: str) -> dict[str, FileEntry]:
+    """The entries under ``path`` in ``container`` as the engine archives them (a small subtree only)."""
+    api: Any = engine.client.api
+    stream, _ = api.get_archive(container, path)
+    return tar_entries(b"".join(stream))
+
+
+def test_chmod_and_the_newer_expansions_reach_the_engine_as_buildkit_makes_them(
+    engine: Engine, lab: Lab, tmp_path: Path
+) -> None:
+    context = tmp_path / "buildkit-only"
+    (context / "files" / "sub").mkdir(parents=True)
+    (context / "files" / "a.txt").write_text("a\n", encoding="utf-8")
+    (context / "files" / "sub" / "b.sh").write_text("#!/bin/sh\n", encoding="utf-8")
+    (context / "Dockerfile").write_text(BUILDKIT_ONLY, encoding="utf-8")
+    platform = engine.host_platform()
+    base = read_base(lab, "hashicorp/vault", platform)
+    assembled = assemble_platform(
+        read_dockerfile(context / "Dockerfile"),
+        context,
+        build_args={"BASE_IMAGE": base.ref},
+        base_manifest=base.manifest,
+        base_config=base.config,
+        epoch=EPOCH,
+        directory=tmp_path / "layers",
+    )
+    ref = publish(lab, base, assembled)
+    engine.pull(ref, platform=platform)
+    with engine_image(engine, ref):
+        api: Any = engine.client.api
+        env = dict(item.partition("=")[::2] for item in api.inspect_image(ref)["Config"]["Env"])
+        assert (env["DASH"], env["PLUS"], env["LAST"], env["FIRST"]) == (
+            "dash",
+            "",
+            "/bin",
+            "/usr/local/sbin",
+        )
+        container = api.create_container(ref)["Id"]
+        try:
+            tree = container_entries(engine, container, "/opt/chmod")
+            secret = container_entries(engine, container, "/opt/secret.txt")
+        finally:
+            api.remove_container(container, force=True)
+    assert {path: (e.kind, e.mode, e.uid, e.gid) for path, e in tree.items()} == {
+        "chmod": ("dir", 0o750, 10, 20),
+        "chmod/a.txt": ("file", 0o750, 10, 20),
+        "chmod/sub": ("dir", 0o750, 10, 20),
+        "chmod/sub/b.sh": ("file", 0o750, 10, 20),
+    }
+    assert {path: (e.kind, e.mode, e.uid, e.gid) for path, e in secret.items()} == {
+        "secret.txt": ("file", 0o600, 0, 0)
+    }
