@@ -15,6 +15,8 @@ What is fixed so that neither the checkout nor the umask changes a byte:
 - modes as git keeps them: a file is 0755 when its owner may execute it, else 0644; a directory 0755; a symlink
   0777; ``--chmod`` (BuildKit's, octal) replaces the mode of every file and directory copied;
 - gzip without a name, mtime 0, level GZIP_LEVEL; tar in PAX format (plain ustar headers unless a name is long).
+  The diff_id (the tar's digest) depends on nothing else; the gzip bytes also depend on the deflate implementation
+  Python links: zlib (Debian, Ubuntu, python.org builds) gives these digests; zlib-ng (Fedora 40 on) may not.
 Parent directories of a destination are not written: an engine that applies the layer creates missing ones as
 0755 root:root, as the builder's MkdirAll does, and leaves existing ones (the base's ``/tmp``, a user's home) as
 they are, which a written entry would overwrite. Unlike the builder, ``--chown`` does not reach such new parents.
