@@ -268,27 +268,34 @@ def static_blocker(dockerfile: Dockerfile) -> Blocker | None:
         )
     seen_from = False
     for instruction in dockerfile.instructions:
-        keyword = instruction.keyword
-        if not seen_from and keyword not in ("ARG", "FROM"):
-            raise DockerfileError(
-                f"{dockerfile.where(instruction)}: {keyword} before FROM", fix="only ARG may come before FROM"
-            )
-        if keyword == "FROM":
-            seen_from = True
-            if len(instruction.args) not in (1, 3) or (
-                len(instruction.args) == 3 and instruction.args[1].upper() != "AS"
-            ):
-                raise DockerfileError(f"{dockerfile.where(instruction)}: FROM takes IMAGE [AS NAME]")
-        if instruction.heredocs:
-            return Blocker(path, instruction.line, keyword, "uses a heredoc")
-        if keyword in _ENGINE_ONLY:
-            return Blocker(path, instruction.line, keyword, _ENGINE_ONLY[keyword])
-        if keyword not in ASSEMBLABLE and keyword != "FROM":
-            return Blocker(path, instruction.line, keyword, "is not an instruction the assembly carries out")
-        blocker = _flag_blocker(dockerfile, instruction)
+        seen_from = seen_from or instruction.keyword == "FROM"
+        blocker = _instruction_blocker(dockerfile, instruction, seen_from=seen_from)
         if blocker is not None:
             return blocker
     return None
+
+
+def _instruction_blocker(
+    dockerfile: Dockerfile, instruction: Instruction, *, seen_from: bool
+) -> Blocker | None:
+    """Why this one instruction needs the engine (None: the assembly carries it out); a wrong one is an error."""
+    path, keyword = dockerfile.path, instruction.keyword
+    if not seen_from and keyword != "ARG":
+        raise DockerfileError(
+            f"{dockerfile.where(instruction)}: {keyword} before FROM", fix="only ARG may come before FROM"
+        )
+    if keyword == "FROM" and (
+        len(instruction.args) not in (1, 3)
+        or (len(instruction.args) == 3 and instruction.args[1].upper() != "AS")
+    ):
+        raise DockerfileError(f"{dockerfile.where(instruction)}: FROM takes IMAGE [AS NAME]")
+    if instruction.heredocs:
+        return Blocker(path, instruction.line, keyword, "uses a heredoc")
+    if keyword in _ENGINE_ONLY:
+        return Blocker(path, instruction.line, keyword, _ENGINE_ONLY[keyword])
+    if keyword not in ASSEMBLABLE and keyword != "FROM":
+        return Blocker(path, instruction.line, keyword, "is not an instruction the assembly carries out")
+    return _flag_blocker(dockerfile, instruction)
 
 
 def classify(

@@ -8,7 +8,6 @@ OCI manifest. Documents are canonical JSON (sorted keys, no spaces): the same in
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,28 +18,23 @@ from ci_images.assemble.config import Recipe, evaluate, image_config
 from ci_images.assemble.dockerfile import Dockerfile
 from ci_images.assemble.layers import Layer, build_layers
 from ci_images.errors import BuildError
+from ci_images.oci import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    canonical_json,
+    join_platform,
+    sha256_digest,
+)
 
-# Media types (OCI image-spec media-types.md; distribution/distribution manifest/schema2). The integrator may take
-# them from ci_images.oci once issue 14 lands there.
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 _FAMILIES = {
     OCI_MANIFEST: (OCI_CONFIG, OCI_LAYER_GZIP),
     DOCKER_MANIFEST: (DOCKER_CONFIG, DOCKER_LAYER_GZIP),
 }
-
-
-def canonical_json(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,13 +112,7 @@ def image_documents(
     if annotations and media_type == OCI_MANIFEST:
         document["annotations"] = dict(annotations)
     body = canonical_json(document)
-    parsed = json.loads(new_config)
-    variant = (
-        parsed.get("variant")
-        if (parsed.get("architecture"), parsed.get("variant")) != ("arm64", "v8")
-        else None
-    )
-    platform = "/".join(p for p in (parsed.get("os"), parsed.get("architecture"), variant) if p)
+    platform = join_platform(json.loads(new_config))
     return PlatformImage(
         platform=platform,
         config=new_config,

@@ -39,8 +39,8 @@ from typing import Protocol
 
 from docker.utils.build import PatternMatcher, exclude_paths
 
-from ci_images.assemble.config import CopyStep, clean_path
 from ci_images.assemble.dockerfile import Dockerfile, DockerfileError
+from ci_images.assemble.recipe import CopyStep, clean_path
 from ci_images.assemble.sources import ContextIndex, archive_blocker, resolve_sources
 
 GZIP_LEVEL = 6  # fixed, as registry/push.py: another level gives other bytes, hence other digests

@@ -219,6 +219,10 @@ class _ShellWord:
                 return "$"
             return self.get_env(name) or ""
         self.next()
+        return self._braced()
+
+    def _braced(self) -> str:
+        """What follows ``${``: a name, then ``}`` or a modifier."""
         if self.peek() == EOF:
             raise ExpansionError("syntax error: missing '}'")
         if self.peek() in "{}:":
@@ -236,45 +240,51 @@ class _ShellWord:
         if ch == EOF:
             raise ExpansionError("syntax error: missing '}'")
         if ch in ("+", "-", "?", "#", "%"):
-            raw = ch in ("#", "%")
-            if null_is_unset and raw:
+            if null_is_unset and ch in ("#", "%"):
                 raise ExpansionError(f"unsupported modifier ({modifier}) in substitution")
-            word = self._word_until("}", raw_escapes=raw)
-            value = self.get_env(name)
-            unset_or_null = value is None or (null_is_unset and value == "")
-            if ch == "-":
-                return word if unset_or_null else (value or "")
-            if ch == "+":
-                return "" if unset_or_null else word
-            if ch == "?":
-                if value is None:
-                    raise ExpansionError(f"{name}: {word or 'is not allowed to be unset'}")
-                if null_is_unset and value == "":
-                    raise ExpansionError(f"{name}: {word or 'is not allowed to be empty'}")
-                return value
-            greedy = word.startswith(ch)
-            if greedy:
-                word = word[1:]
-            if ch == "%":
-                return _trim_suffix(word, value or "", greedy=greedy)
-            return _trim_prefix(word, value or "", greedy=greedy)
+            return self._modified(name, ch, null_is_unset=null_is_unset)
         if ch == "/" and not null_is_unset:
-            replace_all = self.peek() == "/"
-            if replace_all:
-                self.next()
-            try:
-                pattern, _ = self.process_stop_on("/", raw_escapes=True)
-            except ExpansionError:
-                if self.peek() == EOF:
-                    raise ExpansionError("syntax error: missing '/' in ${}") from None
-                raise
-            replacement = self._word_until("}", raw_escapes=True)
-            value = self.get_env(name) or ""
-            regex = _shell_pattern(pattern, greedy=True, anchored=False)
-            if replace_all:
-                return regex.sub(lambda _m: replacement, value)
-            return regex.sub(lambda _m: replacement, value, count=1)
+            return self._replaced(name)
         raise ExpansionError(f"unsupported modifier ({modifier}) in substitution")
+
+    def _modified(self, name: str, ch: str, *, null_is_unset: bool) -> str:
+        """``${name-word}``, ``${name+word}``, ``${name?msg}`` (with ``:``: null counts as unset) and the trims
+        ``${name#pat}``, ``${name##pat}``, ``${name%pat}``, ``${name%%pat}``."""
+        word = self._word_until("}", raw_escapes=ch in ("#", "%"))
+        value = self.get_env(name)
+        unset_or_null = value is None or (null_is_unset and value == "")
+        if ch == "-":
+            return word if unset_or_null else (value or "")
+        if ch == "+":
+            return "" if unset_or_null else word
+        if ch == "?":
+            if value is None:
+                raise ExpansionError(f"{name}: {word or 'is not allowed to be unset'}")
+            if null_is_unset and value == "":
+                raise ExpansionError(f"{name}: {word or 'is not allowed to be empty'}")
+            return value
+        greedy = word.startswith(ch)
+        if greedy:
+            word = word[1:]
+        if ch == "%":
+            return _trim_suffix(word, value or "", greedy=greedy)
+        return _trim_prefix(word, value or "", greedy=greedy)
+
+    def _replaced(self, name: str) -> str:
+        """``${name/pattern/replacement}`` and ``${name//pattern/replacement}``."""
+        replace_all = self.peek() == "/"
+        if replace_all:
+            self.next()
+        try:
+            pattern, _ = self.process_stop_on("/", raw_escapes=True)
+        except ExpansionError:
+            if self.peek() == EOF:
+                raise ExpansionError("syntax error: missing '/' in ${}") from None
+            raise
+        replacement = self._word_until("}", raw_escapes=True)
+        value = self.get_env(name) or ""
+        regex = _shell_pattern(pattern, greedy=True, anchored=False)
+        return regex.sub(lambda _m: replacement, value, count=0 if replace_all else 1)
 
     def _word_until(self, stop: str, *, raw_escapes: bool) -> str:
         try:

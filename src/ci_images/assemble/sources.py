@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ci_images.assemble.config import CopyStep
 from ci_images.assemble.dockerfile import Blocker, Dockerfile, DockerfileError, NotAssemblable
+from ci_images.assemble.recipe import CopyStep
 
 
 def contains_wildcards(name: str) -> bool:

@@ -17,7 +17,7 @@ from ci_images.assemble.dockerfile import (
     read_dockerfile,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 HEAD = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
 
 

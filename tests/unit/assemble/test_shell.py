@@ -1,4 +1,4 @@
-"""ci_images.assemble.shell against BuildKit's own lexer test tables (tests/unit/data/buildkit, from moby/buildkit)."""
+"""ci_images.assemble.shell against BuildKit's own lexer test tables (tests/unit/assemble/data/buildkit, from moby/buildkit)."""
 
 from __future__ import annotations
 

@@ -14,22 +14,20 @@ from typing import Any
 import pytest
 
 from ci_images.assemble.dockerfile import read_dockerfile
-from ci_images.assemble.image import (
+from ci_images.assemble.image import PlatformImage, assemble_platform, image_index
+from ci_images.assemble.layers import Layer
+from ci_images.errors import BuildError
+from ci_images.oci import (
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
-    PlatformImage,
-    assemble_platform,
     canonical_json,
-    image_index,
     sha256_digest,
 )
-from ci_images.assemble.layers import Layer
-from ci_images.errors import BuildError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).parent / "golden" / "assemble"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+GOLDEN = Path(__file__).parent / "golden"
 UPDATE_ENV = "UPDATE_GOLDEN"
 EPOCH = 1_714_564_800  # 2024-05-01T12:00:00Z
 LABELS = {"org.opencontainers.image.version": "3.11.7", "org.opencontainers.image.revision": "0" * 40}
