@@ -32,7 +32,7 @@ from ci_images.assemble.dockerfile import read_dockerfile
 from ci_images.assemble.image import PlatformImage, assemble_platform
 from ci_images.engine.client import Engine
 from ci_images.lab.lab import Lab
-from ci_images.registry import oci
+from ci_images.registry import documents
 from ci_images.registry.client import RegistryClient
 from tests.integration.conftest import STANDIN_VERSIONS
 
@@ -159,7 +159,7 @@ def read_base(lab: Lab, repo: str, platform: str) -> Base:
     try:
         index = client.get_manifest(repo, lab.standins[repo][STANDIN_VERSIONS[repo]])
         assert index is not None
-        digest = (oci.index_platforms(index[1]) or {})[platform]
+        digest = (documents.index_platforms(index[1]) or {})[platform]
         got = client.get_manifest(repo, digest)
         assert got is not None
         config = client.get_blob(repo, json.loads(got[1])["config"]["digest"])

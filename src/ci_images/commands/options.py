@@ -52,7 +52,7 @@ _CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY, 
 _TARGET_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY, CHECK_PUBLIC})
 _SIGNING_COMMANDS = frozenset({SIGN, PUSH, CI})
 _RUN_COMMANDS = frozenset({BUILD, TEST, PUSH, CI})
-_UPSTREAM_COMMANDS = frozenset({PLAN, BUILD, PUSH, CI})
+_UPSTREAM_COMMANDS = frozenset({PLAN, BUILD, PUSH, CI, VERIFY})  # verify-images --rebuild reads the bases
 
 
 @dataclass
@@ -82,6 +82,7 @@ class Options:
     keyless: bool = False
     recursive: bool = False
     key: str | None = None  # verify-images: the public key
+    rebuild: bool = False  # verify-images: re-assemble and compare digests instead of checking signatures
     output: str | None = None  # generate-key: the folder
     readme: str | None = None  # docs: the README with the reference table
     check: bool = False  # docs: only check that the README is current
@@ -293,6 +294,13 @@ OPTIONS: tuple[Option, ...] = (
         convert=key_ref,
     ),
     Option(
+        "rebuild",
+        "instead of signatures: assemble every assembled entry again from the catalog, its build folder and the "
+        "upstream digest the lock file pins, and check that each tag holds exactly that digest",
+        frozenset({VERIFY}),
+        kind="flag",
+    ),
+    Option(
         "output",
         "folder to write cosign.key and cosign.pub into",
         frozenset({GENERATE_KEY}),
@@ -340,6 +348,7 @@ CONFLICTS: Mapping[str, tuple[tuple[str, str], ...]] = {
     ),
     PUSH: (("signing-key", "keyless"),),
     SIGN: (("signing-key", "keyless"),),
+    VERIFY: (("rebuild", "key"),),
 }
 
 

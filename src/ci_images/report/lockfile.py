@@ -104,6 +104,8 @@ def _update(path: Path, results: Sequence[Result], catalog_tags: Collection[str]
                 "source": r.source,
                 "source_digest": r.source_digest,
                 "platforms": sorted(r.platforms),  # the same whichever run wrote it (index or catalog order)
+                # assembled, engine or mirror: verify-images --rebuild re-assembles the first
+                **({"built": r.built} if r.built else {}),
             }
     _add_signatures(
         signatures,
