@@ -113,8 +113,7 @@ def shallow_builds(files: Mapping[str, str]) -> list[str]:
             steps = job.get("steps", [])
             runs = [str(step.get("run", "")) for step in steps]
             builds = any(
-                "-s ci-images" in run and "--matrix" not in run and "--lock-only" not in run
-                for run in runs
+                "-s ci-images" in run and "--matrix" not in run and "--lock-only" not in run for run in runs
             ) or any(re.search(r"\bnox -s tests\b", run) for run in runs)
             checkouts = [
                 step.get("with") or {}
