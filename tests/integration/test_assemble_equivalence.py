@@ -1,7 +1,7 @@
-"""The assembly against the engine's own ``docker build`` of the same Dockerfile, on the host platform.
+"""The assembly against the engine's own ``docker build`` of the same Dockerfile, on every platform the catalog has.
 
 For every shipped Dockerfile and variant (images.yaml), and for a synthetic Dockerfile that uses every instruction
-the assembly carries out, the engine builds FROM a lab stand-in (Engine.build, as run/build.py does) and the
+the assembly carries out, on amd64 and arm64, the engine builds FROM a lab stand-in (Engine.build, as run/build.py does) and the
 assembly makes the same image from the base's manifest and config, read from the lab's upstream registry. The
 assembled image is then pushed there by digest and pulled by the engine (which checks every diff_id), and both
 must agree on the config fields a consumer sees and on every file the build added (path, type, mode, owner,
@@ -303,9 +303,14 @@ def engine_image(engine: Engine, ref: str) -> Iterator[str]:
 
 
 def check_equivalent(
-    engine: Engine, lab: Lab, base: Base, context: Path, args: Mapping[str, str], workdir: Path
+    engine: Engine,
+    lab: Lab,
+    base: Base,
+    context: Path,
+    args: Mapping[str, str],
+    workdir: Path,
+    platform: str,
 ) -> None:
-    platform = engine.host_platform()
     build_args = {**args, "BASE_IMAGE": base.ref}
     engine.pull(base.ref, platform=platform)
     tag = f"ci-images-assemble-test/{context.name.lower()}:{secrets.token_hex(4)}"
@@ -353,15 +358,21 @@ def check_equivalent(
                 api.remove_container(container, force=True)
 
 
+# Both platforms the catalog publishes. A RUN-free Dockerfile builds for arm64 on an amd64 engine without emulation;
+# its files are then read from `docker save`, its config from the engine, and a container of it is only created.
+PLATFORMS = ["linux/amd64", "linux/arm64"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
 @pytest.mark.parametrize(("build_dir", "repo", "args"), shipped_cases())
 def test_shipped_dockerfiles_assemble_as_the_engine_builds(
-    engine: Engine, lab: Lab, tmp_path: Path, build_dir: str, repo: str, args: dict[str, str]
+    engine: Engine, lab: Lab, tmp_path: Path, build_dir: str, repo: str, args: dict[str, str], platform: str
 ) -> None:
     context = tmp_path / Path(build_dir).name
     shutil.copytree(REPO_ROOT / build_dir, context)
     normalize_modes(context)
-    base = read_base(lab, repo, engine.host_platform())
-    check_equivalent(engine, lab, base, context, args, tmp_path / "layers")
+    base = read_base(lab, repo, platform)
+    check_equivalent(engine, lab, base, context, args, tmp_path / "layers", platform)
 
 
 @pytest.mark.parametrize(
@@ -371,12 +382,13 @@ def test_shipped_dockerfiles_assemble_as_the_engine_builds(
         pytest.param({"GREETING": "hi there", "EXTRA_PORT": "7100"}, id="args"),
     ],
 )
+@pytest.mark.parametrize("platform", PLATFORMS)
 def test_every_supported_instruction_assembles_as_the_engine_builds(
-    engine: Engine, lab: Lab, tmp_path: Path, args: dict[str, str]
+    engine: Engine, lab: Lab, tmp_path: Path, args: dict[str, str], platform: str
 ) -> None:
     context = synthetic_context(tmp_path / "synthetic")
-    base = read_base(lab, "hashicorp/vault", engine.host_platform())
-    check_equivalent(engine, lab, base, context, args, tmp_path / "layers")
+    base = read_base(lab, "hashicorp/vault", platform)
+    check_equivalent(engine, lab, base, context, args, tmp_path / "layers", platform)
     assert list((tmp_path / "layers").iterdir())  # the COPY layers were written where asked
 
 
