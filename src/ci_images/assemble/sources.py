@@ -11,14 +11,10 @@ paths the docker SDK would send (.dockerignore applied).
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import os
 import posixpath
 import re
 import stat
-import tarfile
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +222,10 @@ _PROBE = 64 * 1024
 def _decompressed_head(head: bytes) -> bytes | None:
     """The first bytes of the decompressed stream, or None when ``head`` is not compressed (pkg/archive's
     DecompressStream knows gzip, bzip2, xz and zstd)."""
+    import bz2  # the decompressors and tarfile load only for an ADD (the plan reads every Dockerfile)
+    import lzma
+    import zlib
+
     try:
         if head.startswith(b"\x1f\x8b"):
             return zlib.decompressobj(wbits=47).decompress(head, 1024)
@@ -241,6 +241,8 @@ def _decompressed_head(head: bytes) -> bytes | None:
 def is_archive(path: Path) -> bool | None:
     """pkg/archive's test of an ADD source (copy.go isArchivePath): a tar header, maybe compressed. True, False,
     or None for zstd (it cannot be read here, so it may be one)."""
+    import tarfile
+
     with path.open("rb") as f:
         head = f.read(_PROBE)
     if head.startswith(b"\x28\xb5\x2f\xfd"):

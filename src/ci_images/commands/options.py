@@ -239,7 +239,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "keep-images",
-        "keep the per-platform images a push built in the engine (they are removed once uploaded)",
+        "keep the per-platform images a push built in the engine, or pulled for its smoke tests when assembled, "
+        "tagged as build-images tags them (they are removed otherwise)",
         frozenset({PUSH, CI}),
         kind="flag",
     ),

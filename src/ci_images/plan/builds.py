@@ -40,11 +40,12 @@ class HowBuilt:
 
 
 def how_built(entry: Entry) -> HowBuilt:
-    """How ``entry`` is made. The Dockerfile is classified with the entry's build args and its upstream reference as
+    """How ``entry`` is made. The Dockerfile is classified with the entry's build args and its upstream repository as
     BASE_IMAGE (what a FROM line expands to does not change the verdict: the base is pinned by digest at build time)."""
     if entry.mode != "build" or entry.context is None or entry.dockerfile is None:
         return HowBuilt(MIRROR, MIRROR_REASON)
-    args = tuple(sorted({**entry.build_args, "BASE_IMAGE": entry.source_ref}.items()))
+    # The repository without the version: one verdict serves every version of an image.
+    args = tuple(sorted({**entry.build_args, "BASE_IMAGE": str(entry.source)}.items()))
     return _classified(entry.dockerfile, entry.context, args, _display(entry.dockerfile, entry.context))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -200,9 +201,21 @@ def smoke_from_target(
                 fix=exc.fix,
             ) from exc
     finally:
-        if not keep:
+        if (
+            keep
+        ):  # --keep-images: tagged as an engine build is (each platform; the host's under the target tags)
+            _tag_pulled(ctx, entry, {p: r for p, r in refs.items() if r in pulled})
+        else:
             for ref in pulled:
                 engine.remove_image(ref)
+
+
+def _tag_pulled(ctx: Context, entry: Entry, refs: Mapping[str, str]) -> None:
+    engine = ctx.engine
+    host = engine.host_platform()
+    for platform, ref in refs.items():
+        for tag in [local_ref(entry, platform), *(entry.tag_refs if platform == host else ())]:
+            engine.tag(ref, tag)
 
 
 def _staging(ctx: Context) -> Endpoint:
@@ -232,16 +245,13 @@ def stage_locally(ctx: Context, entry: Entry, assembled: Assembled, *, smoke: bo
     source = Endpoint(ctx.upstream_pool, entry.pull.api_host, entry.pull.path)
     log.info(f"{entry.key}: staging {', '.join(assembled.platforms)} in {target} for the engine")
     upload_assembled(assembled.images, assembled.index, source=source, target=target)
-    engine = ctx.engine
-    host = engine.host_platform()
-    images: dict[str, str] = {}
+    staged: dict[str, str] = {}
     for platform, digest in assembled.platforms.items():
         ctx.check_cancelled(f"pulling {platform}")
-        staged = f"{target}@{digest}"
-        engine.pull(staged, platform=platform)
-        images[platform] = local_ref(entry, platform)
-        for tag in [images[platform], *(entry.tag_refs if platform == host else ())]:
-            engine.tag(staged, tag)
+        staged[platform] = f"{target}@{digest}"
+        ctx.engine.pull(staged[platform], platform=platform)
+    _tag_pulled(ctx, entry, staged)
+    images = {platform: local_ref(entry, platform) for platform in staged}
     if not smoke:
         return Built(images, [], list(images))
     return smoke_entry(ctx, entry, images)
