@@ -259,7 +259,7 @@ class TokenService:
             s for text in params.get("scope", []) for part in text.split() if (s := Scope.parse(part))
         )
         user, account, refused = self._authenticate(method, params, authorization)
-        named = (params.get("account") or [None])[0]
+        named = next(iter(params.get("account") or []), None)
         fault = self.fault
         if fault is not None:
             answer = _fault_answer(fault)
