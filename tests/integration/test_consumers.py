@@ -4,7 +4,7 @@ getsops/sops kms/keysource_test.go runs local-kms:3.11.1 with no environment, po
 the server answers, then encrypts and decrypts data keys (with an encryption context); hcvault/keysource_test.go
 runs vault:1.10.0 with only VAULT_DEV_ROOT_TOKEN_ID (no IPC_LOCK), mounts transit at sops/, writes an rsa-4096 key
 and encrypts and decrypts with it. The same flows run here with boto3 and hvac, against the rebuilt tags and the
-digest-exact mirrors.
+digest-exact mirrors, on amd64 and arm64 (under QEMU here).
 
 Ports: SOPS publishes the container port on a random host port. An engine with a bridge network does the same
 here; an engine without one (--bridge=none, as in this lab) runs the container on the host's network, so the
@@ -34,6 +34,9 @@ import requests
 from ci_images.commands import images as image_commands
 from ci_images.commands.options import PUSH, Options, parse_options
 from ci_images.engine.client import CONTAINER_LABEL, Engine
+from ci_images.registry import documents
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
 from ci_images.run.result import Result
 
 from .conftest import unavailable
@@ -51,25 +54,33 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def published(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    """The shipped catalog's SOPS entries pushed to the lab's target (host platform only: this is about the tags,
-    the multi-arch pipeline has tests of its own)."""
+    """The shipped catalog's SOPS entries pushed to the lab's target, on both of its platforms: the rebuilt tags
+    are assembled (no engine build), the mirrors copied."""
     root = tmp_path_factory.mktemp("consumers")
     env = {**lab.env(), "CI": "true"}
     given = {
         "catalog": str(REPO_ROOT / "images.yaml"),
         "images": ["local-kms/plain/3.11.1", "vault/plain/1.10.0", "local-kms-upstream", "vault-upstream"],
-        "platform": "linux/amd64",
         "lock": str(root / "images.lock.json"),
     }
     options: Options = parse_options(PUSH, given, env)
     results = {f"{r.image}:{r.version}": r for r in image_commands.push_images(options)}
-    assert {k: r.action for k, r in results.items()} == {
-        "local-kms:3.11.1": "built",
-        "vault:1.10.0": "built",
-        "local-kms-upstream:3.11.1": "mirrored",
-        "vault-upstream:1.10.0": "mirrored",
+    assert {k: (r.action, r.built) for k, r in results.items()} == {
+        "local-kms:3.11.1": ("built", "assembled"),
+        "vault:1.10.0": ("built", "assembled"),
+        "local-kms-upstream:3.11.1": ("mirrored", "mirror"),
+        "vault-upstream:1.10.0": ("mirrored", "mirror"),
     }
     return results
+
+
+@pytest.fixture(params=["linux/amd64", "linux/arm64"])
+def platform(request: pytest.FixtureRequest, engine: Engine) -> str:
+    """Each flow on both platforms (arm64 under QEMU on an amd64 host, as SOPS' contributors on arm64 run it)."""
+    wanted: str = request.param
+    if not engine.can_run(wanted):
+        unavailable(f"this host cannot run {wanted} (no QEMU binfmt handler)")
+    return wanted
 
 
 def _port_is_free(port: int) -> bool:
@@ -97,10 +108,13 @@ def _host_port(port: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def run_like_sops(engine: Engine, image: str, container_port: int, env: dict[str, str]) -> Iterator[str]:
+def run_like_sops(
+    engine: Engine, image: str, container_port: int, env: dict[str, str], platform: str
+) -> Iterator[str]:
     """Start ``image`` as SOPS' tests do (this environment only, no capabilities added); yield its base URL."""
     options: dict[str, Any] = {
         "name": f"ci-images-consumer-{secrets.token_hex(4)}",
+        "platform": platform,
         "detach": True,
         "environment": env,
         "labels": {CONTAINER_LABEL: "1"},
@@ -138,19 +152,30 @@ def retry(what: str, call: Callable[[], T], *, timeout_s: float = 90.0) -> T:
             wait = min(wait * 2, 3.0)
 
 
-def pull(engine: Engine, lab: Any, tag: str) -> str:
-    ref = f"{lab.target.host}/{PREFIX_PATH}/{tag}"
-    auth = {"username": lab.target.username, "password": lab.target.password}
-    engine.pull(ref, platform=engine.host_platform(), auth=auth)
+def pull(engine: Engine, lab: Any, tag: str, platform: str) -> str:
+    """The tag's image for ``platform``, pulled by that platform's digest as a consumer pinning the lock file would
+    (the engine keeps one image per reference, so the tag alone would not say which platform runs)."""
+    repo, name = f"{PREFIX_PATH}/{tag}".rsplit(":", 1)
+    client = RegistryClient(
+        lab.target.host, credentials=Credentials(lab.target.username, lab.target.password)
+    )
+    try:
+        digest = documents.platform_digests(client, repo, name)[platform]
+    finally:
+        client.close()
+    ref = f"{lab.target.host}/{repo}@{digest}"
+    engine.pull(
+        ref, platform=platform, auth={"username": lab.target.username, "password": lab.target.password}
+    )
     return ref
 
 
 @pytest.mark.parametrize("tag", KMS_TAGS)
 def test_sops_kms_flow_against_local_kms(
-    engine: Engine, lab: Any, published: dict[str, Result], tag: str
+    engine: Engine, lab: Any, published: dict[str, Result], tag: str, platform: str
 ) -> None:
-    image = pull(engine, lab, tag)
-    with run_like_sops(engine, image, 8080, env={}) as url:
+    image = pull(engine, lab, tag, platform)
+    with run_like_sops(engine, image, 8080, env={}, platform=platform) as url:
 
         def client(region: str) -> Any:
             return boto3.client(
@@ -175,11 +200,11 @@ def test_sops_kms_flow_against_local_kms(
 
 @pytest.mark.parametrize("tag", VAULT_TAGS)
 def test_sops_vault_flow_against_vault(
-    engine: Engine, lab: Any, published: dict[str, Result], tag: str
+    engine: Engine, lab: Any, published: dict[str, Result], tag: str, platform: str
 ) -> None:
-    image = pull(engine, lab, tag)
+    image = pull(engine, lab, tag, platform)
     token = "secret"  # SOPS' testVaultToken
-    with run_like_sops(engine, image, 8200, env={"VAULT_DEV_ROOT_TOKEN_ID": token}) as url:
+    with run_like_sops(engine, image, 8200, env={"VAULT_DEV_ROOT_TOKEN_ID": token}, platform=platform) as url:
         session = requests.Session()
         session.trust_env = False  # loopback: no proxy from the environment
         client = hvac.Client(url=url, token=token, session=session, timeout=30)

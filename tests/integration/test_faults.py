@@ -125,6 +125,11 @@ def test_upstream_faults_are_retried_and_the_run_completes(
     name: str, lab: Any, catalog: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     rule, extra = UPSTREAM_FAULTS[name]
+    if (
+        "engine's pull" in name
+    ):  # a RUN step: the engine builds it, pulling its base (an assembly pulls nothing)
+        with (catalog.parent / "images" / "vault" / "Dockerfile").open("a", encoding="utf-8") as dockerfile:
+            dockerfile.write("RUN true\n")
     with upstream_proxy(lab, tmp_path, rule) as (mirror, seen):
         results = image_commands.push_images(
             options(lab, catalog, registry=unique_target(lab, catalog), upstream_mirror=mirror, **extra)

@@ -103,6 +103,31 @@ def matrix_fields_not_produced(files: Mapping[str, str], produced: set[str]) -> 
     return problems
 
 
+def shallow_builds(files: Mapping[str, str]) -> list[str]:
+    """Jobs that build images (``nox -s ci-images`` without --matrix or --lock-only) or run the tests must check out
+    the catalog's repository with its history (``fetch-depth: 0``): an assembled image records its build folder's
+    last commit, which a shallow clone does not hold, and the tool refuses one."""
+    problems = []
+    for name, text in files.items():
+        for job_name, job in load(text).get("jobs", {}).items():
+            steps = job.get("steps", [])
+            runs = [str(step.get("run", "")) for step in steps]
+            builds = any(
+                "-s ci-images" in run and "--matrix" not in run and "--lock-only" not in run for run in runs
+            ) or any(re.search(r"\bnox -s tests\b", run) for run in runs)
+            checkouts = [
+                step.get("with") or {}
+                for step in steps
+                if str(step.get("uses", "")).startswith("actions/checkout@")
+                and not (step.get("with") or {}).get("path")
+            ]
+            if builds and not any(str(c.get("fetch-depth")) == "0" for c in checkouts):
+                problems.append(
+                    f"{name}: job {job_name} builds images from a shallow checkout (add fetch-depth: 0)"
+                )
+    return problems
+
+
 def _permissions(block: object) -> dict[str, str]:
     if isinstance(block, str):  # read-all / write-all
         return {"*": block.removesuffix("-all")}
@@ -194,6 +219,16 @@ def test_pull_request_jobs_hold_no_secret_id_token_or_write_permission() -> None
     pr_workflows = [n for n, t in workflows().items() if PR_EVENTS & set(load(t)["on"])]
     assert set(pr_workflows) >= {"tests.yml", "images-pr.yml"}
     assert pull_request_problems(workflows()) == []
+
+
+def test_jobs_that_build_check_out_the_history() -> None:
+    assert shallow_builds(workflows()) == []
+
+
+@pytest.mark.parametrize("name", ["ci-images.yml", "images-pr.yml", "tests.yml", "build-images.yml"])
+def test_a_shallow_checkout_of_a_building_job_is_caught(name: str) -> None:
+    problems = shallow_builds(_broken(name, lambda t: re.sub(r"\n\s*fetch-depth: 0[^\n]*", "", t)))
+    assert len(problems) == 1 and problems[0].startswith(f"{name}: job ")
 
 
 def test_jobs_after_a_job_that_outlives_failures_say_when_they_run() -> None:

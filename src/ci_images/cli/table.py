@@ -109,8 +109,9 @@ COMMANDS: tuple[Command[Any], ...] = (
     ),
     _tool(
         "verify-images",
-        _signing_command("verify_images"),
-        "Verify every catalog tag on the target: its signature, its payload, and its digest against the lock file.",
+        _signing_command("verify"),
+        "Verify every catalog tag on the target: its signature, its payload, and its digest against the lock file; "
+        "--rebuild: that each assembled tag holds exactly what its inputs make.",
     ),
     _tool(
         "outdated",

@@ -51,7 +51,7 @@ def list_images(options: Options) -> list[dict[str, Any]]:
             tags = ", ".join(row["tags"])
             platforms = ",".join(row["platforms"])
             sys.stdout.write(
-                f"{row['image']:<{width}} {row['variant']:<8} {row['version']:<10} {row['mode']:<6} "
+                f"{row['image']:<{width}} {row['variant']:<8} {row['version']:<10} {row['builds']:<9} "
                 f"{row['source']}  ->  {tags}  [{platforms}]\n"
             )
     return rows
@@ -78,7 +78,9 @@ def show_plan(options: Options) -> list[Decision]:
         ctx, decisions = make_plan(setup)
         if not emit_json(options, [d.as_record() for d in decisions]):
             for d in decisions:
-                sys.stdout.write(f"{d.entry.key:<32} {d.action:<7} {d.reason}\n")
+                how = d.entry.how_built  # assembled, engine (and why: the Dockerfile's line) or mirror
+                why = f" [engine: {how.reason}]" if how.way == "engine" else ""
+                sys.stdout.write(f"{d.entry.key:<32} {d.action:<7} {how.way:<9} {d.reason}{why}\n")
             if ctx.budget.remaining is not None:
                 sys.stdout.write(f"upstream pull quota: {ctx.budget.remaining} of {ctx.budget.limit} left\n")
     raise_unresolved(decisions)

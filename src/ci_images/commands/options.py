@@ -53,7 +53,7 @@ _CATALOG_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY, 
 _TARGET_COMMANDS = frozenset({LIST, PLAN, BUILD, TEST, PUSH, CI, SIGN, VERIFY, CHECK_PUBLIC})
 _SIGNING_COMMANDS = frozenset({SIGN, PUSH, CI})
 _RUN_COMMANDS = frozenset({BUILD, TEST, PUSH, CI})
-_UPSTREAM_COMMANDS = frozenset({PLAN, BUILD, PUSH, CI})
+_UPSTREAM_COMMANDS = frozenset({PLAN, BUILD, PUSH, CI, VERIFY})  # verify-images --rebuild reads the bases
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Options:
     keyless: bool = False
     recursive: bool = False
     key: str | None = None  # verify-images: the public key
+    rebuild: bool = False  # verify-images: re-assemble and compare digests instead of checking signatures
     output: str | None = None  # generate-key: the folder
     readme: str | None = None  # docs: the README with the reference table
     check: bool = False  # docs: only check that the README is current
@@ -241,7 +242,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "keep-images",
-        "keep the per-platform images a push built in the engine (they are removed once uploaded)",
+        "keep the per-platform images a push built in the engine, or pulled for its smoke tests when assembled, "
+        "tagged as build-images tags them (they are removed otherwise)",
         frozenset({PUSH, CI}),
         kind="flag",
     ),
@@ -294,6 +296,13 @@ OPTIONS: tuple[Option, ...] = (
         frozenset({VERIFY}),
         metavar="PUB",
         convert=key_ref,
+    ),
+    Option(
+        "rebuild",
+        "instead of signatures: assemble every assembled entry again from the catalog, its build folder and the "
+        "upstream digest the lock file pins, and check that each tag holds exactly that digest",
+        frozenset({VERIFY}),
+        kind="flag",
     ),
     Option(
         "output",
@@ -352,6 +361,7 @@ CONFLICTS: Mapping[str, tuple[tuple[str, str], ...]] = {
     ),
     PUSH: (("signing-key", "keyless"),),
     SIGN: (("signing-key", "keyless"),),
+    VERIFY: (("rebuild", "key"),),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ci_images.catalog.refs import Repository
 from ci_images.commands.options import Options
@@ -23,6 +23,9 @@ from ci_images.report import lockfile
 from ci_images.sign.choose import configured_verifier
 from ci_images.sign.signer import Signer, SignOutcome, Verifier
 from ci_images.sign.verify import MISSING, Verdict
+
+if TYPE_CHECKING:
+    from ci_images.run.rebuild import RebuildCheck
 
 
 def generate_key(options: Options) -> Path:
@@ -52,6 +55,41 @@ def sign_images(options: Options) -> list[dict[str, Any]]:
     emit_json(options, records)
     lockfile.record_signatures(setup.lock_path, [outcome for _, _, outcome in done])
     return records
+
+
+def verify(options: Options) -> object:
+    """verify-images: the signatures (below), or with --rebuild that every assembled tag is what its inputs make."""
+    return verify_rebuilt(options) if options.rebuild else verify_images(options)
+
+
+def verify_rebuilt(options: Options) -> list[RebuildCheck]:
+    """Assemble every assembled entry again from the catalog, its build folder and the upstream digest the lock file
+    pins (nothing is uploaded) and compare with what each tag holds; exit 9 names every entry that differs."""
+    from ci_images.run.rebuild import rebuild_checks
+    from ci_images.run.settings import repository_url
+
+    with prepare(options, preflight=True) as setup:
+        locked, _ = lockfile.read_lock(setup.lock_path)
+        setup.start_destination()
+        ctx = setup.context()
+        checks = rebuild_checks(
+            ctx, setup.entries, locked, source_url=repository_url(options.env, DEFAULT_SOURCE_URL)
+        )
+    rows = [[c.ref, short_digest(c.published), short_digest(c.rebuilt), c.status, c.detail] for c in checks]
+    _rows(["tag", "published", "rebuilt", "result", "detail"], rows, log)
+    emit_json(options, [check.as_record() for check in checks])
+    failed = [check for check in checks if not check.ok]
+    if failed:
+        raise SigningError(
+            f"{len(failed)} of {len(checks)} tags are not what their inputs make: "
+            + "; ".join(f"{check.entry.key}: {check.ref}: {check.detail}" for check in failed),
+            fix="rebuild where the image was published from (same catalog, build folder and commit history; the same "
+            "SOURCE_DATE_EPOCH if one was set) and compare; a tag nobody rebuilt from these inputs was changed "
+            "after its push: push again (`invoke push-images --force --images ENTRY`)",
+        )
+    same = sum(check.status == "same" for check in checks)
+    log.info(f"{same} of {len(checks)} tags hold exactly what their inputs make; none differs")
+    return checks
 
 
 def verify_images(options: Options) -> list[TagCheck]:
@@ -260,7 +298,10 @@ def _table(checks: Sequence[TagCheck], logger: Logger) -> None:
         ]
         for c in checks
     ]
-    headers = ["tag", "digest", "result", "detail"]
+    _rows(["tag", "digest", "result", "detail"], rows, logger)
+
+
+def _rows(headers: Sequence[str], rows: Sequence[Sequence[str]], logger: Logger) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
         logger.info("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

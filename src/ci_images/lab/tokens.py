@@ -142,6 +142,9 @@ class TokenRequest:
     access: tuple[Scope, ...]  # as granted (in the token)
     status: int
     answer: str  # the style, the fault, or "refused"
+    account: str | None = (
+        None  # the `account` parameter: docker's registry client (the engine) sends it, ci-images not
+    )
 
 
 class TokenService:
@@ -256,17 +259,18 @@ class TokenService:
             s for text in params.get("scope", []) for part in text.split() if (s := Scope.parse(part))
         )
         user, account, refused = self._authenticate(method, params, authorization)
+        named = next(iter(params.get("account") or []), None)
         fault = self.fault
         if fault is not None:
             answer = _fault_answer(fault)
-            self._record(method, user, scopes, (), answer[0], str(fault))
+            self._record(method, user, scopes, (), answer[0], str(fault), named)
             return answer
         if refused:
-            self._record(method, None, scopes, (), 401, "refused")
+            self._record(method, None, scopes, (), 401, "refused", named)
             return 401, _JSON | _BASIC_CHALLENGE, json.dumps({"details": refused}).encode()
         service = (params.get("service") or [self.service])[0]
         if service != self.service:
-            self._record(method, user, scopes, (), 400, "refused")
+            self._record(method, user, scopes, (), 400, "refused", named)
             refusal = {"error": "invalid_request", "details": f"unknown service {service!r}"}
             return 400, _JSON, json.dumps(refusal).encode()
         access = tuple(
@@ -296,7 +300,7 @@ class TokenService:
                 with self._lock:
                     self._refresh_tokens[refresh] = user
                 payload["refresh_token"] = refresh
-        self._record(method, user, scopes, access, 200, str(style))
+        self._record(method, user, scopes, access, 200, str(style), named)
         return 200, _JSON, json.dumps(payload).encode()
 
     def _authenticate(
@@ -333,8 +337,9 @@ class TokenService:
         access: tuple[Scope, ...],
         status: int,
         answer: str,
+        account: str | None = None,
     ) -> None:
-        entry = TokenRequest(time.monotonic(), method, user, scopes, access, status, answer)
+        entry = TokenRequest(time.monotonic(), method, user, scopes, access, status, answer, account)
         with self._lock:
             self._log.append(entry)
 

@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ci_images.catalog import tags as tag_rules
 from ci_images.catalog.load import target_repository
@@ -19,6 +19,9 @@ from ci_images.catalog.model import ALL_PLATFORMS_WORD, DEFAULT_VARIANT, Catalog
 from ci_images.catalog.probes import SmokeSpec
 from ci_images.catalog.refs import Repository, apply_mirror
 from ci_images.errors import UsageError
+
+if TYPE_CHECKING:
+    from ci_images.plan.builds import HowBuilt
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,13 @@ class Entry:
         return not self.platforms
 
     @property
+    def how_built(self) -> HowBuilt:
+        """Assembled, built by the engine, or mirrored, and why (plan/builds.py; the Dockerfile is read once)."""
+        from ci_images.plan.builds import how_built  # BuildKit's parser loads only where a Dockerfile is read
+
+        return how_built(self)
+
+    @property
     def platform_names(self) -> list[str]:
         """The platforms as the catalog says them (``["all"]`` for every platform upstream has)."""
         return list(self.platforms) or [ALL_PLATFORMS_WORD]
@@ -76,6 +86,8 @@ class Entry:
             "tags": list(self.tag_refs),
             "platforms": self.platform_names,
             "smoke": self.smoke.as_record() if self.smoke is not None else None,
+            "builds": self.how_built.way,
+            "builds_reason": self.how_built.reason,
         }
 
 

@@ -1,7 +1,7 @@
 """The build recipe hash and the OCI labels every built image carries.
 
 The recipe hash covers exactly what determines an image's content: the build context (file names, executable bits
-and bytes), the Dockerfile, the build args, the pinned base digest and the platforms. It deliberately leaves out the
+and bytes), the Dockerfile, the build args, the pinned base digest, the platforms, and whether it is assembled. It deliberately leaves out the
 build time and this repository's commit, so an unchanged recipe on a new commit is recognised as unchanged.
 """
 
@@ -15,6 +15,10 @@ from ci_images.oci import digest_of
 from ci_images.plan.entries import Entry
 
 RECIPE_VERSION = "ci-images-recipe/1"
+# An assembled image's bytes are the assembly's (ci_images.assemble), not the engine's: the recipe says so, so that an
+# image the engine built once is assembled at the next push, and a change to what the assembly writes (this version)
+# makes every assembled image again.
+ASSEMBLY_VERSION = "ci-images-assemble/1"
 # What the next plan compares with what it would build: the recipe hash and the upstream digest it was built from.
 RECIPE_LABEL = "io.github.ci-images.recipe"
 SOURCE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
@@ -22,6 +26,8 @@ BASE_NAME_LABEL = "org.opencontainers.image.base.name"
 CREATED_LABEL = (
     "org.opencontainers.image.created"  # when the run that built it started (or SOURCE_DATE_EPOCH)
 )
+# How the image was made (plan/builds.py: assembled or engine), an index annotation: the lock file records it.
+BUILT_LABEL = "io.github.ci-images.built"
 _IGNORED_DIRS = frozenset({".git", "__pycache__", ".mypy_cache", ".pytest_cache"})
 
 
@@ -56,6 +62,8 @@ def recipe_hash(entry: Entry, source_digest: str) -> str:
     for key in sorted(entry.build_args):
         add("arg", key, entry.build_args[key])
     add("base", source_digest, "platforms", *sorted(entry.platforms))
+    if entry.how_built.assembled:
+        add("way", ASSEMBLY_VERSION)
     return digest_of(digest)
 
 

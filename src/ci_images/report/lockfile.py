@@ -76,7 +76,13 @@ def _write(path: Path, images: Mapping[str, Any], signatures: Mapping[str, Any])
 
 
 def _record(
-    tag: str, digest: str, source: str, source_digest: str | None, platforms: Collection[str]
+    tag: str,
+    digest: str,
+    source: str,
+    source_digest: str | None,
+    platforms: Collection[str],
+    *,
+    built: str | None = None,
 ) -> dict[str, Any]:
     return {
         "digest": digest,
@@ -84,6 +90,8 @@ def _record(
         "source": source,
         "source_digest": source_digest,
         "platforms": sorted(platforms),  # the same whichever run wrote it (index or catalog order)
+        # assembled, engine or mirror: verify-images --rebuild re-assembles the first
+        **({"built": built} if built else {}),
     }
 
 
@@ -112,7 +120,7 @@ def _update(path: Path, results: Sequence[Result], catalog_tags: Collection[str]
         for tag in r.tags:
             raced = r.raced.get(tag)
             if raced is None:
-                images[tag] = _record(tag, r.digest, r.source, r.source_digest, r.platforms)
+                images[tag] = _record(tag, r.digest, r.source, r.source_digest, r.platforms, built=r.built)
             elif raced.digest is None:  # another writer deleted it: the registry has no such tag
                 images.pop(tag, None)
             else:  # another writer moved it: what the registry holds, not this run's digest

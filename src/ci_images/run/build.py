@@ -165,11 +165,11 @@ def base_layers(ctx: Context, entry: Entry, manifest_digest: str) -> BaseLayers:
 
 
 def smoke_entry(ctx: Context, entry: Entry, images: Mapping[str, str]) -> Built:
+    if entry.smoke is None:  # nothing to run: no engine needed (nor the docker SDK, nor the probes' clients)
+        return Built(dict(images), [], list(images))
     from ci_images.run.clients import client_images
     from ci_images.smoke.probe import smoke_test  # imports boto3 and hvac: only when a smoke test runs
 
-    if entry.smoke is None:  # nothing to run: no engine needed
-        return Built(dict(images), [], list(images))
     engine = ctx.engine
     smoked: list[str] = []
     unsmoked: list[str] = []

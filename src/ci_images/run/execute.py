@@ -201,6 +201,16 @@ def _run_one(
     if decision.action == "test":
         built = smoke_entry(ctx, entry, local_images(ctx, entry))
         return replace(base, action="tested", smoked=built.smoked)
+    if entry.how_built.assembled:
+        from ci_images.run.assemble import (
+            engine_fallback,
+            run_assembled,
+        )  # loads only where an entry is assembled
+
+        done = run_assembled(ctx, decision, settings, publisher, base)
+        if isinstance(done, Result):
+            return done
+        base = engine_fallback(base, done)
     built = build_entry(
         ctx,
         decision,

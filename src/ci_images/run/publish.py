@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from ci_images.errors import Cancelled, CiImagesError, RegistryError, TagsPartlyMoved
 from ci_images.log import log
-from ci_images.oci import sha256_digest
+from ci_images.oci import OCI_INDEX, sha256_digest
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
-from ci_images.plan.recipe import BASE_NAME_LABEL, RECIPE_LABEL, SOURCE_DIGEST_LABEL
+from ci_images.plan.recipe import BASE_NAME_LABEL, BUILT_LABEL, RECIPE_LABEL, SOURCE_DIGEST_LABEL
 from ci_images.registry import documents
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.copy import Copied, Endpoint, copy_image
@@ -30,6 +30,7 @@ from ci_images.run.result import RacedTag
 
 if TYPE_CHECKING:
     from ci_images.engine.client import Engine
+    from ci_images.run.assemble import Assembled
 
 PreviousDigests = dict[str, str | None]
 
@@ -63,6 +64,14 @@ class Publisher(Protocol):
     def read_back(self, entry: Entry, digest: str, tags: Sequence[str]) -> dict[str, RacedTag]:
         """The ``tags`` this run pointed at ``digest``, read again: those another writer moved meanwhile (tag
         reference -> what it holds now)."""
+        ...
+
+    def stage_assembled(self, entry: Entry, decision: Decision, assembled: Assembled) -> bool:
+        """Upload an assembled entry's platforms and index by digest, without tags; False: nothing uploaded."""
+        ...
+
+    def publish_index(self, entry: Entry, decision: Decision, index: bytes) -> tuple[str, PreviousDigests]:
+        """Point every tag of ``entry`` at ``index`` (an OCI index stage_assembled uploaded)."""
         ...
 
 
@@ -151,6 +160,7 @@ class RegistryPublisher:
             annotations[RECIPE_LABEL] = decision.recipe
         if decision.source_digest:
             annotations[SOURCE_DIGEST_LABEL] = decision.source_digest
+        annotations[BUILT_LABEL] = "engine"
         body, media_type = documents.make_index(descriptors, annotations)
         previous: PreviousDigests = {tag: decision.current.tag_digests.get(tag) for tag in entry.tags}
         digest = client.put_manifest(
@@ -199,6 +209,31 @@ class RegistryPublisher:
         self._move_tags(client, entry, digest, copied.body, copied.media_type, entry.tags)
         return digest, previous
 
+    def stage_assembled(self, entry: Entry, decision: Decision, assembled: Assembled) -> bool:
+        from ci_images.registry.assembled import upload_assembled
+
+        assert self._upstream is not None
+        self._check("uploading")
+        log.info(f"{entry.key}: uploading {', '.join(assembled.platforms)} to {entry.target} by digest")
+        counts = upload_assembled(
+            assembled.images,
+            assembled.index,
+            source=Endpoint(self._upstream, entry.pull.api_host, entry.pull.path),
+            target=Endpoint(self._target, entry.target.api_host, entry.target.path),
+        )
+        log.info(
+            f"{entry.key}: {entry.target.with_digest(assembled.digest)} stored untagged ({counts.blobs_uploaded} "
+            f"blobs uploaded, {counts.blobs_mounted} mounted, {counts.blobs_present} present)"
+        )
+        return True
+
+    def publish_index(self, entry: Entry, decision: Decision, index: bytes) -> tuple[str, PreviousDigests]:
+        client = self._target.get(entry.target.api_host)
+        previous: PreviousDigests = {tag: decision.current.tag_digests.get(tag) for tag in entry.tags}
+        digest = sha256_digest(index)
+        self._move_tags(client, entry, digest, index, OCI_INDEX, entry.tags)
+        return digest, previous
+
     def read_back(self, entry: Entry, digest: str, tags: Sequence[str]) -> dict[str, RacedTag]:
         # A registry has no compare-and-swap for tags: reading them back is how a run learns that another writer
         # (a second publishing run, a person) moved one between this run's PUT and now.
@@ -243,6 +278,15 @@ class DryRunPublisher:
 
     def publish_copy(self, entry: Entry, decision: Decision, copied: Copied) -> tuple[str, PreviousDigests]:
         raise AssertionError("a dry run copies nothing, so it has nothing to tag")
+
+    def stage_assembled(self, entry: Entry, decision: Decision, assembled: Assembled) -> bool:
+        log.info(
+            f"{entry.key}: dry run: would upload {', '.join(assembled.platforms)} to {entry.target} by digest"
+        )
+        return False
+
+    def publish_index(self, entry: Entry, decision: Decision, index: bytes) -> tuple[str, PreviousDigests]:
+        raise AssertionError("a dry run uploads nothing, so it has nothing to tag")
 
     def publish(
         self,

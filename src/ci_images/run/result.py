@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ci_images.log import redact
 from ci_images.plan.decide import Decision
+from ci_images.plan.recipe import BUILT_LABEL
 
 if TYPE_CHECKING:
     from ci_images.sign.signer import SignOutcome  # signing modules load only when a run signs
@@ -15,6 +16,17 @@ if TYPE_CHECKING:
 CHANGING_ACTIONS = frozenset({"built", "mirrored", "retagged"})
 # Actions after which the target's tags hold the result's digest (the lock file and step outputs record them).
 HELD_ACTIONS = frozenset({"built", "mirrored", "skipped", "retagged"})
+
+
+def _built(decision: Decision) -> str | None:
+    """How the entry's digest is made: for work, as the plan says; for a digest left in place, as its index records
+    (an image published before the record existed: by the engine, or copied when a mirror)."""
+    entry = decision.entry
+    if entry.mode == "mirror":
+        return "mirror"
+    if decision.action in ("skip", "retag"):
+        return decision.current.labels.get(BUILT_LABEL) or "engine"
+    return entry.how_built.way
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,7 @@ class Result:
     # Tags another writer moved while this run moved them: tag reference -> what it holds now ...
     raced: Mapping[str, RacedTag] = field(default_factory=dict)
     raced_signatures: tuple[SignOutcome, ...] = ()  # ... and this run's signatures of that
+    built: str | None = None  # how the digest was made: assembled, engine or mirror (plan/builds.py)
 
     @classmethod
     def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
@@ -75,6 +88,7 @@ class Result:
             platforms=tuple(platforms),
             ratelimit_remaining=ratelimit_remaining,
             source=entry.source_ref,
+            built=_built(decision),
         )
 
     @property
@@ -117,6 +131,7 @@ class Result:
             "copy": dict(self.copy) if self.copy is not None else None,
             "dry_run": self.dry_run,
             "raced": {tag: raced.digest for tag, raced in self.raced.items()},
+            "built": self.built,
         }
 
     @property

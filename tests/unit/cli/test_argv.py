@@ -15,7 +15,18 @@ from tests.doors import clean_env, run_door
 from tests.unit.conftest import CatalogFiles
 
 MAIN = Path(__file__).resolve().parents[3]
-ROW_KEYS = {"image", "variant", "version", "mode", "source", "tags", "platforms", "smoke"}
+ROW_KEYS = {
+    "image",
+    "variant",
+    "version",
+    "mode",
+    "source",
+    "tags",
+    "platforms",
+    "smoke",
+    "builds",
+    "builds_reason",
+}
 BAD_CATALOG = 'images:\n  a:\n    source: acme/a\n    versions: ["1.0.0", 1.10]\n'  # 1.10 at 4:25
 GOOD_CATALOG = """
 registry: 127.0.0.1:5000/ci
@@ -76,6 +87,8 @@ def test_module_list_json_rows(catalog_files: CatalogFiles) -> None:
         ],
         "platforms": ["linux/amd64"],
         "smoke": None,
+        "builds": "mirror",
+        "builds_reason": "copied from upstream registry to registry, byte for byte",
     }
 
 

@@ -1,13 +1,14 @@
 """The option table's CI modes: --check-public is a mode of `ci` beside --push, --matrix and --lock-only, and like
 them excludes the others and the flags of modes that build (--dry-run, --force); `check-public` is the same check
-as a command of its own. Both doors are made from the table, so each refuses the same pairs (exit 2)."""
+as a command of its own. Both doors are made from the table, so each refuses the same pairs (exit 2). And
+verify-images --rebuild: what it takes and what it refuses."""
 
 from __future__ import annotations
 
 import pytest
 
 from ci_images.cli.table import COMMANDS
-from ci_images.commands.options import CHECK_PUBLIC, CI, CONFLICTS, OPTIONS, PUSH, parse_options
+from ci_images.commands.options import CHECK_PUBLIC, CI, CONFLICTS, OPTIONS, PUSH, VERIFY, parse_options
 from ci_images.errors import UsageError
 from tests.doors import clean_env, run_door
 
@@ -68,3 +69,14 @@ def test_both_doors_refuse_check_public_with_push(kind: str) -> None:
     done = run_door(kind, ["ci", "--check-public", "--push"], clean_env())
     assert done.returncode == 2, done.stderr
     assert "--check-public and --push cannot be used together" in done.stderr
+
+
+def test_rebuild_reads_upstream_through_the_mirror_the_environment_names() -> None:
+    options = parse_options(VERIFY, {"rebuild": True}, {"CI_IMAGES_UPSTREAM_MIRROR": "127.0.0.1:5001"})
+    assert options.rebuild and options.upstream_mirror == "127.0.0.1:5001"
+
+
+def test_rebuild_checks_digests_not_signatures_so_a_key_is_refused() -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_options(VERIFY, {"rebuild": True, "key": "cosign.pub"}, {})
+    assert "--rebuild and --key cannot be used together" in raised.value.message

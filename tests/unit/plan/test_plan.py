@@ -158,6 +158,8 @@ def test_expand_mirror_entry(catalog_files: CatalogFiles) -> None:
         "tags": ["ghcr.io/acme/ci/tool:1.0.0", "ghcr.io/acme/ci/tool:1.0", "ghcr.io/acme/ci/tool:latest"],
         "platforms": ["linux/amd64"],
         "smoke": None,
+        "builds": "mirror",
+        "builds_reason": "copied from upstream registry to registry, byte for byte",
     }
 
 

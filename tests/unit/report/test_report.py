@@ -444,3 +444,22 @@ def test_atomic_write_gives_a_new_file_the_umasks_mode_and_keeps_an_old_files(
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == expected
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "{}"
+
+
+def test_the_lock_file_records_how_each_digest_was_made(tmp_path: Path) -> None:
+    """verify-images --rebuild re-assembles the tags recorded as assembled; a result that does not know (an older
+    caller) writes no such field rather than a wrong one."""
+    lock = tmp_path / "images.lock.json"
+    results = [
+        replace(result(), built="assembled"),
+        replace(result("3.11.7", tags=("3.11.7",), digest=D2), built="engine"),
+        result("3.10.0", tags=("3.10.0",), digest=D3),
+    ]
+    images = update_lock(lock, results)["images"]
+    assert {tag: record.get("built") for tag, record in images.items()} == {
+        f"{REPO}:3.12.0": "assembled",
+        f"{REPO}:3.12": "assembled",
+        f"{REPO}:latest": "assembled",
+        f"{REPO}:3.11.7": "engine",
+        f"{REPO}:3.10.0": None,
+    }
