@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from ci_images.engine.client import Engine
+from ci_images.engine.client import CONTAINER_LABEL, Engine
 from tests.doors import MAIN
 
 from .conftest import vault_catalog
@@ -31,20 +31,26 @@ from .conftest import vault_catalog
 NONCE_LABEL = "io.github.ci-images.test-nonce"
 
 
-def nonce_catalog(root: Path, header: str = "") -> tuple[Path, str]:
-    """VAULT_ONLY in ``root``, its Dockerfile labelling every image with a nonce: (catalog, nonce)."""
+def nonce_catalog(root: Path, header: str = "", *, engine_build: bool = True) -> tuple[Path, str]:
+    """VAULT_ONLY in ``root``, its Dockerfile labelling every image with a nonce: (catalog, nonce). With
+    ``engine_build`` the Dockerfile gains a RUN step, so the engine builds it (images/vault alone is assembled)."""
     catalog = vault_catalog(root, header)
     nonce = secrets.token_hex(8)
-    dockerfile = root / "images" / "vault" / "Dockerfile"
-    text = dockerfile.read_text(encoding="utf-8")
-    text = text.replace("FROM ${BASE_IMAGE}\n", f"FROM ${{BASE_IMAGE}}\nLABEL {NONCE_LABEL}={nonce}\n", 1)
-    dockerfile.write_text(text, encoding="utf-8")
+    label_images(root / "images" / "vault" / "Dockerfile", nonce, run_step=engine_build)
     return catalog, nonce
 
 
+def label_images(dockerfile: Path, nonce: str, *, run_step: bool) -> None:
+    """Label every image ``dockerfile`` makes with ``nonce`` (and add a RUN step: the engine must build it)."""
+    text = dockerfile.read_text(encoding="utf-8")
+    text = text.replace("FROM ${BASE_IMAGE}\n", f"FROM ${{BASE_IMAGE}}\nLABEL {NONCE_LABEL}={nonce}\n", 1)
+    dockerfile.write_text(text + ("RUN true\n" if run_step else ""), encoding="utf-8")
+
+
 def containers_of(engine: Engine, nonce: str, *, running: bool = False) -> set[str]:
-    """Names of the containers started from this test's images (running ones only, with ``running``)."""
-    filters: dict[str, str] = {"label": f"{NONCE_LABEL}={nonce}"}
+    """Names of the service containers runs started from this test's images (running ones only, with
+    ``running``); not the engine's own containers of a build's RUN step, which the engine removes itself."""
+    filters: dict[str, Any] = {"label": [f"{NONCE_LABEL}={nonce}", CONTAINER_LABEL]}
     if running:
         filters["status"] = "running"
     # The engine's list alone: the SDK's collections inspect each one after, which fails when a run removes one.

@@ -3,13 +3,16 @@ period) at random phases: planning, building, the smoke test, uploads, tag moves
 rerun. Nothing of the killed runs may stay in the engine: no container, no image (built, named, dangling, or a step
 image of a build killed half-way), no run marker. The rerun exits 0, and every tag verifies with the key.
 
-Long by nature (nine runs); kept to one entry built for the host's platform and one mirror without smoke test.
+Long by nature (nine runs); kept to one entry the engine builds (a RUN step), one assembled entry (its smoke test
+pulls it from the target: a killed run's pull must not stay either), both for the host's platform, and one mirror
+without smoke test.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +23,13 @@ import pytest
 from ci_images.engine.client import Engine
 from tests.doors import clean_env, run_door
 
+from .conftest import REPO_ROOT
 from .runs import (
     containers_of,
     describe_images_of,
     images_of,
     kill_group,
+    label_images,
     nonce_catalog,
     push_argv,
     remove_everything_of,
@@ -36,6 +41,13 @@ from .runs import (
 pytestmark = pytest.mark.integration
 
 RUN_PID_LABEL = "io.github.getsops.ci-images.run.pid"  # on a run's marker volume: which process the run is
+ASSEMBLED = """\
+  vault-assembled:
+    source: docker.io/hashicorp/vault
+    versions: ["2.0.0"]
+    build: images/vault-assembled
+    smoke: vault
+"""
 MIRROR = """\
   vault-upstream:
     source: docker.io/library/vault
@@ -62,7 +74,10 @@ def test_eight_sigkills_then_one_rerun_leave_nothing_of_the_killed_runs(
     lab: Any, engine: Engine, tmp_path: Path
 ) -> None:
     catalog, nonce = nonce_catalog(tmp_path)
-    catalog.write_text(catalog.read_text() + MIRROR)
+    assembled = tmp_path / "images" / "vault-assembled"
+    shutil.copytree(REPO_ROOT / "images" / "vault", assembled)
+    label_images(assembled / "Dockerfile", nonce, run_step=False)
+    catalog.write_text(catalog.read_text() + ASSEMBLED + MIRROR)
     path = f"sigkills/{tmp_path.name[-10:].lower().replace('_', '-')}"
     registry = f"{lab.target.host}/{path}"
     env = clean_env(**lab.env(), CI="true", PYTHONUNBUFFERED="1", COSIGN_PASSWORD="kill 7d1e")

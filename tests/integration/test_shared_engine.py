@@ -254,13 +254,13 @@ def test_an_image_a_container_uses_is_left_alone_with_the_engine_s_words(
 
 LEAVER = """
 import sys, time
-from ci_images.engine.client import Engine
+from ci_images.engine.client import CONTAINER_LABEL, Engine
 
 engine = Engine.connect()
 engine.begin_run()
 image, nonce = sys.argv[1], sys.argv[2]
 engine.tag(image, f"ci-images/clean-engine-test:{nonce}.run-{engine.run_id}")
-labels = {**engine.run.labels(), "io.github.ci-images.test-nonce": nonce}
+labels = {CONTAINER_LABEL: engine.run_id, **engine.run.labels(), "io.github.ci-images.test-nonce": nonce}
 engine.client.containers.run(image, entrypoint=["sleep", "300"], network_mode="none", detach=True, labels=labels)
 print(engine.run_id, flush=True)
 time.sleep(300)

@@ -356,10 +356,14 @@ def release(client: Any, ref: str) -> str:
     """Remove the reference ``ref``, never forced: the image goes with its last reference, and stays while a
     container uses it, with its untagged parents that nothing else uses (the build's step images: the classic
     builder makes one per build label, and those after the created label are this run's alone). A build of another
-    run that was taking one of those parents from its cache is built again (Engine.build). Returns "removed",
-    "gone", "in use" or the engine's words for another refusal."""
+    run that was taking one of those parents from its cache is built again (Engine.build). An image pulled by
+    digest (a smoke test's) keeps a digest reference after its last tag: that goes too, once no tag is left.
+    Returns "removed", "gone", "in use" or the engine's words for another refusal."""
     try:
+        pulled_as = _digests_left_with(client, ref)
         client.api.remove_image(ref, force=False, noprune=False)
+        for digest_ref in pulled_as:
+            client.api.remove_image(digest_ref, force=False, noprune=False)
     except docker.errors.ImageNotFound:
         return "gone"
     except docker.errors.APIError as exc:
@@ -369,6 +373,16 @@ def release(client: Any, ref: str) -> str:
     except _ENGINE_ERRORS as exc:
         return str(exc)
     return "removed"
+
+
+def _digests_left_with(client: Any, ref: str) -> list[str]:
+    """The digest references that would hold the image after ``ref``, its last tag, is removed (none while
+    another tag, another run's name, holds it)."""
+    if "@" in ref:
+        return []
+    attrs = client.api.inspect_image(ref)
+    tags = [t for t in attrs.get("RepoTags") or () if t != "<none>:<none>"]
+    return list(attrs.get("RepoDigests") or ()) if tags == [ref] else []
 
 
 def _removed(remove: Callable[[], object], what: str, warn: Warn) -> bool:

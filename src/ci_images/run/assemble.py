@@ -36,7 +36,14 @@ from ci_images.plan.builds import ASSEMBLED, ENGINE
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
 from ci_images.registry.copy import Endpoint
-from ci_images.run.build import Built, local_ref, smoke_entry, upstream_platforms
+from ci_images.run.build import (
+    Built,
+    local_ref,
+    pull_for_smoke,
+    release_builds,
+    smoke_entry,
+    upstream_platforms,
+)
 from ci_images.run.context import Context
 from ci_images.run.reproducible import SourceTime, source_time
 from ci_images.run.result import Result
@@ -183,31 +190,20 @@ def smoke_from_target(
     if not smoke or entry.smoke is None:
         return []
     refs = {platform: entry.target.with_digest(digest) for platform, digest in assembled.platforms.items()}
-    engine = ctx.engine
-    auth = ctx.target_pool.engine_auth(entry.target.api_host)
-    pulled: list[str] = []
+    named = pull_for_smoke(ctx, entry, refs, ctx.target_pool.engine_auth(entry.target.api_host))
     try:
-        for platform, ref in refs.items():
-            if engine.can_run(platform):
-                ctx.check_cancelled(f"pulling {platform}")
-                log.info(f"{entry.key}: pulling {platform} from the target for its smoke test: {ref}")
-                engine.pull(ref, platform=platform, auth=auth)
-                pulled.append(ref)
-        try:
-            return smoke_entry(ctx, entry, refs).smoked
-        except SmokeError as exc:
-            raise SmokeError(
-                f"{exc.message}\nno tag moved: {entry.target.with_digest(assembled.digest)} stays untagged",
-                fix=exc.fix,
-            ) from exc
+        return smoke_entry(ctx, entry, refs).smoked
+    except SmokeError as exc:
+        raise SmokeError(
+            f"{exc.message}\nno tag moved: {entry.target.with_digest(assembled.digest)} stays untagged",
+            fix=exc.fix,
+        ) from exc
     finally:
         if (
             keep
         ):  # --keep-images: tagged as an engine build is (each platform; the host's under the target tags)
-            _tag_pulled(ctx, entry, {p: r for p, r in refs.items() if r in pulled})
-        else:
-            for ref in pulled:
-                engine.remove_image(ref)
+            _tag_pulled(ctx, entry, named)
+        release_builds(ctx, entry, named)
 
 
 def _tag_pulled(ctx: Context, entry: Entry, refs: Mapping[str, str]) -> None:

@@ -147,6 +147,31 @@ def release_builds(ctx: Context, entry: Entry, refs: Mapping[str, str]) -> None:
             log.warning(f"{entry.key}: could not remove {ref}: {outcome}")
 
 
+def pull_for_smoke(
+    ctx: Context, entry: Entry, refs: Mapping[str, str], auth: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Pull each platform of ``refs`` (platform -> image by digest) the host can run, and name it for this run
+    (``run_ref``): the smoke test still runs the digest (what a failure names), ``release_builds`` drops the name
+    afterwards (the image goes with it unless another run's name holds it), and a killed run's pull is reaped by the
+    next run like its builds. Returns platform -> the run's name, for the platforms pulled."""
+    engine = ctx.engine
+    named: dict[str, str] = {}
+    try:
+        for platform, ref in refs.items():
+            if not engine.can_run(platform):
+                continue
+            ctx.check_cancelled(f"pulling {platform}")
+            log.info(f"{entry.key}: pulling {platform} from the target for its smoke test: {ref}")
+            engine.pull(ref, platform=platform, auth=auth)
+            name = run_ref(entry, platform, engine.run_id)
+            engine.tag(ref, name)
+            named[platform] = name
+    except BaseException:
+        release_builds(ctx, entry, named)
+        raise
+    return named
+
+
 def base_layers(ctx: Context, entry: Entry, manifest_digest: str) -> BaseLayers:
     """The upstream base of one platform's build; its layer list is read when first published (a manifest GET,
     spent from the budget, once per run per base)."""

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ci_images.log import log
 from ci_images.oci import short_digest
 from ci_images.plan.decide import Decision
 from ci_images.registry.copy import Copied
-from ci_images.run.build import Built, pull_upstream_images, smoke_entry
+from ci_images.run.build import Built, pull_for_smoke, pull_upstream_images, release_builds, smoke_entry
 from ci_images.run.context import Context
 from ci_images.run.publish import Publisher
 from ci_images.run.resolve import upstream_manifest
@@ -57,9 +56,8 @@ def _smoke_copy(ctx: Context, decision: Decision, copied: Copied) -> Built:
     images = {platform: entry.target.with_digest(digest) for platform, digest in copied.platforms.items()}
     if entry.smoke is None:
         return smoke_entry(ctx, entry, images)  # nothing to run: no engine needed
-    auth = ctx.target_pool.engine_auth(entry.target.api_host)
-    for platform, ref in images.items():
-        if ctx.engine.can_run(platform):
-            log.info(f"{entry.key}: pulling {platform} from the target for its smoke test: {ref}")
-            ctx.engine.pull(ref, platform=platform, auth=auth)
-    return smoke_entry(ctx, entry, images)
+    named = pull_for_smoke(ctx, entry, images, ctx.target_pool.engine_auth(entry.target.api_host))
+    try:
+        return smoke_entry(ctx, entry, images)
+    finally:
+        release_builds(ctx, entry, named)
