@@ -1,0 +1,280 @@
+"""Attestations on a real registry: provenance and an SBOM (syft, offline) attached to an image and its platforms,
+read back with the registry client and with skopeo, verified, and tampered with; and skopeo's ``sigstoreSigned``
+policy with ``use-sigstore-attachments`` on a single-platform pull of an index signed with and without recursion.
+
+No engine: the images are made as registry documents (a two-platform index over tiny layers with a dpkg status
+file, so syft has a package to find), pushed to the ``auth_registry`` fixture (TLS with its CA in docker's
+certs.d, htpasswd auth).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import secrets
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ci_images.catalog.refs import Repository
+from ci_images.loopback.server import RegistryServer
+from ci_images.registry.client import OCI_MANIFEST, Credentials, RegistryClient
+from ci_images.registry.oci import OCI_CONFIG, Descriptor, make_index, put_tags
+from ci_images.sign import attest, dsse, keys, provenance, sbom
+from ci_images.sign import statement as statements
+from ci_images.sign.attest_verify import WRONG_KEY, WRONG_SUBJECT, AttestationVerifier
+from ci_images.sign.signer import KeySigner
+from tests.integration.conftest import unavailable
+
+pytestmark = pytest.mark.integration
+PLATFORMS = ("linux/amd64", "linux/arm64")
+DPKG_STATUS = (
+    b"Package: ci-images-probe\nStatus: install ok installed\nPriority: optional\nSection: misc\n"
+    b"Maintainer: nobody <nobody@example.invalid>\nArchitecture: all\nVersion: 1.2.3-1\n"
+    b"Description: a package for syft to find\n\n"
+)
+
+
+def _tar_gz(files: dict[str, bytes]) -> tuple[bytes, str]:
+    """A deterministic gzip tar of ``files``; returns (blob, diff_id)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    plain = raw.getvalue()
+    return gzip.compress(plain, mtime=0), "sha256:" + hashlib.sha256(plain).hexdigest()
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_tiny_image(client: RegistryClient, repo: str, platform: str, marker: str) -> Descriptor:
+    os_name, arch = platform.split("/")
+    blob, diff_id = _tar_gz(
+        {
+            "etc/os-release": b'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n',
+            "var/lib/dpkg/status": DPKG_STATUS,
+            "marker": f"{marker} {platform}\n".encode(),
+        }
+    )
+    config = json.dumps(
+        {"architecture": arch, "os": os_name, "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {}}
+    ).encode()
+    client.upload_blob(repo, _sha(blob), blob)
+    client.upload_blob(repo, _sha(config), config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": _sha(config), "size": len(config)},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _sha(blob), "size": len(blob)}
+            ],
+        }
+    ).encode()
+    digest = client.put_manifest(repo, _sha(manifest), manifest, OCI_MANIFEST)
+    return Descriptor(OCI_MANIFEST, digest, len(manifest), platform)
+
+
+@dataclass
+class Image:
+    server: RegistryServer
+    repository: Repository
+    index: str
+    platforms: dict[str, str]
+
+    def client(self) -> RegistryClient:
+        assert self.server.username is not None and self.server.password is not None
+        return RegistryClient(
+            self.server.host, credentials=Credentials(self.server.username, self.server.password)
+        )
+
+
+def push_index(server: RegistryServer, tag: str = "1.0.0") -> Image:
+    repository = Repository(server.host, f"attest-tests/img-{secrets.token_hex(4)}")
+    assert server.username is not None and server.password is not None
+    client = RegistryClient(server.host, credentials=Credentials(server.username, server.password))
+    marker = secrets.token_hex(8)
+    manifests = [push_tiny_image(client, repository.path, platform, marker) for platform in PLATFORMS]
+    body, media_type = make_index(manifests, {})
+    index = put_tags(client, repository.path, body, media_type, [tag])
+    return Image(server, repository, index, {m.platform or "": m.digest for m in manifests})
+
+
+@pytest.fixture(scope="module")
+def key() -> keys.SigningKey:
+    return keys.SigningKey(keys.generate_private_key())
+
+
+@pytest.fixture(scope="module")
+def image(auth_registry: RegistryServer) -> Image:
+    return push_index(auth_registry)
+
+
+UPSTREAM_INDEX = "sha256:" + "1" * 64
+
+
+def _provenance(image: Image, platform: str | None) -> dict[str, Any]:
+    entry = provenance.EntryParameters(
+        catalog="images.yaml",
+        image="vault",
+        variant="default",
+        version="2.0.0",
+        source="docker.io/hashicorp/vault",
+        platforms=PLATFORMS,
+        tags=(image.repository.with_tag("2.0.0"),),
+    )
+    bases = {p: "sha256:" + str(i + 2) * 64 for i, p in enumerate(PLATFORMS) if platform in (None, p)}
+    run = provenance.Run(provenance.LOCAL_BUILDER, "urn:uuid:0", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z")
+    recipe = provenance.Recipe("images/vault/Dockerfile", "sha256:" + "a" * 64, "images/vault", "sha256:" + "b" * 64)
+    checkout = provenance.Checkout(provenance.PROJECT_URL, "c" * 40)
+    return provenance.build_predicate(entry, provenance.Upstream(UPSTREAM_INDEX, bases), recipe, checkout, run)
+
+
+@pytest.fixture(scope="module")
+def attested(image: Image, key: keys.SigningKey) -> dict[str, list[attest.AttestOutcome]]:
+    """Provenance for the index and each platform; an SBOM for each platform (and each platform's on the index)."""
+    client = image.client()
+    attester = KeyAttester = attest.KeyAttester(key)
+    generator = sbom.SbomGenerator(_env())
+    outcomes: dict[str, list[attest.AttestOutcome]] = {}
+    outcomes[image.index] = [
+        attester.attest(client, image.repository, image.index, statements.SLSA_PROVENANCE_V1, _provenance(image, None))
+    ]
+    for platform, digest in image.platforms.items():
+        document = generator.spdx(client, image.repository, digest)
+        outcomes[digest] = [
+            KeyAttester.attest(
+                client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, platform)
+            ),
+            attester.attest(client, image.repository, digest, statements.SPDX_DOCUMENT, document),
+        ]
+        outcomes[image.index].append(
+            attester.attest(
+                client, image.repository, image.index, statements.SPDX_DOCUMENT, document, describes=digest
+            )
+        )
+    return outcomes
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def test_syft_finds_the_package_offline_from_the_registry(image: Image) -> None:
+    generator = sbom.SbomGenerator(_env())
+    client = image.client()
+    digest = image.platforms["linux/arm64"]
+    document = generator.spdx(client, image.repository, digest)
+    assert document["spdxVersion"].startswith("SPDX-2.")
+    names = {(p.get("name"), p.get("versionInfo")) for p in document["packages"]}
+    assert ("ci-images-probe", "1.2.3-1") in names
+    assert digest in json.dumps(document)  # it describes that manifest
+    assert generator.spdx(client, image.repository, digest) is document  # once per digest
+
+
+def test_every_digest_carries_verified_attestations(
+    image: Image, key: keys.SigningKey, attested: dict[str, list[attest.AttestOutcome]]
+) -> None:
+    client = image.client()
+    verifier = AttestationVerifier(key.public)
+    for digest in [image.index, *image.platforms.values()]:
+        assert all(o.written for o in attested[digest])
+        for kind in (statements.SLSA_PROVENANCE_V1, statements.SPDX_DOCUMENT):
+            verdict = verifier.check(client, image.repository, digest, kind, expected_upstream=UPSTREAM_INDEX)
+            assert verdict.ok, verdict.message
+            assert verdict.signer == key.fingerprint
+        held = attest.read_attestations(client, image.repository.path, digest)
+        assert len(held.found) == len(attested[digest])
+
+
+def test_a_second_run_adds_nothing(
+    image: Image, key: keys.SigningKey, attested: dict[str, list[attest.AttestOutcome]]
+) -> None:
+    client = image.client()
+    attester = attest.KeyAttester(key)
+    digest = image.platforms["linux/amd64"]
+    before = client.head_manifest(image.repository.path, attest.attestation_tag(digest))
+    again = attester.attest(
+        client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, "linux/amd64")
+    )
+    # A regenerated SBOM differs in its bytes (timestamps, namespace): still the same attestation.
+    fresh = sbom.SbomGenerator(_env()).spdx(client, image.repository, digest)
+    sbom_again = attester.attest(client, image.repository, digest, statements.SPDX_DOCUMENT, fresh)
+    assert not again.written and not sbom_again.written
+    assert again.envelope == attested[digest][0].envelope
+    assert client.count("PUT") == client.count("POST") == 0
+    assert client.head_manifest(image.repository.path, attest.attestation_tag(digest)) == before
+
+
+def test_skopeo_reads_the_att_image_as_cosign_lays_it_out(
+    image: Image, attested: dict[str, list[attest.AttestOutcome]], tmp_path: Path
+) -> None:
+    """Independent of our client: skopeo fetches the .att manifest; openssl checks the envelope's signature."""
+    if shutil.which("skopeo") is None:
+        unavailable("skopeo is not installed")
+    server = image.server
+    digest = image.platforms["linux/amd64"]
+    ref = f"docker://{server.host}/{image.repository.path}:{attest.attestation_tag(digest)}"
+    creds = f"{server.username}:{server.password}"
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--creds", creds, ref], capture_output=True, check=True
+    ).stdout
+    manifest = json.loads(raw)
+    assert manifest["mediaType"] == OCI_MANIFEST
+    assert manifest["config"]["mediaType"] == OCI_CONFIG
+    layers = manifest["layers"]
+    assert [layer["mediaType"] for layer in layers] == [dsse.ENVELOPE_MEDIA_TYPE] * 2
+    assert [layer["annotations"]["predicateType"] for layer in layers] == [
+        statements.SLSA_PROVENANCE_V1,
+        statements.SPDX_DOCUMENT,
+    ]
+    assert all(layer["annotations"]["dev.cosignproject.cosign/signature"] == "" for layer in layers)
+    config = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", "--raw", "--creds", creds, ref], capture_output=True, check=True
+        ).stdout
+    )
+    assert config["rootfs"]["diff_ids"] == [layer["digest"] for layer in layers]
+    assert len(config["history"]) == 2
+
+
+def test_openssl_verifies_the_envelope_from_the_registry(
+    image: Image, key: keys.SigningKey, attested: dict[str, list[attest.AttestOutcome]], tmp_path: Path
+) -> None:
+    client = image.client()
+    digest = image.platforms["linux/arm64"]
+    held = attest.read_attestations(client, image.repository.path, digest)
+    document = json.loads(held.found[0].blob)
+    assert list(document) == ["payload", "payloadType", "signatures"]
+    import base64
+
+    body = base64.b64decode(document["payload"])
+    pae = b"DSSEv1 %d %s %d %s" % (len(document["payloadType"]), document["payloadType"].encode(), len(body), body)
+    (tmp_path / "pae").write_bytes(pae)
+    (tmp_path / "sig").write_bytes(base64.b64decode(document["signatures"][0]["sig"]))
+    (tmp_path / "pub.pem").write_bytes(keys.public_key_pem(key.public))
+    result = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-verify", tmp_path / "pub.pem", "-signature", tmp_path / "sig", tmp_path / "pae"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "Verified OK" in result.stdout
+    claim = json.loads(body)
+    assert claim["subject"] == [
+        {"name": f"{image.server.host}/{image.repository.path}", "digest": {"sha256": digest.removeprefix("sha256:")}}
+    ]
+    assert provenance.upstream_digest(claim["predicate"]) == UPSTREAM_INDEX
