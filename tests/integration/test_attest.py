@@ -137,7 +137,7 @@ def _provenance(image: Image, platform: str | None) -> dict[str, Any]:
     )
     bases = {p: "sha256:" + str(i + 2) * 64 for i, p in enumerate(PLATFORMS) if platform in (None, p)}
     run = provenance.Run(provenance.LOCAL_BUILDER, "urn:uuid:0", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z")
-    recipe = provenance.Recipe("images/vault/Dockerfile", "sha256:" + "a" * 64, "images/vault", "sha256:" + "b" * 64)
+    recipe = provenance.Recipe("images/vault/Dockerfile", "sha256:" + "a" * 64, "images/vault", "b" * 64)
     checkout = provenance.Checkout(provenance.PROJECT_URL, "c" * 40)
     return provenance.build_predicate(entry, provenance.Upstream(UPSTREAM_INDEX, bases), recipe, checkout, run)
 
@@ -278,3 +278,86 @@ def test_openssl_verifies_the_envelope_from_the_registry(
         {"name": f"{image.server.host}/{image.repository.path}", "digest": {"sha256": digest.removeprefix("sha256:")}}
     ]
     assert provenance.upstream_digest(claim["predicate"]) == UPSTREAM_INDEX
+
+
+# ---- every platform signed: containers/image's sigstoreSigned policy on a single-platform pull ------------------
+
+
+def _skopeo_pull(image: Image, public_key: Path, folder: Path) -> subprocess.CompletedProcess[str]:
+    """`skopeo copy` of the index's tag as podman and CRI-O pull it: the host's platform only, under a policy that
+    requires a sigstore signature by ``public_key``, found through ``use-sigstore-attachments`` (the .sig tags)."""
+    server = image.server
+    scope = f"{server.host}/{image.repository.path}"
+    policy = folder / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "default": [{"type": "reject"}],
+                "transports": {
+                    "docker": {
+                        scope: [
+                            {
+                                "type": "sigstoreSigned",
+                                "keyPath": str(public_key),
+                                # cosign's payload names the repository only (no tag, no digest).
+                                "signedIdentity": {"type": "matchRepository"},
+                            }
+                        ]
+                    }
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    registries = folder / "registries.d"
+    registries.mkdir()
+    (registries / "lab.yaml").write_text(
+        f"docker:\n  {server.host}:\n    use-sigstore-attachments: true\n", encoding="utf-8"
+    )
+    return subprocess.run(
+        [
+            "skopeo",
+            "--policy",
+            str(policy),
+            "--registries.d",
+            str(registries),
+            "copy",
+            "--src-creds",
+            f"{server.username}:{server.password}",
+            f"docker://{scope}:1.0.0",
+            f"dir:{folder / 'pulled'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# Debian's containers/image is built without sigstore: its skopeo finds a sigstore signature and then stops with this
+# instead of verifying it ("Debian-local change"). Reaching it proves the lookup found a signature for the digest
+# the pull resolved; the signature itself is checked by our verifier and by openssl (test_sign.py).
+DEBIAN_NO_SIGSTORE = "sigstore disabled"
+
+
+@pytest.mark.parametrize("recursive", [False, True], ids=["index-only", "recursive"])
+def test_a_single_platform_pull_needs_every_platform_signed(
+    auth_registry: RegistryServer, key: keys.SigningKey, tmp_path: Path, recursive: bool
+) -> None:
+    if shutil.which("skopeo") is None:
+        unavailable("skopeo is not installed")
+    image = push_index(auth_registry)
+    public = tmp_path / "cosign.pub"
+    public.write_bytes(keys.public_key_pem(key.public))
+    outcome = KeySigner(key).sign(image.client(), image.repository, image.index, recursive=recursive)
+    assert set(outcome.signed) == ({image.index, *image.platforms.values()} if recursive else {image.index})
+    pulled = _skopeo_pull(image, public, tmp_path)
+    if not recursive:
+        # The index's .sig is there, but the pull resolves the host's platform manifest, which has none.
+        assert pulled.returncode != 0
+        assert "A signature was required, but no signature exists" in pulled.stderr
+        return
+    if DEBIAN_NO_SIGSTORE in pulled.stderr:
+        assert "no signature exists" not in pulled.stderr
+        return
+    assert pulled.returncode == 0, pulled.stderr
+    assert (tmp_path / "pulled" / "manifest.json").is_file()

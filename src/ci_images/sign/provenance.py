@@ -9,12 +9,12 @@ protos/in_toto_attestation/predicates/provenance/v1/provenance.proto): ``buildDe
   (image, variant, version, source, platforms, tags, build args) and the catalog's path; ``resolvedDependencies`` =
   ``upstream`` (the upstream tag's digest, as the image's ``org.opencontainers.image.base.digest`` label and the lock
   file's ``source_digest`` say), one ``base`` per platform the subject covers (the manifest digest built ``FROM``,
-  with ``annotations.platform``), ``dockerfile`` and ``context`` by SHA-256, and ``catalog-repository`` at its commit
+  with ``annotations.platform``), ``dockerfile`` (SHA-256) and ``context`` (dirHash), and ``catalog-repository`` at its commit
   (``gitCommit``).
 - ``MIRROR_TYPE``: copied byte for byte, not built: the same, without dockerfile and context.
 
-``context`` is reproducible with coreutils: ``cd CONTEXT && find . -type f -printf '%P\\n' | LC_ALL=C sort |
-xargs -d '\\n' sha256sum | sha256sum`` (``context_digest``).
+``context`` is digested as a tree with in-toto's ``dirHash`` (spec/v1/digest_set.md, Go's dirhash Hash1 in hex):
+``cd CONTEXT && find . -type f | cut -c3- | LC_ALL=C sort | xargs -r sha256sum | sha256sum`` (``context_dirhash``).
 """
 
 from __future__ import annotations
@@ -71,13 +71,13 @@ class Upstream:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The build's own files: paths relative to the repository root, SHA-256 digests (``file_digest``,
-    ``context_digest``), and the recipe hash the image's label carries."""
+    """The build's own files: paths relative to the repository root, the Dockerfile's SHA-256 (``file_digest``),
+    the context's dirHash (``context_dirhash``), and the recipe hash the image's label carries."""
 
     dockerfile: str
     dockerfile_digest: str
     context: str
-    context_digest: str
+    context_dirhash: str
     recipe: str | None = None
 
 
@@ -102,16 +102,20 @@ def file_digest(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def context_digest(context: Path) -> str:
-    """SHA-256 of ``sha256sum``'s listing of every file under ``context`` (relative paths, byte order)."""
+def context_dirhash(context: Path) -> str:
+    """in-toto's ``dirHash`` of ``context``: hex SHA-256 of ``sha256sum``'s listing of every regular file under it
+    (relative paths in byte order; symbolic links left out, as ``find -type f`` does)."""
     files: list[str] = []
     for folder, _, names in os.walk(context):
-        files.extend((Path(folder) / name).relative_to(context).as_posix() for name in names)
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                files.append(path.relative_to(context).as_posix())
     listing = b"".join(
         f"{hashlib.sha256((context / name).read_bytes()).hexdigest()}  {name}\n".encode()
         for name in sorted(files, key=lambda n: n.encode())
     )
-    return "sha256:" + hashlib.sha256(listing).hexdigest()
+    return hashlib.sha256(listing).hexdigest()
 
 
 def builder_id(env: Mapping[str, str]) -> str:
@@ -227,7 +231,7 @@ def build_predicate(
         {
             "name": CONTEXT,
             "uri": _in_repository(checkout, recipe.context),
-            "digest": _digest_set(recipe.context_digest),
+            "digest": {"dirHash": recipe.context_dirhash},
         },
         _checkout(checkout),
     ]
