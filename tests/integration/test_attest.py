@@ -9,15 +9,16 @@ certs.d, htpasswd auth).
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
+import os
 import secrets
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ci_images.registry.client import OCI_MANIFEST, Credentials, RegistryClient
 from ci_images.registry.oci import OCI_CONFIG, Descriptor, make_index, put_tags
 from ci_images.sign import attest, dsse, keys, provenance, sbom
 from ci_images.sign import statement as statements
-from ci_images.sign.attest_verify import WRONG_KEY, WRONG_SUBJECT, AttestationVerifier
+from ci_images.sign.attest_verify import EDITED, WRONG_BASE, WRONG_KEY, WRONG_SUBJECT, AttestationVerifier
 from ci_images.sign.signer import KeySigner
 from tests.integration.conftest import unavailable
 
@@ -69,7 +70,12 @@ def push_tiny_image(client: RegistryClient, repo: str, platform: str, marker: st
         }
     )
     config = json.dumps(
-        {"architecture": arch, "os": os_name, "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {}}
+        {
+            "architecture": arch,
+            "os": os_name,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "config": {},
+        }
     ).encode()
     client.upload_blob(repo, _sha(blob), blob)
     client.upload_blob(repo, _sha(config), config)
@@ -79,7 +85,11 @@ def push_tiny_image(client: RegistryClient, repo: str, platform: str, marker: st
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": _sha(config), "size": len(config)},
             "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _sha(blob), "size": len(blob)}
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _sha(blob),
+                    "size": len(blob),
+                }
             ],
         }
     ).encode()
@@ -136,26 +146,32 @@ def _provenance(image: Image, platform: str | None) -> dict[str, Any]:
         tags=(image.repository.with_tag("2.0.0"),),
     )
     bases = {p: "sha256:" + str(i + 2) * 64 for i, p in enumerate(PLATFORMS) if platform in (None, p)}
-    run = provenance.Run(provenance.LOCAL_BUILDER, "urn:uuid:0", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z")
+    run = provenance.Run(
+        provenance.LOCAL_BUILDER, "urn:uuid:0", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
+    )
     recipe = provenance.Recipe("images/vault/Dockerfile", "sha256:" + "a" * 64, "images/vault", "b" * 64)
     checkout = provenance.Checkout(provenance.PROJECT_URL, "c" * 40)
-    return provenance.build_predicate(entry, provenance.Upstream(UPSTREAM_INDEX, bases), recipe, checkout, run)
+    return provenance.build_predicate(
+        entry, provenance.Upstream(UPSTREAM_INDEX, bases), recipe, checkout, run
+    )
 
 
 @pytest.fixture(scope="module")
 def attested(image: Image, key: keys.SigningKey) -> dict[str, list[attest.AttestOutcome]]:
     """Provenance for the index and each platform; an SBOM for each platform (and each platform's on the index)."""
     client = image.client()
-    attester = KeyAttester = attest.KeyAttester(key)
-    generator = sbom.SbomGenerator(_env())
+    attester = attest.KeyAttester(key)
+    generator = sbom.SbomGenerator(dict(os.environ))
     outcomes: dict[str, list[attest.AttestOutcome]] = {}
     outcomes[image.index] = [
-        attester.attest(client, image.repository, image.index, statements.SLSA_PROVENANCE_V1, _provenance(image, None))
+        attester.attest(
+            client, image.repository, image.index, statements.SLSA_PROVENANCE_V1, _provenance(image, None)
+        )
     ]
     for platform, digest in image.platforms.items():
         document = generator.spdx(client, image.repository, digest)
         outcomes[digest] = [
-            KeyAttester.attest(
+            attester.attest(
                 client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, platform)
             ),
             attester.attest(client, image.repository, digest, statements.SPDX_DOCUMENT, document),
@@ -168,14 +184,8 @@ def attested(image: Image, key: keys.SigningKey) -> dict[str, list[attest.Attest
     return outcomes
 
 
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
-
-
 def test_syft_finds_the_package_offline_from_the_registry(image: Image) -> None:
-    generator = sbom.SbomGenerator(_env())
+    generator = sbom.SbomGenerator(dict(os.environ))
     client = image.client()
     digest = image.platforms["linux/arm64"]
     document = generator.spdx(client, image.repository, digest)
@@ -212,7 +222,7 @@ def test_a_second_run_adds_nothing(
         client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, "linux/amd64")
     )
     # A regenerated SBOM differs in its bytes (timestamps, namespace): still the same attestation.
-    fresh = sbom.SbomGenerator(_env()).spdx(client, image.repository, digest)
+    fresh = sbom.SbomGenerator(dict(os.environ)).spdx(client, image.repository, digest)
     sbom_again = attester.attest(client, image.repository, digest, statements.SPDX_DOCUMENT, fresh)
     assert not again.written and not sbom_again.written
     assert again.envelope == attested[digest][0].envelope
@@ -260,22 +270,38 @@ def test_openssl_verifies_the_envelope_from_the_registry(
     held = attest.read_attestations(client, image.repository.path, digest)
     document = json.loads(held.found[0].blob)
     assert list(document) == ["payload", "payloadType", "signatures"]
-    import base64
-
     body = base64.b64decode(document["payload"])
-    pae = b"DSSEv1 %d %s %d %s" % (len(document["payloadType"]), document["payloadType"].encode(), len(body), body)
+    pae = b"DSSEv1 %d %s %d %s" % (
+        len(document["payloadType"]),
+        document["payloadType"].encode(),
+        len(body),
+        body,
+    )
     (tmp_path / "pae").write_bytes(pae)
     (tmp_path / "sig").write_bytes(base64.b64decode(document["signatures"][0]["sig"]))
     (tmp_path / "pub.pem").write_bytes(keys.public_key_pem(key.public))
     result = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-verify", tmp_path / "pub.pem", "-signature", tmp_path / "sig", tmp_path / "pae"],
+        [
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            tmp_path / "pub.pem",
+            "-signature",
+            tmp_path / "sig",
+            tmp_path / "pae",
+        ],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert result.returncode == 0 and "Verified OK" in result.stdout
     claim = json.loads(body)
     assert claim["subject"] == [
-        {"name": f"{image.server.host}/{image.repository.path}", "digest": {"sha256": digest.removeprefix("sha256:")}}
+        {
+            "name": f"{image.server.host}/{image.repository.path}",
+            "digest": {"sha256": digest.removeprefix("sha256:")},
+        }
     ]
     assert provenance.upstream_digest(claim["predicate"]) == UPSTREAM_INDEX
 
@@ -330,6 +356,7 @@ def _skopeo_pull(image: Image, public_key: Path, folder: Path) -> subprocess.Com
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
 
 
@@ -361,3 +388,81 @@ def test_a_single_platform_pull_needs_every_platform_signed(
         return
     assert pulled.returncode == 0, pulled.stderr
     assert (tmp_path / "pulled" / "manifest.json").is_file()
+
+
+# ---- tampering with the registry --------------------------------------------------------------------------------
+
+
+def test_tampering_in_the_registry_fails_each_with_its_own_problem(
+    auth_registry: RegistryServer, key: keys.SigningKey
+) -> None:
+    """The four tamper cases, done to the registry as an attacker with push rights would."""
+    image = push_index(auth_registry)
+    client = image.client()
+    repo = image.repository.path
+    amd64, arm64 = image.platforms["linux/amd64"], image.platforms["linux/arm64"]
+    attester = attest.KeyAttester(key)
+    verifier = AttestationVerifier(key.public)
+    for platform, digest in image.platforms.items():
+        attester.attest(
+            client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, platform)
+        )
+
+    def check(digest: str) -> str | None:
+        verdict = verifier.check(
+            client, image.repository, digest, statements.SLSA_PROVENANCE_V1, expected_upstream=UPSTREAM_INDEX
+        )
+        return verdict.problem
+
+    assert check(amd64) is None and check(arm64) is None
+
+    # A valid attestation of arm64 moved under amd64's tag.
+    got = client.get_manifest(repo, attest.attestation_tag(arm64))
+    assert got is not None
+    original = client.get_manifest(repo, attest.attestation_tag(amd64))
+    assert original is not None
+    client.put_manifest(repo, attest.attestation_tag(amd64), got[1], OCI_MANIFEST)
+    assert check(amd64) == WRONG_SUBJECT
+
+    # An edited statement: the envelope's payload changed, its signature kept.
+    [layer] = json.loads(original[1])["layers"]
+    envelope = json.loads(client.get_blob(repo, layer["digest"]))
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["predicate"]["runDetails"]["builder"]["id"] = "https://example.invalid/evil"
+    envelope["payload"] = base64.b64encode(statements.encode(statement)).decode()
+    _replace_layer(client, repo, amd64, original[1], json.dumps(envelope).encode())
+    assert check(amd64) == EDITED
+
+    # An envelope signed by another key.
+    other = keys.SigningKey(keys.generate_private_key())
+    forged = dsse.sign(
+        other,
+        attest.statement_bytes(
+            image.repository, amd64, statements.SLSA_PROVENANCE_V1, _provenance(image, "linux/amd64")
+        ),
+    ).to_json()
+    _replace_layer(client, repo, amd64, original[1], forged, signer=other.fingerprint)
+    assert check(amd64) == WRONG_KEY
+
+    # A provenance naming another base, properly signed (say, an old one replayed).
+    client.put_manifest(repo, attest.attestation_tag(amd64), original[1], OCI_MANIFEST)
+    predicate = _provenance(image, "linux/amd64")
+    predicate["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"] = "9" * 64
+    replayed = dsse.sign(
+        key, attest.statement_bytes(image.repository, amd64, statements.SLSA_PROVENANCE_V1, predicate)
+    ).to_json()
+    _replace_layer(client, repo, amd64, original[1], replayed, signer=key.fingerprint)
+    assert check(amd64) == WRONG_BASE
+
+
+def _replace_layer(
+    client: RegistryClient, repo: str, digest: str, manifest: bytes, blob: bytes, *, signer: str | None = None
+) -> None:
+    """Put ``blob`` in place of the one layer of ``manifest`` under ``digest``'s .att tag (config left as it was)."""
+    document = json.loads(manifest)
+    [layer] = document["layers"]
+    client.upload_blob(repo, _sha(blob), blob)
+    layer["digest"], layer["size"] = _sha(blob), len(blob)
+    if signer:
+        layer["annotations"]["io.github.ci-images.signer"] = signer
+    client.put_manifest(repo, attest.attestation_tag(digest), json.dumps(document).encode(), OCI_MANIFEST)

@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from ci_images.catalog.refs import Repository
 from ci_images.errors import UsageError
 from ci_images.registry.client import RegistryClient
-from ci_images.sign import attest, dsse, keys, provenance, sbom
+from ci_images.sign import attest, dsse, keyless_attest, keys, provenance, sbom
 from ci_images.sign import payload as documents
 from ci_images.sign import statement as statements
 from ci_images.sign.attest import Attestations, Found
@@ -76,7 +76,9 @@ def test_envelope_verifies_with_its_key_only(ours: keys.SigningKey, theirs: keys
     envelope = dsse.sign(ours, b"statement")
     assert dsse.verify(ours.public, envelope)
     assert not dsse.verify(theirs.public, envelope)
-    assert not dsse.verify(ours.public, dsse.Envelope(envelope.payload_type, b"statemenT", envelope.signatures))
+    assert not dsse.verify(
+        ours.public, dsse.Envelope(envelope.payload_type, b"statemenT", envelope.signatures)
+    )
     assert not dsse.verify(ours.public, dsse.Envelope("text/plain", envelope.body, envelope.signatures))
     assert not dsse.verify(ours.public, dsse.Envelope(envelope.payload_type, envelope.body, (b"junk",)))
 
@@ -155,7 +157,9 @@ def _mirror() -> dict[str, Any]:
 
 @pytest.mark.parametrize("predicate", [_build(), _mirror()], ids=["build", "mirror"])
 def test_statement_and_provenance_validate_against_the_schemas(predicate: dict[str, Any]) -> None:
-    document = json.loads(attest.statement_bytes(REPOSITORY, DIGEST, statements.SLSA_PROVENANCE_V1, predicate))
+    document = json.loads(
+        attest.statement_bytes(REPOSITORY, DIGEST, statements.SLSA_PROVENANCE_V1, predicate)
+    )
     _validator("in-toto-statement-v1.schema.json").validate(document)
     _validator("slsa-provenance-v1.schema.json").validate(document["predicate"])
 
@@ -171,7 +175,9 @@ def test_the_schemas_catch_what_they_should() -> None:
     ):
         assert not statement.is_valid(broken)
     predicate = _validator("slsa-provenance-v1.schema.json")
-    assert not predicate.is_valid({"buildDefinition": {"buildType": "x:y"}, "runDetails": {"builder": {"id": "a:b"}}})
+    assert not predicate.is_valid(
+        {"buildDefinition": {"buildType": "x:y"}, "runDetails": {"builder": {"id": "a:b"}}}
+    )
     run_details = _build()["runDetails"]
     assert not predicate.is_valid(
         {**_build(), "runDetails": {**run_details, "metadata": {"startedOn": "yesterday"}}}
@@ -212,7 +218,11 @@ def test_build_provenance_records_entry_upstream_recipe_and_commit() -> None:
     names = [d["name"] for d in definition["resolvedDependencies"]]
     assert names == ["upstream", "base", "base", "dockerfile", "context", "catalog-repository"]
     upstream, amd64 = definition["resolvedDependencies"][:2]
-    assert upstream == {"name": "upstream", "uri": "pkg:docker/hashicorp/vault@2.0.0", "digest": {"sha256": "11" * 32}}
+    assert upstream == {
+        "name": "upstream",
+        "uri": "pkg:docker/hashicorp/vault@2.0.0",
+        "digest": {"sha256": "11" * 32},
+    }
     assert amd64["uri"] == "pkg:docker/hashicorp/vault@2.0.0?platform=linux%2Famd64"
     assert definition["resolvedDependencies"][-1] == {
         "name": "catalog-repository",
@@ -224,7 +234,11 @@ def test_build_provenance_records_entry_upstream_recipe_and_commit() -> None:
     )
     assert predicate["runDetails"] == {
         "builder": {"id": RUN.builder_id},
-        "metadata": {"invocationId": RUN.invocation_id, "startedOn": RUN.started_on, "finishedOn": RUN.finished_on},
+        "metadata": {
+            "invocationId": RUN.invocation_id,
+            "startedOn": RUN.started_on,
+            "finishedOn": RUN.finished_on,
+        },
     }
     assert provenance.upstream_digest(predicate) == UPSTREAM
     assert provenance.base_digests(predicate) == BASES
@@ -254,7 +268,11 @@ def test_context_dirhash_is_in_totos_coreutils_recipe(tmp_path: Path) -> None:
     (tmp_path / "Z").write_text("upper sorts first in C\n")
     (tmp_path / "link").symlink_to(tmp_path / "Dockerfile")
     shell = subprocess.run(
-        ["sh", "-c", "find . -type f | cut -c3- | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -f1 -d' '"],
+        [
+            "sh",
+            "-c",
+            "find . -type f | cut -c3- | LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -f1 -d' '",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -338,7 +356,9 @@ def _judge(held: Attestations, key: keys.SigningKey, kind: str = statements.SLSA
 
 
 def test_a_good_provenance_and_sbom_verify(ours: keys.SigningKey) -> None:
-    held = _held(_found(ours, statements.SLSA_PROVENANCE_V1, _build()), _found(ours, statements.SPDX_DOCUMENT, {}))
+    held = _held(
+        _found(ours, statements.SLSA_PROVENANCE_V1, _build()), _found(ours, statements.SPDX_DOCUMENT, {})
+    )
     for kind in (statements.SLSA_PROVENANCE_V1, statements.SPDX_DOCUMENT):
         verdict = _judge(held, ours, kind)
         assert verdict.ok, verdict.message
@@ -347,12 +367,14 @@ def test_a_good_provenance_and_sbom_verify(ours: keys.SigningKey) -> None:
 
 
 def test_tampered_edited_statement(ours: keys.SigningKey) -> None:
-    statement = json.loads(attest.statement_bytes(REPOSITORY, DIGEST, statements.SLSA_PROVENANCE_V1, _build()))
+    statement = json.loads(
+        attest.statement_bytes(REPOSITORY, DIGEST, statements.SLSA_PROVENANCE_V1, _build())
+    )
     statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"] = "77" * 32
     edited = _found(ours, statements.SLSA_PROVENANCE_V1, _build(), body=statements.encode(statement))
     verdict = _judge(_held(edited), ours)
     assert verdict.problem == EDITED
-    assert "signature does not verify" in verdict.message
+    assert "does not verify" in verdict.message
 
 
 def test_tampered_signed_by_another_key(ours: keys.SigningKey, theirs: keys.SigningKey) -> None:
@@ -433,3 +455,26 @@ def test_syft_command_line_and_environment(tmp_path: Path) -> None:
     assert Path(tls["SYFT_REGISTRY_CA_CERT"]).is_file()
     assert tls["SSL_CERT_FILE"] == tls["SYFT_REGISTRY_CA_CERT"]
     assert "SYFT_REGISTRY_INSECURE_USE_HTTP" not in tls
+
+
+# ---- keyless, through cosign ------------------------------------------------------------------------------------
+
+
+def test_keyless_attest_command_lines(tmp_path: Path) -> None:
+    image = f"ghcr.io/o/r@{DIGEST}"
+    with keyless_attest.predicate_file({"a": 1}) as path:
+        assert json.loads(path.read_text()) == {"a": 1}
+        assert keyless_attest.attest_argv(image, path, statements.SLSA_PROVENANCE_V1) == [
+            "cosign", "attest", "--yes", "--type", "slsaprovenance1", "--predicate", str(path), image,
+        ]  # fmt: skip
+    assert not path.exists()
+    assert keyless_attest.verify_attestation_argv(image, statements.SPDX_DOCUMENT, "^x") == [
+        "cosign", "verify-attestation", "--type", "spdxjson", "--certificate-identity-regexp", "^x",
+        "--certificate-oidc-issuer", "https://token.actions.githubusercontent.com", image,
+    ]  # fmt: skip
+    assert keyless_attest.verify_attestation_key_argv(image, statements.SLSA_PROVENANCE_V1, "cosign.pub") == [
+        "cosign", "verify-attestation", "--key", "cosign.pub", "--type", "slsaprovenance1",
+        "--insecure-ignore-tlog", image,
+    ]  # fmt: skip
+    with pytest.raises(UsageError, match="by tag"):
+        keyless_attest.attest_argv("ghcr.io/o/r:1", tmp_path, statements.SPDX_DOCUMENT)

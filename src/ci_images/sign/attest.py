@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from ci_images.catalog.refs import Repository
 from ci_images.errors import RegistryError, SigningError
 from ci_images.log import log
@@ -102,14 +104,16 @@ def read_attestations(
     return Attestations(held.tag, found, held.manifest_digest, held.layers)
 
 
-def statement_bytes(repository: Repository, digest: str, predicate_type: str, predicate: Mapping[str, Any]) -> bytes:
+def statement_bytes(
+    repository: Repository, digest: str, predicate_type: str, predicate: Mapping[str, Any]
+) -> bytes:
     """The statement cosign's ``attest`` would make for ``repository@digest`` (``statement`` module)."""
     name = documents.docker_reference(repository)
     return statements.encode(statements.statement(name, digest, predicate_type, predicate))
 
 
 def verified_statement(
-    found: Found, public_key: Any, digest: str, predicate_type: str
+    found: Found, public_key: ec.EllipticCurvePublicKey, digest: str, predicate_type: str
 ) -> statements.Statement | None:
     """The statement of ``found`` when it verifies with ``public_key``, has ``predicate_type`` and names
     ``digest``; None otherwise."""
@@ -211,7 +215,12 @@ class KeyAttester:
         return AttestOutcome(digest, predicate_type, self.signer, layer.digest, True, describes)
 
     def _equivalent(
-        self, client: RegistryClient, repository: Repository, digest: str, predicate_type: str, describes: str | None
+        self,
+        client: RegistryClient,
+        repository: Repository,
+        digest: str,
+        predicate_type: str,
+        describes: str | None,
     ) -> str | None:
         """The layer digest of an attestation by this key, of ``predicate_type``, naming ``digest`` and describing
         ``describes``; None when there is none."""

@@ -32,6 +32,7 @@ from ci_images.registry.client import RegistryClient
 from ci_images.sign import dsse, keys, provenance
 from ci_images.sign import statement as statements
 from ci_images.sign.attest import PREDICATE_TYPE_ANNOTATION, Attestations, Found, read_attestations
+from ci_images.sign.payload import Layer
 
 MISSING, EDITED, WRONG_KEY, WRONG_SUBJECT, WRONG_BASE = (
     "attestation-missing",
@@ -102,7 +103,9 @@ def judge(
         where = f"{held.tag} holds {', '.join(sorted(seen_types))} only"
     else:
         where = f"{held.tag} holds no attestation of that type"
-    return AttestationVerdict(digest, predicate_type, MISSING, f"missing: no {predicate_type} attestation ({where})")
+    return AttestationVerdict(
+        digest, predicate_type, MISSING, f"missing: no {predicate_type} attestation ({where})"
+    )
 
 
 def _judge_layer(
@@ -120,7 +123,9 @@ def _judge_layer(
     envelope = dsse.parse(found.blob)
     annotated = found.predicate_type == predicate_type
     if envelope is None or envelope.payload_type != dsse.IN_TOTO_PAYLOAD_TYPE:
-        return (EDITED, f"edited: {layer} is not a DSSE envelope of an in-toto statement") if annotated else None
+        return (
+            (EDITED, f"edited: {layer} is not a DSSE envelope of an in-toto statement") if annotated else None
+        )
     claim = statements.read(envelope.body)
     if not dsse.verify(public_key, envelope):
         if not annotated and (claim is None or claim.predicate_type != predicate_type):
@@ -128,14 +133,15 @@ def _judge_layer(
                 seen_types.add(claim.predicate_type)
             return None
         if found.layer.signer == ours or not any(dsse.is_ecdsa_signature(s) for s in envelope.signatures):
-            return (
-                EDITED,
-                f"edited: {layer} says key {_short(ours)} signed it, but its signature does not verify over its "
-                "statement",
+            message = (
+                f"edited: {layer} says key {_short(ours)} signed it; its signature does not verify over it"
             )
+            return (EDITED, message)
         other = _short(found.layer.signer) or "another key"
-        return (WRONG_KEY, f"wrong key: signed by {other}; no {predicate_type} attestation verifies with key "
-                f"{_short(ours)}")
+        message = (
+            f"wrong key: signed by {other}; no {predicate_type} attestation verifies with key {_short(ours)}"
+        )
+        return (WRONG_KEY, message)
     if claim is None:
         return (EDITED, f"edited: {layer} verifies but holds no in-toto statement")
     if claim.predicate_type != predicate_type:
@@ -185,19 +191,27 @@ class AttestationVerifier:
         ``expected_upstream`` is given). Reads the layers annotated with that type first, the others only if none
         of those passes."""
 
-        def annotated(layer: Any) -> bool:
+        def annotated(layer: Layer) -> bool:
             return bool(layer.annotations.get(PREDICATE_TYPE_ANNOTATION) == predicate_type)
 
         held = read_attestations(client, repository.path, digest, wanted=annotated)
         verdict = judge(
-            held, digest=digest, predicate_type=predicate_type, public_key=self.public_key,
+            held,
+            digest=digest,
+            predicate_type=predicate_type,
+            public_key=self.public_key,
             expected_upstream=expected_upstream,
         )
-        if verdict.ok or len(held.found) == sum(1 for layer in held.layers if layer.media_type == dsse.ENVELOPE_MEDIA_TYPE):
+        if verdict.ok or len(held.found) == sum(
+            1 for layer in held.layers if layer.media_type == dsse.ENVELOPE_MEDIA_TYPE
+        ):
             return verdict
         everything = read_attestations(client, repository.path, digest)
         return judge(
-            everything, digest=digest, predicate_type=predicate_type, public_key=self.public_key,
+            everything,
+            digest=digest,
+            predicate_type=predicate_type,
+            public_key=self.public_key,
             expected_upstream=expected_upstream,
         )
 

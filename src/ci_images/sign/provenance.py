@@ -180,7 +180,11 @@ def _external(entry: EntryParameters) -> dict[str, Any]:
 
 def _upstream(entry: EntryParameters, upstream: Upstream) -> list[dict[str, Any]]:
     dependencies: list[dict[str, Any]] = [
-        {"name": UPSTREAM, "uri": image_purl(entry.source, entry.version), "digest": _digest_set(upstream.digest)}
+        {
+            "name": UPSTREAM,
+            "uri": image_purl(entry.source, entry.version),
+            "digest": _digest_set(upstream.digest),
+        }
     ]
     for platform, digest in sorted(upstream.platforms.items()):
         dependencies.append(
@@ -242,7 +246,9 @@ def build_predicate(
     return {"buildDefinition": definition, "runDetails": _run_details(run)}
 
 
-def mirror_predicate(entry: EntryParameters, upstream: Upstream, checkout: Checkout, run: Run) -> dict[str, Any]:
+def mirror_predicate(
+    entry: EntryParameters, upstream: Upstream, checkout: Checkout, run: Run
+) -> dict[str, Any]:
     """The provenance of a byte-for-byte copy of ``upstream``: nothing was built."""
     return {
         "buildDefinition": {

@@ -61,7 +61,16 @@ def syft_argv(binary: Path, image: str, config: Path) -> list[str]:
     """``syft scan registry:HOST/PATH@DIGEST -o spdx-json``: straight from the registry, no engine."""
     if "@sha256:" not in image:
         raise UsageError(f"refusing to scan {image} by tag", fix="scan REF@DIGEST, never a tag that can move")
-    return [str(binary), "scan", f"registry:{image}", "--output", "spdx-json", "--quiet", "--config", str(config)]
+    return [
+        str(binary),
+        "scan",
+        f"registry:{image}",
+        "--output",
+        "spdx-json",
+        "--quiet",
+        "--config",
+        str(config),
+    ]
 
 
 def syft_environment(

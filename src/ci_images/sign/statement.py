@@ -18,7 +18,7 @@ protojson, which refuses unknown fields (``Statement.UnmarshalJSON``), so an ext
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,9 @@ from ci_images.sign.payload import go_json
 
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
-SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"  # in-toto-golang slsa_provenance/v1 PredicateSLSAProvenance
+SLSA_PROVENANCE_V1 = (
+    "https://slsa.dev/provenance/v1"  # in-toto-golang slsa_provenance/v1 PredicateSLSAProvenance
+)
 SPDX_DOCUMENT = "https://spdx.dev/Document"  # in-toto-golang in_toto PredicateSPDX (`--type spdxjson`)
 # cosign's --type names for the predicate types we write (cmd/cosign/cli/options/predicate.go).
 COSIGN_TYPES = {SLSA_PROVENANCE_V1: "slsaprovenance1", SPDX_DOCUMENT: "spdxjson"}
@@ -86,7 +88,9 @@ def read(body: bytes) -> Statement | None:
     for subject in subjects:
         if not isinstance(subject, dict):
             return None  # cosign: "invalid in-toto statement: null subject entry"
-        value = (subject.get("digest") or {}).get("sha256") if isinstance(subject.get("digest"), dict) else None
+        value = (
+            (subject.get("digest") or {}).get("sha256") if isinstance(subject.get("digest"), dict) else None
+        )
         if isinstance(value, str):
             digests.append(f"sha256:{value}")
         names.append(str(subject.get("name", "")))
@@ -94,7 +98,3 @@ def read(body: bytes) -> Statement | None:
     return Statement(
         kind, predicate_type, tuple(digests), tuple(names), predicate if isinstance(predicate, dict) else {}
     )
-
-
-def subject_names(statements: Sequence[Statement]) -> set[str]:
-    return {name for one in statements for name in one.subject_names}
