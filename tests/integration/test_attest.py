@@ -19,6 +19,7 @@ import secrets
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from ci_images.catalog.refs import Repository
 from ci_images.loopback.server import RegistryServer
 from ci_images.registry.client import OCI_MANIFEST, Credentials, RegistryClient
 from ci_images.registry.oci import OCI_CONFIG, Descriptor, make_index, put_tags
-from ci_images.sign import attest, dsse, keys, provenance, sbom
+from ci_images.sign import attach, attest, dsse, keys, provenance, sbom
 from ci_images.sign import statement as statements
 from ci_images.sign.attest_verify import EDITED, WRONG_BASE, WRONG_KEY, WRONG_SUBJECT, AttestationVerifier
 from ci_images.sign.signer import KeySigner
@@ -135,7 +136,7 @@ def image(auth_registry: RegistryServer) -> Image:
 UPSTREAM_INDEX = "sha256:" + "1" * 64
 
 
-def _provenance(image: Image, platform: str | None) -> dict[str, Any]:
+def _provenance(image: Image, covered: Sequence[str]) -> dict[str, Any]:
     entry = provenance.EntryParameters(
         catalog="images.yaml",
         image="vault",
@@ -145,7 +146,7 @@ def _provenance(image: Image, platform: str | None) -> dict[str, Any]:
         platforms=PLATFORMS,
         tags=(image.repository.with_tag("2.0.0"),),
     )
-    bases = {p: "sha256:" + str(i + 2) * 64 for i, p in enumerate(PLATFORMS) if platform in (None, p)}
+    bases = {p: "sha256:" + str(i + 2) * 64 for i, p in enumerate(PLATFORMS) if p in covered}
     run = provenance.Run(
         provenance.LOCAL_BUILDER, "urn:uuid:0", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
     )
@@ -158,30 +159,20 @@ def _provenance(image: Image, platform: str | None) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def attested(image: Image, key: keys.SigningKey) -> dict[str, list[attest.AttestOutcome]]:
-    """Provenance for the index and each platform; an SBOM for each platform (and each platform's on the index)."""
-    client = image.client()
-    attester = attest.KeyAttester(key)
-    generator = sbom.SbomGenerator(dict(os.environ))
-    outcomes: dict[str, list[attest.AttestOutcome]] = {}
-    outcomes[image.index] = [
-        attester.attest(
-            client, image.repository, image.index, statements.SLSA_PROVENANCE_V1, _provenance(image, None)
-        )
-    ]
-    for platform, digest in image.platforms.items():
-        document = generator.spdx(client, image.repository, digest)
-        outcomes[digest] = [
-            attester.attest(
-                client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, platform)
-            ),
-            attester.attest(client, image.repository, digest, statements.SPDX_DOCUMENT, document),
-        ]
-        outcomes[image.index].append(
-            attester.attest(
-                client, image.repository, image.index, statements.SPDX_DOCUMENT, document, describes=digest
-            )
-        )
-    return outcomes
+    """What push-images will do: attach.attest_image over the index and its platforms; outcomes by digest."""
+    outcomes = attach.attest_image(
+        image.client(),
+        image.repository,
+        index=image.index,
+        platforms=image.platforms,
+        provenance_for=lambda covered: _provenance(image, covered),
+        attester=attest.KeyAttester(key),
+        sboms=sbom.SbomGenerator(dict(os.environ)),
+    )
+    by_digest: dict[str, list[attest.AttestOutcome]] = {}
+    for outcome in outcomes:
+        by_digest.setdefault(outcome.digest, []).append(outcome)
+    return by_digest
 
 
 def test_syft_finds_the_package_offline_from_the_registry(image: Image) -> None:
@@ -200,15 +191,26 @@ def test_every_digest_carries_verified_attestations(
     image: Image, key: keys.SigningKey, attested: dict[str, list[attest.AttestOutcome]]
 ) -> None:
     client = image.client()
-    verifier = AttestationVerifier(key.public)
-    for digest in [image.index, *image.platforms.values()]:
-        assert all(o.written for o in attested[digest])
-        for kind in (statements.SLSA_PROVENANCE_V1, statements.SPDX_DOCUMENT):
-            verdict = verifier.check(client, image.repository, digest, kind, expected_upstream=UPSTREAM_INDEX)
-            assert verdict.ok, verdict.message
-            assert verdict.signer == key.fingerprint
+    # The index: its provenance and one SBOM per platform; each platform: its provenance and its SBOM.
+    assert {d: len(o) for d, o in attested.items()} == {image.index: 3} | dict.fromkeys(
+        image.platforms.values(), 2
+    )
+    assert all(o.written for outcomes in attested.values() for o in outcomes)
+    verdicts = attach.check_image(
+        client,
+        image.repository,
+        index=image.index,
+        platforms=image.platforms,
+        verifier=AttestationVerifier(key.public),
+        expected_upstream=UPSTREAM_INDEX,
+    )
+    assert len(verdicts) == 6
+    assert all(v.ok and v.signer == key.fingerprint for v in verdicts), [v.message for v in verdicts]
+    for digest, outcomes in attested.items():
         held = attest.read_attestations(client, image.repository.path, digest)
-        assert len(held.found) == len(attested[digest])
+        assert [f.layer.digest for f in held.found] == [o.envelope for o in outcomes]
+    index_sboms = {o.describes for o in attested[image.index] if o.predicate_type == statements.SPDX_DOCUMENT}
+    assert index_sboms == set(image.platforms.values())
 
 
 def test_a_second_run_adds_nothing(
@@ -219,7 +221,7 @@ def test_a_second_run_adds_nothing(
     digest = image.platforms["linux/amd64"]
     before = client.head_manifest(image.repository.path, attest.attestation_tag(digest))
     again = attester.attest(
-        client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, "linux/amd64")
+        client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, ["linux/amd64"])
     )
     # A regenerated SBOM differs in its bytes (timestamps, namespace): still the same attestation.
     fresh = sbom.SbomGenerator(dict(os.environ)).spdx(client, image.repository, digest)
@@ -405,7 +407,7 @@ def test_tampering_in_the_registry_fails_each_with_its_own_problem(
     verifier = AttestationVerifier(key.public)
     for platform, digest in image.platforms.items():
         attester.attest(
-            client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, platform)
+            client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, [platform])
         )
 
     def check(digest: str) -> str | None:
@@ -438,7 +440,7 @@ def test_tampering_in_the_registry_fails_each_with_its_own_problem(
     forged = dsse.sign(
         other,
         attest.statement_bytes(
-            image.repository, amd64, statements.SLSA_PROVENANCE_V1, _provenance(image, "linux/amd64")
+            image.repository, amd64, statements.SLSA_PROVENANCE_V1, _provenance(image, ["linux/amd64"])
         ),
     ).to_json()
     _replace_layer(client, repo, amd64, original[1], forged, signer=other.fingerprint)
@@ -446,7 +448,7 @@ def test_tampering_in_the_registry_fails_each_with_its_own_problem(
 
     # A provenance naming another base, properly signed (say, an old one replayed).
     client.put_manifest(repo, attest.attestation_tag(amd64), original[1], OCI_MANIFEST)
-    predicate = _provenance(image, "linux/amd64")
+    predicate = _provenance(image, ["linux/amd64"])
     predicate["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"] = "9" * 64
     replayed = dsse.sign(
         key, attest.statement_bytes(image.repository, amd64, statements.SLSA_PROVENANCE_V1, predicate)
