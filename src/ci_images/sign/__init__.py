@@ -5,4 +5,8 @@ Key mode is done here, byte for byte in cosign's formats, because cosign is not 
 ``store`` (reading and writing ``sha256-<hex>.sig`` through the one registry client), ``verify`` (one digest against
 one public key). Keyless mode goes through the cosign CLI (``keyless``), run by ``ci_images.proc``. ``signer`` puts
 both behind one interface for ``run/`` and ``app``.
+
+Attestations (``cosign attest`` / ``verify-attestation``): ``dsse`` (envelopes, PAE), ``statement`` (in-toto),
+``provenance`` (SLSA v1 predicates), ``sbom`` (syft's SPDX JSON), ``attest`` (the ``.att`` tag and ``KeyAttester``),
+``attest_verify`` (the checks), ``attach`` (one call per image), ``keyless_attest`` (cosign's command lines).
 """
