@@ -27,9 +27,12 @@ from typing import Any
 import pytest
 
 from ci_images.catalog.refs import Repository
+from ci_images.lab.lab import put_tags
 from ci_images.loopback.server import RegistryServer
-from ci_images.registry.client import OCI_MANIFEST, Credentials, RegistryClient
-from ci_images.registry.oci import OCI_CONFIG, Descriptor, make_index, put_tags
+from ci_images.oci import OCI_CONFIG, OCI_MANIFEST, Descriptor
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
+from ci_images.registry.documents import make_index
 from ci_images.sign import attach, attest, dsse, keys, provenance, sbom
 from ci_images.sign import statement as statements
 from ci_images.sign.attest_verify import EDITED, WRONG_BASE, WRONG_KEY, WRONG_SUBJECT, AttestationVerifier

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ci_images.catalog.refs import Repository
 from ci_images.errors import RegistryError, SigningError
 from ci_images.log import log
+from ci_images.oci import digest_tag, sha256_digest
 from ci_images.registry.client import RegistryClient
 from ci_images.sign import dsse, keys
 from ci_images.sign import payload as documents
@@ -44,8 +45,7 @@ ATTESTATION_SUFFIX = "att"  # pkg/oci/remote/options.go AttestationTagSuffix
 
 
 def attestation_tag(digest: str) -> str:
-    algorithm, _, hexdigest = digest.partition(":")
-    return f"{algorithm}-{hexdigest}.{ATTESTATION_SUFFIX}"
+    return digest_tag(digest, ATTESTATION_SUFFIX)
 
 
 def new_layer(
@@ -56,7 +56,7 @@ def new_layer(
         annotations[SIGNER_ANNOTATION] = signer
     if describes:
         annotations[DESCRIBES_ANNOTATION] = describes
-    return Layer(documents.sha256(envelope_json), len(envelope_json), dsse.ENVELOPE_MEDIA_TYPE, annotations)
+    return Layer(sha256_digest(envelope_json), len(envelope_json), dsse.ENVELOPE_MEDIA_TYPE, annotations)
 
 
 @dataclass(frozen=True)
