@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ci_images.catalog.refs import Repository
 from ci_images.errors import RegistryError, SigningError
 from ci_images.log import log
-from ci_images.oci import digest_tag, sha256_digest
+from ci_images.oci import digest_tag, sha256_digest, short_digest
 from ci_images.registry.client import RegistryClient
 from ci_images.sign import dsse, keys
 from ci_images.sign import payload as documents
@@ -129,21 +129,42 @@ def verified_statement(
 
 
 @dataclass(frozen=True)
+class Wanted:
+    """One attestation a digest should carry. ``predicate`` is made only when it has to be written: a run that finds
+    it there already reads nothing else (no upstream manifest, no syft scan)."""
+
+    digest: str  # the subject
+    predicate_type: str
+    predicate: Callable[[], Mapping[str, Any]] = field(compare=False, repr=False)
+    describes: str | None = None  # an index's SBOM: the platform manifest it is the SBOM of
+    # Manifests with the same files as ``describes`` (sbom.SbomGenerator.same_files): an SBOM syft made from any of
+    # them is this one's (keyless mode, which cannot annotate, recognises an index's SBOMs by what they scanned).
+    same_files: frozenset[str] = frozenset()
+
+
+KEY, KEYLESS = "key", "keyless"
+
+
+@dataclass(frozen=True)
 class AttestOutcome:
     """One attestation of one digest after this run: written now, or found already there."""
 
     digest: str
     predicate_type: str
-    signer: str
-    envelope: str  # the layer's digest: sha256 of the envelope JSON
+    signer: str  # the key's fingerprint, or the keyless identity
+    statement: str  # sha256 of the in-toto statement (the envelope's payload): what a consumer can recompute
     written: bool
     describes: str | None = None
+    envelope: str | None = None  # key mode: the .att layer's digest (sha256 of the envelope JSON)
+    mode: str = KEY
 
     def as_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {
             "digest": self.digest,
             "predicate_type": self.predicate_type,
+            "mode": self.mode,
             "signer": self.signer,
+            "statement": self.statement,
             "envelope": self.envelope,
             "written": self.written,
         }
@@ -152,11 +173,25 @@ class AttestOutcome:
         return record
 
     def lock_record(self) -> dict[str, str]:
-        """How the lock file names this attestation: its predicate type, envelope digest and key."""
-        record = {"predicateType": self.predicate_type, "envelope": self.envelope, "key": self.signer}
+        """How the lock file names this attestation: predicate type, statement digest, who signed it."""
+        record = {"predicateType": self.predicate_type, "statement": self.statement}
+        record.update({"key": self.signer} if self.mode == KEY else {"keyless": self.signer})
+        if self.envelope:
+            record["envelope"] = self.envelope
         if self.describes:
             record["describes"] = self.describes
         return record
+
+
+class Attester(Protocol):
+    """Attaches attestations signed like the images' signatures (a key, or keyless through cosign)."""
+
+    mode: str
+    signer: str
+
+    def attest(self, client: RegistryClient, repository: Repository, wanted: Wanted) -> AttestOutcome:
+        """``wanted`` on ``repository@wanted.digest``, unless an equivalent attestation by this signer is there."""
+        ...
 
 
 class _TagLocks:
@@ -174,68 +209,63 @@ class _TagLocks:
 class KeyAttester:
     """Attests digests with a cosign key (the one that signs the images)."""
 
+    mode = KEY
+
     def __init__(self, key: keys.SigningKey) -> None:
         self.key = key
         self.signer = key.fingerprint
         self._locks = _TagLocks()
 
-    def attest(
-        self,
-        client: RegistryClient,
-        repository: Repository,
-        digest: str,
-        predicate_type: str,
-        predicate: Mapping[str, Any],
-        *,
-        describes: str | None = None,
-    ) -> AttestOutcome:
-        """Attach ``predicate`` about ``repository@digest`` unless an equivalent attestation is there; read the tag
-        back and check it. SigningError (exit 9) when writing or the check fails."""
+    def attest(self, client: RegistryClient, repository: Repository, wanted: Wanted) -> AttestOutcome:
+        """Attach ``wanted`` unless an equivalent attestation is there; read the tag back and check it. SigningError
+        (exit 9) when writing or the check fails."""
+        digest, predicate_type, describes = wanted.digest, wanted.predicate_type, wanted.describes
         where = repository.with_digest(digest)
         with self._locks(repository, digest):
             try:
-                existing = self._equivalent(client, repository, digest, predicate_type, describes)
+                existing = self._equivalent(client, repository, wanted)
                 if existing is not None:
-                    return AttestOutcome(digest, predicate_type, self.signer, existing, False, describes)
-                body = statement_bytes(repository, digest, predicate_type, predicate)
+                    layer_digest, statement = existing
+                    return AttestOutcome(
+                        digest, predicate_type, self.signer, statement, False, describes, layer_digest
+                    )
+                body = statement_bytes(repository, digest, predicate_type, wanted.predicate())
                 envelope = dsse.sign(self.key, body).to_json()
                 layer = new_layer(envelope, predicate_type, signer=self.signer, describes=describes)
                 append_signature(
                     client, repository.path, digest, envelope, layer, tag=attestation_tag(digest)
                 )
-                written = self._equivalent(client, repository, digest, predicate_type, describes)
+                written = self._equivalent(client, repository, wanted)
             except RegistryError as exc:
                 raise SigningError(f"attesting {where}: {exc.message}", fix=exc.fix) from exc
-        if written != layer.digest:
+        if written is None or written[0] != layer.digest:
             raise SigningError(
                 f"{where}: the {predicate_type} attestation just written is not in its .att tag, or does not verify",
                 fix="check that nothing else writes the .att tags of this repository, and run again",
             )
-        log.info(f"attested {where} ({predicate_type}) with key {self.signer.removeprefix('sha256:')[:12]}")
-        return AttestOutcome(digest, predicate_type, self.signer, layer.digest, True, describes)
+        log.info(f"attested {where} ({predicate_type}) with key {short_digest(self.signer)}")
+        return AttestOutcome(
+            digest, predicate_type, self.signer, sha256_digest(body), True, describes, layer.digest
+        )
 
     def _equivalent(
-        self,
-        client: RegistryClient,
-        repository: Repository,
-        digest: str,
-        predicate_type: str,
-        describes: str | None,
-    ) -> str | None:
-        """The layer digest of an attestation by this key, of ``predicate_type``, naming ``digest`` and describing
-        ``describes``; None when there is none."""
+        self, client: RegistryClient, repository: Repository, wanted: Wanted
+    ) -> tuple[str, str] | None:
+        """(layer digest, statement digest) of an attestation by this key, of the wanted predicate type, naming the
+        digest and describing the same platform; None when there is none."""
 
         def ours(layer: Layer) -> bool:
             # Cheap hints first (the annotations); the signature decides.
             annotations = layer.annotations
             return (
-                annotations.get(PREDICATE_TYPE_ANNOTATION) == predicate_type
+                annotations.get(PREDICATE_TYPE_ANNOTATION) == wanted.predicate_type
                 and annotations.get(SIGNER_ANNOTATION) == self.signer
-                and annotations.get(DESCRIBES_ANNOTATION) == describes
+                and annotations.get(DESCRIBES_ANNOTATION) == wanted.describes
             )
 
-        held = read_attestations(client, repository.path, digest, wanted=ours)
+        held = read_attestations(client, repository.path, wanted.digest, wanted=ours)
         for found in held.found:
-            if verified_statement(found, self.key.public, digest, predicate_type) is not None:
-                return found.layer.digest
+            claim = verified_statement(found, self.key.public, wanted.digest, wanted.predicate_type)
+            if claim is not None:
+                return found.layer.digest, claim.statement_digest
         return None

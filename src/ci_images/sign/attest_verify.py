@@ -21,9 +21,8 @@ never make verification pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -31,7 +30,15 @@ from ci_images.catalog.refs import Repository
 from ci_images.registry.client import RegistryClient
 from ci_images.sign import dsse, keys, provenance
 from ci_images.sign import statement as statements
-from ci_images.sign.attest import PREDICATE_TYPE_ANNOTATION, Attestations, Found, read_attestations
+from ci_images.sign.attest import (
+    KEY,
+    PREDICATE_TYPE_ANNOTATION,
+    Attestations,
+    AttestOutcome,
+    Found,
+    read_attestations,
+    verified_statement,
+)
 from ci_images.sign.payload import Layer
 
 MISSING, EDITED, WRONG_KEY, WRONG_SUBJECT, WRONG_BASE = (
@@ -53,6 +60,7 @@ class AttestationVerdict:
     signer: str | None = None  # the fingerprint that verified
     envelope: str | None = None  # the verified layer's digest
     upstream: str | None = None  # a provenance's upstream digest
+    statement: str | None = None  # sha256 of the verified statement
 
     @property
     def ok(self) -> bool:
@@ -66,9 +74,33 @@ class AttestationVerdict:
             "problem": self.problem,
             "message": self.message,
             "signer": self.signer,
+            "statement": self.statement,
             "envelope": self.envelope,
             "upstream": self.upstream,
         }
+
+
+class AttestationChecker(Protocol):
+    """verify-images' check of one digest's attestation of one type: with a key, or keyless through cosign."""
+
+    mode: str
+    signer: str
+
+    def check(
+        self,
+        client: RegistryClient,
+        repository: Repository,
+        digest: str,
+        predicate_type: str,
+        *,
+        expected_upstream: str | None = None,
+    ) -> AttestationVerdict: ...
+
+    def observe(
+        self, client: RegistryClient, repository: Repository, digest: str, predicate_type: str
+    ) -> list[AttestOutcome]:
+        """Every attestation of this type on ``digest`` that verifies (reads only): what the lock file records."""
+        ...
 
 
 def _short(digest: str | None) -> str:
@@ -168,11 +200,14 @@ def _judge_layer(
         ours,
         found.layer.digest,
         upstream,
+        claim.statement_digest,
     )
 
 
 class AttestationVerifier:
     """Checks attestations with a public key, as `cosign verify-attestation --key cosign.pub` does."""
+
+    mode = KEY
 
     def __init__(self, public_key: ec.EllipticCurvePublicKey) -> None:
         self.public_key = public_key
@@ -215,16 +250,24 @@ class AttestationVerifier:
             expected_upstream=expected_upstream,
         )
 
-    def check_all(
-        self,
-        client: RegistryClient,
-        repository: Repository,
-        digest: str,
-        predicate_types: Sequence[str],
-        *,
-        expected_upstream: str | None = None,
-    ) -> list[AttestationVerdict]:
-        return [
-            self.check(client, repository, digest, kind, expected_upstream=expected_upstream)
-            for kind in predicate_types
-        ]
+    def observe(
+        self, client: RegistryClient, repository: Repository, digest: str, predicate_type: str
+    ) -> list[AttestOutcome]:
+        def annotated(layer: Layer) -> bool:
+            return bool(layer.annotations.get(PREDICATE_TYPE_ANNOTATION) == predicate_type)
+
+        found: list[AttestOutcome] = []
+        for one in read_attestations(client, repository.path, digest, wanted=annotated).found:
+            claim = verified_statement(one, self.public_key, digest, predicate_type)
+            if claim is not None:
+                outcome = AttestOutcome(
+                    digest,
+                    predicate_type,
+                    self.signer,
+                    claim.statement_digest,
+                    False,
+                    one.describes,
+                    one.layer.digest,
+                )
+                found.append(outcome)
+        return found

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from ci_images.sign import keys
 from ci_images.oci import go_json
+from ci_images.sign import keys
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"  # cosign pkg/types/payload.go IntotoPayloadType
 ENVELOPE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"  # cosign pkg/types/payload.go DssePayloadType

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ci_images.oci import go_json
+from ci_images.oci import go_json, sha256_digest
 
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
@@ -66,6 +66,7 @@ class Statement:
     subject_digests: tuple[str, ...]  # "sha256:HEX" of every subject with a sha256 digest
     subject_names: tuple[str, ...]
     predicate: Mapping[str, Any] = field(default_factory=dict)
+    statement_digest: str = ""  # sha256 of the statement's bytes as signed
 
     def names_digest(self, digest: str) -> bool:
         return digest in self.subject_digests
@@ -96,5 +97,10 @@ def read(body: bytes) -> Statement | None:
         names.append(str(subject.get("name", "")))
     predicate = document.get("predicate")
     return Statement(
-        kind, predicate_type, tuple(digests), tuple(names), predicate if isinstance(predicate, dict) else {}
+        kind,
+        predicate_type,
+        tuple(digests),
+        tuple(names),
+        predicate if isinstance(predicate, dict) else {},
+        sha256_digest(body),
     )
