@@ -10,6 +10,7 @@ certs.d, htpasswd auth).
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import io
@@ -163,15 +164,16 @@ def _provenance(image: Image, covered: Sequence[str]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def attested(image: Image, key: keys.SigningKey) -> dict[str, list[attest.AttestOutcome]]:
     """What push-images will do: attach.attest_image over the index and its platforms; outcomes by digest."""
-    outcomes = attach.attest_image(
-        image.client(),
-        image.repository,
-        index=image.index,
-        platforms=image.platforms,
+    client = image.client()
+    digests = attach.read_image(client, image.repository, image.index)
+    sboms = sbom.SbomGenerator(dict(os.environ))
+    wants = attach.wanted(
+        digests,
         provenance_for=lambda covered: _provenance(image, covered),
-        attester=attest.KeyAttester(key),
-        sboms=sbom.SbomGenerator(dict(os.environ)),
+        sbom_for=lambda digest: sboms.spdx(client, image.repository, digest, layers=digests.layers[digest]),
+        same_files=sboms.same_files,
     )
+    outcomes = attach.attest_image(client, image.repository, wants, attest.KeyAttester(key))
     by_digest: dict[str, list[attest.AttestOutcome]] = {}
     for outcome in outcomes:
         by_digest.setdefault(outcome.digest, []).append(outcome)
@@ -202,10 +204,10 @@ def test_every_digest_carries_verified_attestations(
     verdicts = attach.check_image(
         client,
         image.repository,
-        index=image.index,
-        platforms=image.platforms,
-        verifier=AttestationVerifier(key.public),
-        expected_upstream=UPSTREAM_INDEX,
+        attach.read_image(client, image.repository, image.index),
+        verifier=None,
+        checker=AttestationVerifier(key.public),
+        expected_upstreams={UPSTREAM_INDEX},
     )
     assert len(verdicts) == 6
     assert all(v.ok and v.signer == key.fingerprint for v in verdicts), [v.message for v in verdicts]
@@ -223,13 +225,18 @@ def test_a_second_run_adds_nothing(
     attester = attest.KeyAttester(key)
     digest = image.platforms["linux/amd64"]
     before = client.head_manifest(image.repository.path, attest.attestation_tag(digest))
-    again = attester.attest(
-        client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, ["linux/amd64"])
+    provenance_wanted = attest.Wanted(
+        digest, statements.SLSA_PROVENANCE_V1, lambda: _provenance(image, ["linux/amd64"])
     )
-    # A regenerated SBOM differs in its bytes (timestamps, namespace): still the same attestation.
-    fresh = sbom.SbomGenerator(dict(os.environ)).spdx(client, image.repository, digest)
-    sbom_again = attester.attest(client, image.repository, digest, statements.SPDX_DOCUMENT, fresh)
+    again = attester.attest(client, image.repository, provenance_wanted)
+    # A regenerated SBOM differs in its bytes (timestamps, namespace): still the same attestation, not made again.
+    generator = sbom.SbomGenerator(dict(os.environ))
+    sbom_wanted = attest.Wanted(
+        digest, statements.SPDX_DOCUMENT, lambda: generator.spdx(client, image.repository, digest)
+    )
+    sbom_again = attester.attest(client, image.repository, sbom_wanted)
     assert not again.written and not sbom_again.written
+    assert generator.scans == 0
     assert again.envelope == attested[digest][0].envelope
     assert client.count("PUT") == client.count("POST") == 0
     assert client.head_manifest(image.repository.path, attest.attestation_tag(digest)) == before
@@ -409,9 +416,8 @@ def test_tampering_in_the_registry_fails_each_with_its_own_problem(
     attester = attest.KeyAttester(key)
     verifier = AttestationVerifier(key.public)
     for platform, digest in image.platforms.items():
-        attester.attest(
-            client, image.repository, digest, statements.SLSA_PROVENANCE_V1, _provenance(image, [platform])
-        )
+        made = functools.partial(_provenance, image, [platform])
+        attester.attest(client, image.repository, attest.Wanted(digest, statements.SLSA_PROVENANCE_V1, made))
 
     def check(digest: str) -> str | None:
         verdict = verifier.check(
