@@ -35,7 +35,8 @@ from ci_images.sign import dsse, keyless, provenance, sbom
 from ci_images.sign import statement as statements
 from ci_images.sign.attest import KEYLESS, AttestOutcome, Wanted
 from ci_images.sign.attest_verify import MISSING, WRONG_BASE, AttestationVerdict
-from ci_images.sign.keyless import COSIGN, GITHUB_ISSUER
+from ci_images.sign.keyless import COSIGN
+from ci_images.sign.signer import KeylessSigner
 from ci_images.sign.statement import COSIGN_TYPES
 
 KEYLESS_FAILED = "attestation-keyless"  # cosign verify-attestation refused (its own message says why)
@@ -62,11 +63,6 @@ def attest_argv(image: str, predicate: Path, predicate_type: str) -> list[str]:
         str(predicate),
         image,
     ]
-
-
-def regexp_flags(regexp: str, issuer: str = GITHUB_ISSUER) -> list[str]:
-    """cosign's identity flags for certificates whose SAN matches ``regexp``."""
-    return ["--certificate-identity-regexp", regexp, "--certificate-oidc-issuer", issuer]
 
 
 def verify_attestation_argv(image: str, predicate_type: str, identity_flags: Sequence[str]) -> list[str]:
@@ -285,6 +281,7 @@ class KeylessAttestationVerifier:
         ]
 
 
-def identity_flags(signer: Any) -> list[str]:
-    """cosign's identity flags of a keyless signer: the certificates its own verification accepts."""
-    return regexp_flags(signer.regexp)
+def identity_flags(signer: KeylessSigner) -> list[str]:
+    """cosign's identity flags of a keyless signer: the certificates its own verification accepts (its identity
+    policy: the exact publishing workflow, or the reusable workflow for one caller)."""
+    return signer.policy.flags()

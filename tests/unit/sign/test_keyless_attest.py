@@ -20,7 +20,7 @@ from ci_images.sign.attest_verify import WRONG_BASE
 from tests.unit.sign.attestation_inputs import DIGEST, OTHER_DIGEST, REPOSITORY, UPSTREAM, build_predicate
 
 IMAGE = f"{REPOSITORY}@{DIGEST}"
-FLAGS = keyless_attest.regexp_flags(keyless.identity_regexp("getsops/ci-container-images"))
+FLAGS = keyless.publishing_policy("getsops/ci-container-images").flags()
 IDENTITY = "https://github.com/getsops/ci-container-images/.github/workflows/ci-images.yml@refs/heads/main"
 
 
@@ -33,8 +33,7 @@ def test_keyless_attest_command_lines(tmp_path: Path) -> None:
         ]  # fmt: skip
     assert not path.exists()
     assert keyless_attest.verify_attestation_argv(IMAGE, statements.SPDX_DOCUMENT, FLAGS) == [
-        "cosign", "verify-attestation", "--type", "spdxjson", "--certificate-identity-regexp",
-        r"^https://github\.com/getsops/ci-container-images/\.github/workflows/",
+        "cosign", "verify-attestation", "--type", "spdxjson", "--certificate-identity", IDENTITY,
         "--certificate-oidc-issuer", "https://token.actions.githubusercontent.com", IMAGE,
     ]  # fmt: skip
     assert keyless_attest.verify_attestation_key_argv(IMAGE, statements.SLSA_PROVENANCE_V1, "cosign.pub") == [
