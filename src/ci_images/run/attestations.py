@@ -93,7 +93,6 @@ class AttestationStep:
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.jobs), thread_name_prefix="attest")
         self._futures: dict[str, Future[list[AttestOutcome]]] = {}
         self._lock = threading.Lock()
-        self._started = time.monotonic()
 
     def start(self, decision: Decision, result: Result) -> None:
         """Hand the attestations of what ``result`` published to the pool (nothing for what it did not publish)."""
@@ -140,7 +139,7 @@ class AttestationStep:
         log.info(
             f"attestations: {written} written, {len(outcomes) - written} there already "
             f"({self.attester.mode}: {self.attester.signer}); SBOM scans: {self.sboms.scans} "
-            f"(syft, {self.sboms.seconds:.1f} s); {time.monotonic() - self._started:.1f} s since the run's first"
+            f"(syft, {self.sboms.seconds:.1f} s)"
         )
 
     # ---- one entry, on the pool ------------------------------------------------------------------------------
