@@ -13,6 +13,7 @@ gives the attestations it wrote and syft's scans.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -23,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_cold import pull_bases, remove_built
+import docker.errors
+from bench_cold import pull_bases
 from common import arguments, empty_registry, manifest_gets, table, writes
 
 from ci_images import proc
@@ -66,6 +68,16 @@ def push(
     started = time.monotonic()
     done = proc.run(argv, env=env, timeout=7200)
     return time.monotonic() - started, done.stderr
+
+
+def remove_built(engine: Engine, prefixes: tuple[str, ...]) -> None:
+    """Remove every image tagged under ``prefixes``. The engine is shared: an image another job removes between the
+    listing and the removal is gone already, which is what is wanted."""
+    for image in engine.client.api.images():
+        for tag in image.get("RepoTags") or []:
+            if tag.startswith(prefixes):
+                with contextlib.suppress(docker.errors.NotFound):
+                    engine.client.api.remove_image(tag, force=True)
 
 
 def main() -> int:

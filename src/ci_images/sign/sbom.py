@@ -18,7 +18,8 @@
   for each; the document names the manifest it read (its root package's checksum, ``scanned_digest``), and the
   attestation says which manifest it is attached for.
 - Cheap: no file digests (``file.metadata.selection: none``; packages keep their own checksums), at most
-  ``parallel`` scans at once, each a subprocess of its own.
+  ``parallel`` scans at once, each a subprocess of its own at a lower CPU priority (``nice``), so that it takes what
+  the pipeline leaves idle rather than slowing its builds and smoke tests.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -42,6 +44,7 @@ from ci_images.registry.transport import verify_bundle
 from ci_images.sign import keyless
 
 TIMEOUT = 900.0
+NICENESS = 10
 # syft's configuration (.syft.yaml keys): no per-file digests. Without them a scan of a 280 MB Debian image takes a
 # second less CPU, and the SPDX document still lists every package, its version, purl and owned files.
 CONFIG = "file:\n  metadata:\n    selection: none\n"
@@ -81,6 +84,13 @@ def syft_argv(binary: Path, image: str, config: Path) -> list[str]:
         "--config",
         str(config),
     ]
+
+
+def low_priority() -> list[str]:
+    """``nice -n 10`` where there is one: syft runs beside the pipeline, whose builds and smoke tests (with their
+    timeouts) come first; syft takes the CPU they leave idle."""
+    found = shutil.which("nice")
+    return [found, "-n", str(NICENESS)] if found else []
 
 
 def syft_environment(
@@ -175,7 +185,10 @@ class SbomGenerator:
                 env = syft_environment(self.env, client, login)
                 try:
                     result = proc.run(
-                        syft_argv(binary, image, config), env=env, cwd=Path(folder), timeout=self.timeout
+                        [*low_priority(), *syft_argv(binary, image, config)],
+                        env=env,
+                        cwd=Path(folder),
+                        timeout=self.timeout,
                     )
                 except CommandError as exc:
                     raise SigningError(
