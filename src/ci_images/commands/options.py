@@ -310,8 +310,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "no-attest",
-        "sign only: attach no provenance or SBOM attestations to what a push publishes",
-        frozenset({PUSH, CI}),
+        "signatures only: push-images attaches no provenance or SBOM attestations, verify-images checks none",
+        frozenset({PUSH, CI, VERIFY}),
         kind="flag",
         env="CI_IMAGES_NO_ATTEST",
     ),

@@ -40,3 +40,27 @@ def test_syft_command_line_and_environment(tmp_path: Path) -> None:
     assert Path(tls["SYFT_REGISTRY_CA_CERT"]).is_file()
     assert tls["SSL_CERT_FILE"] == tls["SYFT_REGISTRY_CA_CERT"]
     assert "SYFT_REGISTRY_INSECURE_USE_HTTP" not in tls
+
+
+def test_syft_runs_at_a_lower_priority_and_without_file_digests() -> None:
+    prefix = sbom.low_priority()
+    assert prefix == [] or (Path(prefix[0]).name == "nice" and prefix[1:] == ["-n", "10"])
+    assert "selection: none" in sbom.CONFIG
+
+
+def test_the_manifest_an_spdx_document_describes() -> None:
+    root = "SPDXRef-DocumentRoot-Image-r"
+    document = {
+        "packages": [
+            {
+                "SPDXID": "SPDXRef-Package-x",
+                "checksums": [{"algorithm": "SHA256", "checksumValue": "00" * 32}],
+            },
+            {"SPDXID": root, "checksums": [{"algorithm": "SHA256", "checksumValue": "ab" * 32}]},
+        ],
+        "relationships": [
+            {"spdxElementId": "SPDXRef-DOCUMENT", "relatedSpdxElement": root, "relationshipType": "DESCRIBES"}
+        ],
+    }
+    assert sbom.scanned_digest(document) == "sha256:" + "ab" * 32
+    assert sbom.scanned_digest({"packages": document["packages"]}) is None
