@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ci_images import proc
 from ci_images.errors import CiImagesError, CommandError, SigningError
 from ci_images.log import log
+from ci_images.plan.builds import ASSEMBLED
 from ci_images.plan.decide import Decision
 from ci_images.plan.entries import Entry
 from ci_images.run.build import upstream_platforms
@@ -195,8 +196,14 @@ class AttestationStep:
         )
         if entry.mode == "mirror":
             return provenance.mirror_predicate(parameters, upstream, self.facts.checkout, run)
+        build_type = provenance.ASSEMBLE_TYPE if result.built == ASSEMBLED else provenance.BUILD_TYPE
         return provenance.build_predicate(
-            parameters, upstream, self._recipe(entry, decision), self.facts.checkout, run
+            parameters,
+            upstream,
+            self._recipe(entry, decision),
+            self.facts.checkout,
+            run,
+            build_type=build_type,
         )
 
     def _bases(self, decision: Decision, result: Result, image: ImageDigests) -> Mapping[str, str]:

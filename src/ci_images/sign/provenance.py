@@ -11,6 +11,9 @@ protos/in_toto_attestation/predicates/provenance/v1/provenance.proto): ``buildDe
   file's ``source_digest`` say), one ``base`` per platform the subject covers (the manifest digest built ``FROM``,
   with ``annotations.platform``), ``dockerfile`` (SHA-256) and ``context`` (dirHash), and ``catalog-repository`` at its commit
   (``gitCommit``).
+- ``ASSEMBLE_TYPE``: the same inputs as ``BUILD_TYPE``, carried out as registry documents without an engine
+  (a Dockerfile of metadata and ``COPY``/``ADD`` of build-context files; ``ci_images.assemble``): byte-reproducible
+  from these inputs, so ``verify-images --rebuild`` can make the digest again.
 - ``MIRROR_TYPE``: copied byte for byte, not built: the same, without dockerfile and context.
 
 ``context`` is digested as a tree with in-toto's ``dirHash`` (spec/v1/digest_set.md, Go's dirhash Hash1 in hex):
@@ -35,6 +38,7 @@ from ci_images.sign.statement import hex_of
 
 PROJECT_URL = "https://github.com/getsops/ci-container-images"
 BUILD_TYPE = f"{PROJECT_URL}/buildtypes/build/v1"
+ASSEMBLE_TYPE = f"{PROJECT_URL}/buildtypes/assemble/v1"
 MIRROR_TYPE = f"{PROJECT_URL}/buildtypes/mirror/v1"
 LOCAL_BUILDER = f"{PROJECT_URL}/builders/local/v1"
 UPSTREAM, BASE, DOCKERFILE, CONTEXT, CATALOG_REPOSITORY = (
@@ -222,9 +226,16 @@ def _run_details(run: Run) -> dict[str, Any]:
 
 
 def build_predicate(
-    entry: EntryParameters, upstream: Upstream, recipe: Recipe, checkout: Checkout, run: Run
+    entry: EntryParameters,
+    upstream: Upstream,
+    recipe: Recipe,
+    checkout: Checkout,
+    run: Run,
+    *,
+    build_type: str = BUILD_TYPE,
 ) -> dict[str, Any]:
-    """The provenance of an image built from ``upstream`` with ``recipe`` (an index: every platform it lists)."""
+    """The provenance of an image built (or, ``ASSEMBLE_TYPE``, assembled) from ``upstream`` with ``recipe`` (an
+    index: every platform it lists)."""
     dependencies = [
         *_upstream(entry, upstream),
         {
@@ -239,7 +250,7 @@ def build_predicate(
         },
         _checkout(checkout),
     ]
-    definition: dict[str, Any] = {"buildType": BUILD_TYPE, "externalParameters": _external(entry)}
+    definition: dict[str, Any] = {"buildType": build_type, "externalParameters": _external(entry)}
     if recipe.recipe:
         definition["internalParameters"] = {"recipe": recipe.recipe}
     definition["resolvedDependencies"] = dependencies

@@ -17,8 +17,10 @@ from ci_images.sign import attest, provenance
 from ci_images.sign import statement as statements
 from tests.unit.sign.attestation_inputs import (
     BASES,
+    CHECKOUT,
     DIGEST,
     ENTRY,
+    RECIPE,
     REPOSITORY,
     RUN,
     UPSTREAM,
@@ -188,3 +190,23 @@ def test_builder_and_invocation_ids() -> None:
     assert provenance.builder_id({}) == provenance.LOCAL_BUILDER
     assert provenance.invocation_id({}).startswith("urn:uuid:")
     assert provenance.invocation_id({}) != provenance.invocation_id({})
+
+
+def test_an_assembled_image_says_so() -> None:
+    assembled = provenance.build_predicate(
+        ENTRY,
+        provenance.Upstream(UPSTREAM, BASES),
+        RECIPE,
+        CHECKOUT,
+        RUN,
+        build_type=provenance.ASSEMBLE_TYPE,
+    )
+    assert provenance.build_type(assembled) == provenance.ASSEMBLE_TYPE
+    assert (
+        provenance.ASSEMBLE_TYPE.endswith("/assemble/v1")
+        and provenance.ASSEMBLE_TYPE != provenance.BUILD_TYPE
+    )
+    assert (
+        assembled["buildDefinition"]["resolvedDependencies"]
+        == build_predicate()["buildDefinition"]["resolvedDependencies"]
+    )
