@@ -123,7 +123,12 @@ def docs(session: nox.Session) -> None:
     session.run("python", "-m", "ci_images", "docs", *session.posargs)
 
 
-BENCHES = {"push": "bench_push.py", "mirror": "bench_mirror.py", "cold": "bench_cold.py"}
+BENCHES = {
+    "push": "bench_push.py",
+    "mirror": "bench_mirror.py",
+    "cold": "bench_cold.py",
+    "attest": "bench_attest.py",
+}
 
 
 @nox.session(python=PYTHON)
@@ -131,7 +136,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks in the lab, each a table and ratios from one run (`-- mirror` runs one of them).
 
     No-change push vs the naive loop (push), a mirror vs skopeo copy --all (mirror), a cold push-images vs docker
-    build + push (cold)."""
+    build + push (cold), a cold push-images with attestations vs signatures only (attest)."""
     _install(session, "test")
     session.run("python", "-m", "ci_images.engine.dockerd")
     chosen = [arg for arg in session.posargs if arg in BENCHES] or list(BENCHES)

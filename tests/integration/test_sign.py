@@ -170,10 +170,13 @@ def test_push_signs_verifies_and_records_the_signer(signed: Signed) -> None:
     result = signed.result
     assert result.action == "built"
     assert result.signature is not None
-    assert result.signature.signed == (signed.digest,) == result.signature.verified
+    # The index and (by default) its one platform manifest.
+    [child] = result.signature.platforms.values()
+    assert result.signature.signed == (signed.digest, child) == result.signature.verified
     fingerprint = result.signature.signer
     lock = json.loads(signed.lock.read_text())
     assert lock["signatures"][signed.digest] == {"signed_by": [{"key": fingerprint}]}
+    assert lock["signatures"][child] == {"signed_by": [{"key": fingerprint}], "index": signed.digest}
     assert {lock["images"][ref]["digest"] for ref in result.tags} == {signed.digest}
     # The fingerprint is the one openssl computes from cosign.pub.
     der = subprocess.run(
@@ -278,7 +281,7 @@ def test_verify_images_counts_what_is_not_published_apart(
     published = len(signed.result.tags)
     assert [c.ok for c in checks] == [True] * len(checks) and len(checks) > published
     err = capsys.readouterr().err
-    assert f"{published} published tags verified (key: " in err
+    assert f"{published} published tags verified, with " in err
     assert f"; {len(checks) - published} not published" in err and "all " not in err.splitlines()[-1]
 
 
@@ -290,7 +293,12 @@ def test_lock_only_records_who_signed_each_digest(signed: Signed, tmp_path: Path
     image_commands.write_lock_only(_options(signed, "ci", lock_only=True, lock=str(with_key)))
     lock = json.loads(with_key.read_text())
     assert {lock["images"][ref]["digest"] for ref in signed.result.tags} == {signed.digest}
-    assert lock["signatures"] == {signed.digest: {"signed_by": [{"key": fingerprint}]}}
+    [child] = (signed.result.signature.platforms if signed.result.signature else {}).values()
+    assert lock["signatures"] == {
+        signed.digest: {"signed_by": [{"key": fingerprint}]},
+        child: {"signed_by": [{"key": fingerprint}], "index": signed.digest},
+    }
+    assert lock["attestations"] == json.loads(signed.lock.read_text())["attestations"]
     # Without a key or --keyless there is nothing to verify with: tags only, as before.
     unsigned = tmp_path / "tags-only.json"
     env = {k: v for k, v in signed.env.items() if k != "COSIGN_KEY"}
@@ -299,6 +307,7 @@ def test_lock_only_records_who_signed_each_digest(signed: Signed, tmp_path: Path
     )
     image_commands.write_lock_only(options)
     assert "signatures" not in json.loads(unsigned.read_text())
+    assert "attestations" not in json.loads(unsigned.read_text())
 
 
 def test_second_push_signs_nothing_new(signed: Signed, lab: Any) -> None:
@@ -406,10 +415,11 @@ def test_signature_edited(signed: Signed, restore: Raw) -> None:
 def test_tag_moved_to_an_unsigned_digest(signed: Signed, restore: Raw) -> None:
     got = restore.manifest(signed.digest)
     assert got is not None
-    child = json.loads(got[0])["manifests"][0]["digest"]
-    moved = restore.manifest(child)
-    assert moved is not None
-    body, media_type = moved
+    # The index with an annotation more: a digest nobody signed (its platform manifest is signed, as pushed).
+    index = json.loads(got[0])
+    index["annotations"] = {**index.get("annotations", {}), "org.example.moved": "yes"}
+    body, media_type = json.dumps(index).encode(), got[1]
+    child = "sha256:" + hashlib.sha256(body).hexdigest()
     version_tag = signed.result.tags[0]
     restore.put_manifest(version_tag.rsplit(":", 1)[1], body, media_type)
     message = _verify_fails(signed, fix="find out who moved these tags before signing anything")
@@ -446,13 +456,20 @@ def test_signature_tag_deleted_then_sign_images_signs_again(signed: Signed, lab:
     assert signing.sign_images(_options(signed, SIGN))[0]["signed"] == []  # signed already: nothing new
 
 
-def test_recursive_also_signs_each_platform_manifest(signed: Signed, lab: Any) -> None:
-    records = signing.sign_images(_options(signed, SIGN, recursive=True))
-    [record] = records
+def test_each_platform_manifest_is_signed_unless_index_only(signed: Signed, lab: Any) -> None:
+    raw = Raw(lab)
+    [record] = signing.sign_images(_options(signed, SIGN))
     assert list(record["platforms"]) == ["linux/amd64"]
     child = record["platforms"]["linux/amd64"]
-    assert record["signed"] == [child]  # the index was signed already
-    assert Raw(lab).manifest(_sig_tag(child)) is not None
+    assert record["signed"] == []  # push-images signed the index and its platform manifest already
+    saved = raw.manifest(_sig_tag(child))
+    assert saved is not None
+    raw.delete_manifest("sha256:" + hashlib.sha256(saved[0]).hexdigest())
+    [index_only] = signing.sign_images(_options(signed, SIGN, index_only=True))
+    assert index_only["signed"] == [] and index_only["platforms"] == {}
+    assert raw.manifest(_sig_tag(child)) is None
+    [again] = signing.sign_images(_options(signed, SIGN))
+    assert again["signed"] == [child]
     lock = json.loads(signed.lock.read_text())
     assert lock["signatures"][child]["index"] == signed.digest
 

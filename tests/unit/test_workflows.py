@@ -388,3 +388,61 @@ def test_a_job_that_would_be_skipped_after_a_failed_publish_is_caught() -> None:
     assert problems == [
         "ci-images.yml: job deliver-lock needs lock, which runs after failures, but has no `if:` of its own"
     ]
+
+
+# ---- keyless jobs attest what they sign ---------------------------------------------------------------------------
+
+
+def keyless_jobs_that_do_not_attest(files: Mapping[str, str]) -> list[str]:
+    """Every step that signs keyless (CI_IMAGES_SIGN_KEYLESS) attests too: push-images attaches provenance and SBOMs
+    through `cosign attest` unless told not to (--no-attest, CI_IMAGES_NO_ATTEST), with cosign installed by an
+    earlier step of its job and the job's OIDC token (id-token: write) when it pushes."""
+    problems = []
+    for name, text in files.items():
+        for job_name, job in load(text).get("jobs", {}).items():
+            steps = job.get("steps", [])
+            for index, step in enumerate(steps):
+                env = step.get("env") or {}
+                run = str(step.get("run", ""))
+                if "CI_IMAGES_SIGN_KEYLESS" not in env or not NOX_RUN.search(run):
+                    continue
+                where = f"{name}: job {job_name}"
+                if "--no-attest" in run or "CI_IMAGES_NO_ATTEST" in env:
+                    problems.append(f"{where} signs keyless but turns attestations off")
+                if not any("cosign-installer" in str(s.get("uses", "")) for s in steps[:index]):
+                    problems.append(f"{where} runs cosign before installing it")
+                pushes = "--push" in run or "PUSH" in env
+                if pushes and _permissions(job.get("permissions")).get("id-token", "write") != "write":
+                    problems.append(f"{where} attests keyless without id-token: write")
+    return problems
+
+
+def test_keyless_jobs_attest_what_they_sign() -> None:
+    assert keyless_jobs_that_do_not_attest(workflows()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "problem"),
+    [
+        (
+            "ci-images.yml",
+            '          CI_IMAGES_SIGN_KEYLESS: "1"\n        run: nox -s ci-images -- --push',
+            '          CI_IMAGES_SIGN_KEYLESS: "1"\n          CI_IMAGES_NO_ATTEST: "1"\n        run: nox -s ci-images -- --push',
+            "ci-images.yml: job publish signs keyless but turns attestations off",
+        ),
+        (
+            "build-images.yml",
+            "-s ci-images -- ${IMAGES:+",
+            "-s ci-images -- --no-attest ${IMAGES:+",
+            "build-images.yml: job images signs keyless but turns attestations off",
+        ),
+        (
+            "ci-images.yml",
+            "      id-token: write # keyless signing",
+            "      id-token: none # keyless signing",
+            "ci-images.yml: job publish attests keyless without id-token: write",
+        ),
+    ],
+)
+def test_a_keyless_job_that_would_not_attest_is_caught(name: str, old: str, new: str, problem: str) -> None:
+    assert keyless_jobs_that_do_not_attest(_broken(name, lambda t: t.replace(old, new, 1))) == [problem]

@@ -32,6 +32,7 @@ from ci_images.run.resolve import resolve
 from ci_images.run.result import CHANGING_ACTIONS, HELD_ACTIONS, Result
 
 if TYPE_CHECKING:
+    from ci_images.sign.attest import AttestOutcome
     from ci_images.sign.signer import SignOutcome
 
 # The plan's actions that write to the target: a publishing run checks it may write there before it builds.
@@ -227,7 +228,8 @@ def refuse_narrowing(setup: Setup, decisions: Sequence[Decision]) -> None:
 
 def write_lock_only(options: Options) -> Path:
     """Record what the target holds for every up-to-date entry (HEAD/GET only): for a job after parallel pushes.
-    With a signing key or --keyless it also records who signed each digest, read back by verifying it."""
+    With a signing key or --keyless it also records who signed each digest, and the attestations of each digest of
+    its image, read back by verifying them."""
     verifier = None
     if options.signing_key or options.keyless:
         from ci_images.sign.choose import lock_verifier
@@ -241,19 +243,30 @@ def write_lock_only(options: Options) -> Path:
         up_to_date = [d for d in decisions if d.action == "skip"]
         results = [replace(Result.from_decision(d), action="skipped") for d in up_to_date]
         if verifier is not None:
+            from ci_images.sign.attach import attestations_now
             from ci_images.sign.choose import observed_signature
 
-            seen: dict[tuple[str, str], SignOutcome | None] = {}
+            seen: dict[tuple[str, str], tuple[SignOutcome | None, tuple[AttestOutcome, ...]]] = {}
             for index, (result, decision) in enumerate(zip(results, up_to_date, strict=True)):
                 if result.digest is None:
                     continue
                 repository = decision.entry.target
                 key = (str(repository), result.digest)
                 if key not in seen:  # one verification per digest
-                    seen[key] = observed_signature(
-                        setup.target_pool, repository, result.digest, verifier, recursive=options.recursive
+                    seen[key] = (
+                        observed_signature(
+                            setup.target_pool,
+                            repository,
+                            result.digest,
+                            verifier,
+                            recursive=options.sign_recursive,
+                        ),
+                        ()
+                        if options.no_attest
+                        else attestations_now(setup.target_pool, repository, result.digest, verifier),
                     )
-                results[index] = replace(result, signature=seen[key])
+                signature, attestations = seen[key]
+                results[index] = replace(result, signature=signature, attestations=attestations)
     lockfile.update_lock(setup.lock_path, results, catalog_tags=setup.catalog_tags)
     pending = [d.entry.key for d in decisions if d.action != "skip"]
     if pending:

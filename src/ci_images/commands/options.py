@@ -81,7 +81,11 @@ class Options:
     check_public: bool = False  # ci: only read every published reference without credentials
     signing_key: str | None = None  # COSIGN_KEY: a path or env://VAR
     keyless: bool = False
-    recursive: bool = False
+    recursive: bool = (
+        True  # sign each platform manifest too: the default (CI_IMAGES_SIGN_RECURSIVE=0 or --index-only)
+    )
+    index_only: bool = False
+    no_attest: bool = False
     key: str | None = None  # verify-images: the public key
     rebuild: bool = False  # verify-images: re-assemble and compare digests instead of checking signatures
     output: str | None = None  # generate-key: the folder
@@ -91,6 +95,11 @@ class Options:
     older_than: int | None = None
     debug: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    @property
+    def sign_recursive(self) -> bool:
+        """Sign each platform manifest of an index as well as the index (unless --index-only)."""
+        return self.recursive and not self.index_only
 
 
 # ---- the table ----------------------------------------------------------------------------------------------------
@@ -285,10 +294,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "recursive",
-        "also sign each platform manifest of a multi-platform index",
+        "sign each platform manifest of a multi-platform index as well as the index (the default; "
+        "CI_IMAGES_SIGN_RECURSIVE=0 or --index-only turns it off)",
         _SIGNING_COMMANDS,
         kind="flag",
         env="CI_IMAGES_SIGN_RECURSIVE",
+    ),
+    Option(
+        "index-only",
+        "sign only the digest a tag points to, not each platform manifest of its index (a single-platform pull "
+        "by podman or CRI-O under a sigstoreSigned policy then finds no signature)",
+        _SIGNING_COMMANDS,
+        kind="flag",
+        env="CI_IMAGES_SIGN_INDEX_ONLY",
+    ),
+    Option(
+        "no-attest",
+        "signatures only: push-images attaches no provenance or SBOM attestations, verify-images checks none",
+        frozenset({PUSH, CI, VERIFY}),
+        kind="flag",
+        env="CI_IMAGES_NO_ATTEST",
     ),
     Option(
         "key",
@@ -358,9 +383,10 @@ CONFLICTS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("check-public", "dry-run"),
         ("check-public", "force"),
         ("signing-key", "keyless"),
+        ("recursive", "index-only"),
     ),
-    PUSH: (("signing-key", "keyless"),),
-    SIGN: (("signing-key", "keyless"),),
+    PUSH: (("signing-key", "keyless"), ("recursive", "index-only")),
+    SIGN: (("signing-key", "keyless"), ("recursive", "index-only")),
     VERIFY: (("rebuild", "key"),),
 }
 

@@ -87,6 +87,7 @@ class Setup:
     target_pool: ClientPool = field(repr=False)
     anonymous_pool: ClientPool = field(repr=False)  # the target as a stranger reads it: no credentials at all
     signer: Signer | None = None
+    started_on: str = field(default_factory=run_settings.utc_now)  # when the command started (provenance)
 
     @property
     def catalog_tags(self) -> frozenset[str]:
@@ -136,7 +137,10 @@ class Setup:
             revision=run_settings.repository_revision(self.catalog.root, options.env),
             created=self.created,
             source_url=run_settings.repository_url(options.env, DEFAULT_SOURCE_URL),
-            sign_recursive=options.recursive,
+            sign_recursive=options.sign_recursive,
+            attest=not options.no_attest,
+            catalog_file=self.catalog.path,
+            started_on=self.started_on,
         )
 
     def close(self) -> None:

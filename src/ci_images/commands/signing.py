@@ -6,7 +6,7 @@ Nothing here writes an image tag; signing writes only ``.sig`` tags."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,9 @@ from ci_images.errors import SigningError, UsageError
 from ci_images.log import Logger, log
 from ci_images.oci import short_digest
 from ci_images.plan.entries import Entry
+from ci_images.plan.recipe import BASE_NAME_LABEL, SOURCE_DIGEST_LABEL
+from ci_images.registry import documents
+from ci_images.registry.client import RegistryClient
 from ci_images.registry.pool import ClientPool
 from ci_images.report import lockfile
 from ci_images.sign.choose import configured_verifier
@@ -26,6 +29,8 @@ from ci_images.sign.verify import MISSING, Verdict
 
 if TYPE_CHECKING:
     from ci_images.run.rebuild import RebuildCheck
+    from ci_images.sign.attach import DigestCheck
+    from ci_images.sign.attest_verify import AttestationChecker
 
 
 def generate_key(options: Options) -> Path:
@@ -50,7 +55,7 @@ def sign_images(options: Options) -> list[dict[str, Any]]:
         setup.start_destination()
         setup.check_target()
         held = held_tags(setup.target_pool, setup.entries)
-        done = sign_held(setup.target_pool, held, setup.signer, recursive=options.recursive)
+        done = sign_held(setup.target_pool, held, setup.signer, recursive=options.sign_recursive)
     records = sign_records(done, held, log)
     emit_json(options, records)
     lockfile.record_signatures(setup.lock_path, [outcome for _, _, outcome in done])
@@ -94,14 +99,19 @@ def verify_rebuilt(options: Options) -> list[RebuildCheck]:
 
 def verify_images(options: Options) -> list[TagCheck]:
     """Check every catalog tag on the target: signed by the key (or keyless identity), payload names the digest and
-    the repository, and the tag points where the lock file says. Exit 9 names every failure."""
+    the repository, and the tag points where the lock file says; each platform manifest signed too; every digest of
+    the image attested (provenance naming the upstream digest the lock file and the labels say, and SBOM). Exit 9
+    names every failure."""
+    from ci_images.sign.attach import checker_for
+
     verifier = configured_verifier(options.key, options.env, default_url=DEFAULT_SOURCE_URL)
     with prepare(options) as setup:
         locked, _ = lockfile.read_lock(setup.lock_path)
         setup.start_destination()
         setup.check_target()
         held = held_tags(setup.target_pool, setup.entries)
-        checks = verify_held(setup.target_pool, held, verifier, locked)
+        checker = None if options.no_attest else checker_for(verifier)
+        checks = verify_held(setup.target_pool, held, verifier, locked, checker=checker)
     print_checks(checks, log)
     emit_json(options, [check.as_record() for check in checks])
     failed = [check for check in checks if not check.ok]
@@ -116,9 +126,11 @@ def verify_images(options: Options) -> list[TagCheck]:
     if not published:
         log.warning(f"nothing verified: none of the {len(checks)} tags is on the target (and none is locked)")
         return checks
+    extra = len({(c.ref.rsplit(":", 1)[0], d.digest, d.check) for c in published for d in c.checks})
     log.info(
-        f"{'all ' if not unpublished else ''}{len(published)} published tags verified "
-        f"({verifier.mode}: {verifier.signer})" + (f"; {unpublished} not published" if unpublished else "")
+        f"{'all ' if not unpublished else ''}{len(published)} published tags verified, with {extra} platform "
+        f"signatures and attestations ({verifier.mode}: {verifier.signer})"
+        + (f"; {unpublished} not published" if unpublished else "")
     )
     return checks
 
@@ -195,6 +207,7 @@ class TagCheck:
     message: str
     mode: str
     signer: str | None = None
+    checks: tuple[DigestCheck, ...] = ()  # each platform's signature, each digest's attestations
 
     @property
     def ok(self) -> bool:
@@ -210,6 +223,7 @@ class TagCheck:
             "message": self.message,
             "mode": self.mode,
             "signer": self.signer,
+            "checks": [check.as_record() for check in self.checks],
         }
 
 
@@ -243,24 +257,72 @@ def _judge(one: HeldTag, locked: str | None, verdict: Verdict | None, mode: str)
 
 
 def verify_held(
-    pool: ClientPool, held: Sequence[HeldTag], verifier: Verifier, locked: Mapping[str, Any]
+    pool: ClientPool,
+    held: Sequence[HeldTag],
+    verifier: Verifier,
+    locked: Mapping[str, Any],
+    *,
+    checker: AttestationChecker | None = None,
 ) -> list[TagCheck]:
-    """Check every tag: its digest's signature (verified once per digest) and the lock file's record."""
+    """Check every tag: its digest's signature (verified once per digest) and the lock file's record; then (once per
+    digest) each platform manifest's signature and, with ``checker``, the attestations of every digest."""
     verdicts: dict[tuple[Repository, str], Verdict] = {}
+    extra: dict[tuple[Repository, str], tuple[DigestCheck, ...]] = {}
     checks: list[TagCheck] = []
     for one in held:
         verdict = None
+        record = locked.get(one.ref)
+        record = record if isinstance(record, dict) else {}
         if one.digest is not None:
             key = (one.entry.target, one.digest)
             if key not in verdicts:
                 client = pool.get(one.entry.target.api_host)
                 verdicts[key] = verifier.verify(client, one.entry.target, one.digest)
+                extra[key] = _image_checks(client, one, verifier, checker, record.get("source_digest"))
             verdict = verdicts[key]
-        record = locked.get(one.ref)
-        checks.append(
-            _judge(one, record.get("digest") if isinstance(record, dict) else None, verdict, verifier.mode)
-        )
+        check = _judge(one, record.get("digest"), verdict, verifier.mode)
+        checks.append(_with_image_checks(check, extra.get((one.entry.target, one.digest or ""), ())))
     return checks
+
+
+def _image_checks(
+    client: RegistryClient,
+    one: HeldTag,
+    verifier: Verifier,
+    checker: AttestationChecker | None,
+    locked_upstream: str | None,
+) -> tuple[DigestCheck, ...]:
+    """The platform signatures and attestations of the image ``one`` points to. The provenance must name the
+    upstream digest the lock file records and the image's own base.digest label says (a label is ours when its
+    base.name is the entry's upstream reference: an exact mirror carries upstream's own labels)."""
+    from ci_images.sign.attach import check_image, read_image
+
+    assert one.digest is not None
+    repository = one.entry.target
+    expected = {locked_upstream} if locked_upstream else set()
+    if checker is not None:
+        labels = documents.read_held(client, repository.path, one.digest)
+        if labels is not None and labels.labels.get(BASE_NAME_LABEL) == one.entry.source_ref:
+            expected |= (
+                {labels.labels[SOURCE_DIGEST_LABEL]} if SOURCE_DIGEST_LABEL in labels.labels else set()
+            )
+    image = read_image(client, repository, one.digest)
+    found = check_image(
+        client, repository, image, verifier=verifier, checker=checker, expected_upstreams=expected
+    )
+    return tuple(found)
+
+
+def _with_image_checks(check: TagCheck, found: tuple[DigestCheck, ...]) -> TagCheck:
+    """``check`` with the image's other checks; the first that failed is the tag's problem when nothing else was."""
+    failed = [c for c in found if not c.ok]
+    if not check.ok or not failed:
+        return replace(check, checks=found)
+    first = failed[0]
+    where = first.platform or "index"
+    return replace(
+        check, problem=first.problem, message=f"{where} {first.check}: {first.message}", checks=found
+    )
 
 
 def verify_fix(failed: Sequence[TagCheck]) -> str:
@@ -273,6 +335,11 @@ def verify_fix(failed: Sequence[TagCheck]) -> str:
         )
     if any(check.problem == NOT_LOCKED for check in failed):
         return "record the published tags in the lock file: `nox -s ci-images -- --lock-only` (or push again)"
+    if any(check.problem and check.problem.startswith(("attestation-", "provenance-")) for check in failed):
+        return (
+            "find out who wrote these .att tags; attestations are made when an image is published: "
+            "`invoke push-images --force --images GLOB` publishes and attests it again"
+        )
     return "sign what is yours (`invoke sign-images`), or find out who published or re-signed these tags"
 
 

@@ -2,6 +2,11 @@
 
 ``signatures`` records, per digest, how it is signed: ``{"signed_by": [{"key": "sha256:<fingerprint>"}]}`` or
 ``{"keyless": IDENTITY, "issuer": ...}``; a platform manifest signed with --recursive also names its ``index``.
+
+``attestations`` records, per digest, the attestations that verified after the run: ``{"statements": [{"predicateType":
+..., "statement": "sha256:<of the in-toto statement>", "key": ... or "keyless": ..., "envelope": "sha256:<of the
+DSSE envelope>" (key mode), "describes": PLATFORM MANIFEST (an index's SBOM of one platform)}]}``, and a platform
+manifest its ``index``. A consumer recomputes ``statement`` from what ``cosign verify-attestation`` prints.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from ci_images.report.files import atomic_write
 from ci_images.run.result import HELD_ACTIONS, Result
 
 if TYPE_CHECKING:
+    from ci_images.sign.attest import AttestOutcome
     from ci_images.sign.signer import SignOutcome
 
 
@@ -67,10 +73,43 @@ def _add_signatures(signatures: dict[str, Any], outcomes: Iterable[SignOutcome])
             signatures[digest] = record
 
 
-def _write(path: Path, images: Mapping[str, Any], signatures: Mapping[str, Any]) -> dict[str, Any]:
+def read_attestations(path: Path) -> dict[str, Any]:
+    """The ``attestations`` a lock file records (after ``read_lock`` found it a lock file); {} when none."""
+    if not path.is_file():
+        return {}
+    found = json.loads(path.read_text(encoding="utf-8")).get("attestations", {})
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def _add_attestations(
+    attestations: dict[str, Any], outcomes: Iterable[tuple[str, Sequence[AttestOutcome]]]
+) -> None:
+    """Record (tag digest, outcomes): each attested digest's statements as this run found them, replacing what the
+    lock file said of that digest before."""
+    fresh: dict[str, dict[str, Any]] = {}
+    for top, found in outcomes:
+        for outcome in found:
+            record = fresh.setdefault(outcome.digest, {"statements": []})
+            entry = outcome.lock_record()
+            if all(s["statement"] != entry["statement"] for s in record["statements"]):
+                record["statements"].append(entry)
+            if outcome.digest != top:
+                record["index"] = top
+    for digest, record in fresh.items():
+        record["statements"].sort(
+            key=lambda s: (s.get("predicateType", ""), s.get("describes", ""), s["statement"])
+        )
+        attestations[digest] = record
+
+
+def _write(
+    path: Path, images: Mapping[str, Any], signatures: Mapping[str, Any], attestations: Mapping[str, Any]
+) -> dict[str, Any]:
     lock: dict[str, Any] = {"version": LOCK_VERSION, "images": dict(sorted(images.items()))}
     if signatures:
         lock["signatures"] = dict(sorted(signatures.items()))
+    if attestations:
+        lock["attestations"] = dict(sorted(attestations.items()))
     atomic_write(path, json.dumps(lock, indent=2) + "\n")
     return lock
 
@@ -112,6 +151,7 @@ def update_lock(
 
 def _update(path: Path, results: Sequence[Result], catalog_tags: Collection[str] | None) -> dict[str, Any]:
     images, signatures = read_lock(path)
+    attestations = read_attestations(path)
     if catalog_tags is not None:
         images = {tag: record for tag, record in images.items() if tag in catalog_tags}
     for r in results:
@@ -130,9 +170,14 @@ def _update(path: Path, results: Sequence[Result], catalog_tags: Collection[str]
         (r.signature for r in results if r.signature is not None and r.action in HELD_ACTIONS),
     )
     _add_signatures(signatures, (s for r in results if r.action in HELD_ACTIONS for s in r.raced_signatures))
+    _add_attestations(
+        attestations,
+        ((r.digest, r.attestations) for r in results if r.digest and r.action in HELD_ACTIONS),
+    )
     held = {record["digest"] for record in images.values()}
     signatures = {d: s for d, s in signatures.items() if d in held or s.get("index") in held}
-    return _write(path, images, signatures)
+    attestations = {d: a for d, a in attestations.items() if d in held or a.get("index") in held}
+    return _write(path, images, signatures, attestations)
 
 
 def record_signatures(path: Path, outcomes: Sequence[SignOutcome]) -> dict[str, Any]:
@@ -140,4 +185,4 @@ def record_signatures(path: Path, outcomes: Sequence[SignOutcome]) -> dict[str, 
     with machine_lock(f"lockfile:{path.resolve()}"):
         images, signatures = read_lock(path)
         _add_signatures(signatures, outcomes)
-        return _write(path, images, signatures)
+        return _write(path, images, signatures, read_attestations(path))

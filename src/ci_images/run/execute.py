@@ -8,7 +8,8 @@ was.
 
 With a signer, the digest the entry's tags point to is signed right after (unless this key already signed it) and
 the signature read back and verified; only ``.sig`` tags are written then. A signing failure fails the entry (exit
-9) with its tags already moved: the report and the lock file say so, and the lock keeps the previous record.
+9) with its tags already moved: the report and the lock file say so, and the lock keeps the previous record. What
+the entry published is then attested (``run/attestations.py``: provenance and SBOMs, on a pool of their own).
 
 An interrupt (SIGINT, SIGTERM) stops the run: no entry starts, running ones stop at their next step and move no
 further tag, the containers the run started are removed, and the run ends with a one-line summary of what was done.
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 from ci_images.errors import CiImagesError, Interrupted, PlanError, TagsPartlyMoved
 from ci_images.log import log
 from ci_images.plan.decide import Decision
+from ci_images.run.attestations import AttestationStep, attestation_step
 from ci_images.run.build import build_entry, local_images, release_builds, smoke_entry
 from ci_images.run.context import Context
 from ci_images.run.mirror import mirror_entry
@@ -54,7 +56,7 @@ def execute(
     caller to raise once it has recorded them (lock file, report).
     """
     results: dict[int, Result] = {}
-    worker = _Worker(ctx, settings, publisher, signer)
+    worker = _Worker(ctx, settings, publisher, signer, attestation_step(ctx, settings, signer))
     with (
         log.progress(len(decisions), "images") as advance,
         ThreadPoolExecutor(max_workers=max(1, settings.jobs), thread_name_prefix="entry") as pool,
@@ -70,6 +72,8 @@ def execute(
             _stop(ctx, worker.stop, pending, results)
             ctx.interrupted = exc if isinstance(exc, Interrupted) else Interrupted(2)
     ordered = [results.get(i) or _not_started(d, "interrupted") for i, d in enumerate(decisions)]
+    if worker.attestations is not None:
+        ordered = worker.attestations.finish(ordered)
     if ctx.interrupted is not None:
         ctx.interrupted.summary = interrupted_summary(ordered)
     return ordered
@@ -79,12 +83,18 @@ class _Worker:
     """Runs one entry at a time on a worker thread: its steps, then its signature; a failure becomes its result."""
 
     def __init__(
-        self, ctx: Context, settings: RunSettings, publisher: Publisher | None, signer: Signer | None
+        self,
+        ctx: Context,
+        settings: RunSettings,
+        publisher: Publisher | None,
+        signer: Signer | None,
+        attestations: AttestationStep | None = None,
     ) -> None:
         self.ctx = ctx
         self.settings = settings
         self.publisher = publisher
         self.signer = signer
+        self.attestations = attestations
         self.stop = (
             threading.Event()
         )  # no further entry starts (an interrupt, or --fail-fast after a failure)
@@ -105,6 +115,8 @@ class _Worker:
                 result = sign_raced(
                     ctx, self.signer, decision, result, recursive=self.settings.sign_recursive
                 )
+                if self.attestations is not None:
+                    self.attestations.start(decision, result)
             except CiImagesError as exc:
                 # `published`: a signing failure comes after the tags moved, and the report must say where to.
                 result = self._failed(decision, published, exc)

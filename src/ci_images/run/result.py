@@ -11,6 +11,7 @@ from ci_images.plan.decide import Decision
 from ci_images.plan.recipe import BUILT_LABEL
 
 if TYPE_CHECKING:
+    from ci_images.sign.attest import AttestOutcome
     from ci_images.sign.signer import SignOutcome  # signing modules load only when a run signs
 
 CHANGING_ACTIONS = frozenset({"built", "mirrored", "retagged"})
@@ -69,6 +70,7 @@ class Result:
     raced: Mapping[str, RacedTag] = field(default_factory=dict)
     raced_signatures: tuple[SignOutcome, ...] = ()  # ... and this run's signatures of that
     built: str | None = None  # how the digest was made: assembled, engine or mirror (plan/builds.py)
+    attestations: tuple[AttestOutcome, ...] = ()  # what attests this entry's digests after this run
 
     @classmethod
     def from_decision(cls, decision: Decision, *, ratelimit_remaining: int | None = None) -> Result:
@@ -132,6 +134,7 @@ class Result:
             "dry_run": self.dry_run,
             "raced": {tag: raced.digest for tag, raced in self.raced.items()},
             "built": self.built,
+            "attestations": [a.as_record() for a in self.attestations],
         }
 
     @property

@@ -35,6 +35,11 @@ def created_timestamp(env: Mapping[str, str]) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def utc_now() -> str:
+    """Now, as a provenance writes times (RFC 3339, UTC, seconds)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 DEFAULT_SOURCE_URL = "https://github.com/getsops/ci-container-images"
 
 
@@ -48,4 +53,9 @@ class RunSettings:
     revision: str = "unknown"
     created: str = ""
     source_url: str = DEFAULT_SOURCE_URL
-    sign_recursive: bool = False  # with a signer: also sign each platform manifest
+    sign_recursive: bool = True  # with a signer: also sign each platform manifest
+    attest: bool = True  # with a signer: attach provenance and SBOM attestations to what is published
+    catalog_file: Path | None = None  # where the catalog is (a provenance names it in its repository)
+    started_on: str = (
+        ""  # when the command started (RFC 3339, UTC): a provenance's runDetails.metadata.startedOn
+    )

@@ -38,9 +38,10 @@ class Signatures:
 
 
 def read_signatures(
-    client: RegistryClient, repo: str, digest: str, *, with_config: bool = False
+    client: RegistryClient, repo: str, digest: str, *, with_config: bool = False, tag: str | None = None
 ) -> Signatures:
-    tag = documents.signature_tag(digest)
+    """What ``digest``'s ``.sig`` tag holds (or ``tag``'s: ``.att`` has the same layout)."""
+    tag = tag or documents.signature_tag(digest)
     got = client.get_manifest(repo, tag)
     if got is None:
         return Signatures(tag)
@@ -60,13 +61,16 @@ def read_payload(client: RegistryClient, repo: str, layer: Layer) -> bytes:
     return client.get_blob(repo, layer.digest)
 
 
-def append_signature(client: RegistryClient, repo: str, digest: str, payload: bytes, layer: Layer) -> str:
-    """Append ``layer`` (its blob is ``payload``) to the ``.sig`` tag of ``digest``; returns the new manifest digest.
+def append_signature(
+    client: RegistryClient, repo: str, digest: str, payload: bytes, layer: Layer, *, tag: str | None = None
+) -> str:
+    """Append ``layer`` (its blob is ``payload``) to the ``.sig`` tag of ``digest`` (or to ``tag``); returns the new
+    manifest digest.
 
     The caller has checked that no existing layer is a signature by the same key; an identical layer is never added
     twice either way.
     """
-    current = read_signatures(client, repo, digest, with_config=True)
+    current = read_signatures(client, repo, digest, with_config=True, tag=tag)
     if any(old.digest == layer.digest and old.signature == layer.signature for old in current.layers):
         assert current.manifest_digest is not None
         return current.manifest_digest

@@ -177,3 +177,19 @@ def test_the_anonymous_pool_never_sends_credentials_where_the_target_pool_does()
         assert made.anonymous_pool.get(host).credentials is None
     with prepare(parse_options(CHECK_PUBLIC, {"catalog": CATALOG, "registry": "local:5999"}, {})) as local:
         assert local.anonymous_pool.get(local.destination.host).plain_http
+
+
+def test_platform_manifests_are_signed_and_everything_attested_by_default() -> None:
+    """--recursive is the default now; --index-only (or CI_IMAGES_SIGN_RECURSIVE=0) turns it off, --no-attest the
+    attestations; the run records where the catalog is and when the command started (a provenance says both)."""
+    made = setup()
+    settings = made.run_settings(publish=True)
+    assert settings.sign_recursive and settings.attest
+    assert settings.catalog_file == Path(CATALOG)
+    assert settings.started_on == made.started_on and made.started_on.endswith("Z")
+    assert not setup({"index_only": True}).run_settings(publish=True).sign_recursive
+    assert not setup(env={"CI_IMAGES_SIGN_RECURSIVE": "0"}).run_settings(publish=True).sign_recursive
+    assert not setup(env={"CI_IMAGES_SIGN_INDEX_ONLY": "1"}).run_settings(publish=True).sign_recursive
+    assert not setup({"no_attest": True}).run_settings(publish=True).attest
+    with pytest.raises(UsageError, match="--recursive and --index-only cannot be used together"):
+        parse_options(PUSH, {"recursive": True, "index_only": True}, {})

@@ -133,7 +133,14 @@ def _readme_cosign_verifies(text: str) -> list[list[str]]:
         joined = block.replace("\\\n", " ")
         for line in joined.splitlines():
             if line.strip().startswith("cosign verify"):
-                commands.append(shlex.split(line))
+                words = shlex.split(line)
+                # Up to a redirection or a pipe; `verify-attestation --type T` verifies with the same identity flags.
+                cut = next((i for i, w in enumerate(words) if w in {">", "|"}), len(words))
+                words = words[:cut]
+                if words[1] == "verify-attestation" and "--type" in words:
+                    at = words.index("--type")
+                    del words[at : at + 2]
+                commands.append(words)
     return commands
 
 
