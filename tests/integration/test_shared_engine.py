@@ -191,26 +191,28 @@ def test_a_raced_tag_is_reported_signed_and_the_lock_file_follows_the_registry(
             assert held is not None
             assert lock["images"][f"{registry}/vault:{tag}"]["digest"] == held.digest
         assert lock["images"][version_tag]["digest"] == d1
-        # D1 is signed by this run's key now, so every tag verifies.
-        verified = run_door(
-            "module",
-            [
-                "verify-images",
-                "--catalog",
-                str(catalog),
-                "--registry",
-                registry,
-                "--plain-http",
-                "--key",
-                str(keys / "cosign.pub"),
-                "--lock",
-                str(catalog.parent / "lock.json"),
-            ],
-            base_env,
-            timeout=300,
-        )
+        verify = [
+            "verify-images",
+            "--catalog",
+            str(catalog),
+            "--registry",
+            registry,
+            "--plain-http",
+            "--key",
+            str(keys / "cosign.pub"),
+            "--lock",
+            str(catalog.parent / "lock.json"),
+        ]
+        # D1 is signed by this run's key now, so every tag's signature verifies ...
+        verified = run_door("module", [*verify, "--no-attest"], base_env, timeout=300)
         assert verified.returncode == 0, verified.stderr[-3000:]
         assert d1 in lock["signatures"]
+        # ... but this run did not make D1 and invents no provenance for it: its writer published it unattested,
+        # and verify-images says so, for that tag alone.
+        checked = run_door("module", verify, base_env, timeout=300)
+        assert checked.returncode == 9, checked.stderr[-3000:]
+        failing = [line for line in checked.stderr.splitlines() if "attestation-missing" in line]
+        assert len(failing) == 1 and version_tag in failing[0], checked.stderr[-3000:]
 
 
 def test_an_engine_error_while_exporting_is_an_engine_error(engine: Engine) -> None:

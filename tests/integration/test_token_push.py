@@ -234,11 +234,11 @@ def test_sign_and_verify_in_each_answer_style(
     env = target.env(COSIGN_KEY=str(key), COSIGN_PASSWORD=KEY_PASSWORD)
     signed = target.run(["sign-images", "--catalog", str(published.catalog), "--lock", lock], env)
     signed.assert_fine()
-    assert "1 manifests signed now" in signed.done.stderr
+    assert "2 manifests signed now" in signed.done.stderr  # the index and its one platform (recursive)
     assert any(method == "PUT" and "/manifests/sha256-" in uri for method, uri in signed.writes)
-    verified = target.run(
-        ["verify-images", "--catalog", str(published.catalog), "--lock", lock, "--key", str(public)], env
-    )
+    # `published` was pushed without a key, so it has no attestations (sign-images signs, it does not attest).
+    verify = ["verify-images", "--catalog", str(published.catalog), "--lock", lock, "--key", str(public)]
+    verified = target.run([*verify, "--no-attest"], env)
     verified.assert_fine()
     assert "published tags verified" in verified.done.stderr
     for ran in (signed, verified):

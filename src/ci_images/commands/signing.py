@@ -335,7 +335,17 @@ def verify_fix(failed: Sequence[TagCheck]) -> str:
         )
     if any(check.problem == NOT_LOCKED for check in failed):
         return "record the published tags in the lock file: `nox -s ci-images -- --lock-only` (or push again)"
-    if any(check.problem and check.problem.startswith(("attestation-", "provenance-")) for check in failed):
+    attestation_problems = {
+        check.problem
+        for check in failed
+        if check.problem and check.problem.startswith(("attestation-", "provenance-"))
+    }
+    if attestation_problems == {"attestation-missing"}:
+        return (
+            "attestations are made when an image is published with a key or in GitHub Actions (sign-images signs, "
+            "it does not attest): `invoke push-images --force --images GLOB` publishes and attests it again"
+        )
+    if attestation_problems:
         return (
             "find out who wrote these .att tags; attestations are made when an image is published: "
             "`invoke push-images --force --images GLOB` publishes and attests it again"
