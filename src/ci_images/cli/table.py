@@ -3,11 +3,11 @@ it takes (the rows of an option table that name it)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ci_images.commands import engine, images, upkeep
 from ci_images.commands.options import OPTIONS, Option, Options
 
 S = TypeVar("S")
@@ -35,97 +35,103 @@ def _tool(
     return Command(name, run, summary, settings=Options, aliases=aliases)
 
 
-def _signing_command(name: str) -> Callable[[Options], object]:
-    """A signing command, loaded when it runs: cryptography and PyNaCl stay out of every other command's start."""
+def _loaded(module: str, name: str) -> Callable[[Options], object]:
+    """A command whose module loads when it runs: a command's start imports what that command uses and nothing else
+    (the signing commands' cryptography and PyNaCl, the engine commands' docker SDK, bump's ruamel.yaml)."""
 
     def run(options: Options) -> object:
-        from ci_images.commands import signing
-
-        command: Callable[[Options], object] = getattr(signing, name)
+        command: Callable[[Options], object] = getattr(
+            importlib.import_module(f"ci_images.commands.{module}"), name
+        )
         return command(options)
 
     run.__name__ = name
+    run.__qualname__ = f"{module}.{name}"
     return run
 
 
 COMMANDS: tuple[Command[Any], ...] = (
     _tool(
         "list-images",
-        images.list_images,
+        _loaded("images", "list_images"),
         "List every (image, variant, version) of the catalog: mode, source, target tags and platforms.",
         aliases=("list",),
     ),
     _tool(
         "plan",
-        images.show_plan,
+        _loaded("images", "show_plan"),
         "Show what push-images would build, retag or skip, and why (HEAD requests upstream; changes nothing).",
     ),
     _tool(
         "build-images",
-        images.build_images,
+        _loaded("images", "build_images"),
         "Build every entry for every platform; the host's build is tagged with the target tags.",
         aliases=("build",),
     ),
     _tool(
         "test-images",
-        images.test_images,
+        _loaded("images", "test_images"),
         "Smoke-test what build-images left in the engine, on every platform this host can run.",
         aliases=("test",),
     ),
     _tool(
         "push-images",
-        images.push_images,
+        _loaded("images", "push_images"),
         "Build, smoke-test and push what changed as multi-arch indexes; tags move only after full success.",
         aliases=("push",),
     ),
     _tool(
         "ci",
-        images.ci,
+        _loaded("images", "ci"),
         "CI's job: build and smoke-test; --push also publishes, --matrix prints the plan as a job matrix, "
         "--lock-only writes the lock file from the target, --check-public reads what was published without "
         "credentials.",
     ),
     _tool(
         "check-public",
-        images.check_public,
+        _loaded("images", "check_public"),
         "Check that a stranger can read every published tag and the digest the lock file pins it to (a HEAD without "
         "credentials); exit 3 names each package that refuses, with its fix.",
     ),
-    _tool("registry-down", images.registry_down, "Stop the embedded local registry; its data stays."),
+    _tool(
+        "registry-down",
+        _loaded("images", "registry_down"),
+        "Stop the embedded local registry; its data stays.",
+    ),
     _tool(
         "clean-engine",
-        engine.clean_engine,
+        _loaded("engine", "clean_engine"),
         "Remove what ended runs left in the Docker engine (containers, temporary images), as every run does first.",
     ),
     _tool(
         "generate-key",
-        _signing_command("generate_key"),
+        _loaded("signing", "generate_key"),
         "Write a cosign key pair: cosign.key (encrypted with COSIGN_PASSWORD, mode 0600) and cosign.pub.",
     ),
     _tool(
         "sign-images",
-        _signing_command("sign_images"),
+        _loaded("signing", "sign_images"),
         "Sign (cosign format) what the catalog's tags point to on the target now and this key has not signed yet.",
     ),
     _tool(
         "verify-images",
-        _signing_command("verify"),
+        _loaded("signing", "verify"),
         "Verify every catalog tag on the target: its signature, its payload, and its digest against the lock file; "
         "--rebuild: that each assembled tag holds exactly what its inputs make.",
     ),
     _tool(
         "outdated",
-        upkeep.outdated,
+        _loaded("upkeep", "outdated"),
         "Per image, the upstream tags newer than its newest cataloged version (tag lists only; exits 0 either way).",
     ),
     _tool(
         "bump",
-        upkeep.bump,
+        _loaded("upkeep", "bump"),
         "Add the releases `outdated` finds to the catalog, keeping its comments and layout; print the diff.",
     ),
     _tool(
         "docs",
-        upkeep.docs,
+        _loaded("upkeep", "docs"),
         "Write README's table of every published reference from the catalog; --check only says whether it is current.",
     ),
 )

@@ -30,7 +30,6 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
-import docker.errors
 import requests
 
 from ci_images.plan.recipe import CREATED_LABEL, RECIPE_LABEL
@@ -230,7 +229,14 @@ class Reaped:
 
 
 Warn = Callable[[str], None]
-_ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
+
+
+def _engine_errors() -> tuple[type[Exception], ...]:
+    """What an engine call raises when the engine fails. The docker SDK loads where a client is made, not with this
+    module: a run with nothing for the engine (a mirror without smoke tests) never imports it."""
+    import docker.errors
+
+    return (docker.errors.DockerException, requests.RequestException)
 
 
 class _Verdicts:
@@ -359,6 +365,8 @@ def release(client: Any, ref: str) -> str:
     run that was taking one of those parents from its cache is built again (Engine.build). An image pulled by
     digest (a smoke test's) keeps a digest reference after its last tag: that goes too, once no tag is left.
     Returns "removed", "gone", "in use" or the engine's words for another refusal."""
+    import docker.errors
+
     try:
         pulled_as = _digests_left_with(client, ref)
         client.api.remove_image(ref, force=False, noprune=False)
@@ -370,7 +378,7 @@ def release(client: Any, ref: str) -> str:
         if exc.status_code == 409:
             return "in use"
         return str(exc.explanation or exc)
-    except _ENGINE_ERRORS as exc:
+    except _engine_errors() as exc:
         return str(exc)
     return "removed"
 
@@ -386,11 +394,13 @@ def _digests_left_with(client: Any, ref: str) -> list[str]:
 
 
 def _removed(remove: Callable[[], object], what: str, warn: Warn) -> bool:
+    import docker.errors
+
     try:
         remove()
     except docker.errors.NotFound:
         return False
-    except _ENGINE_ERRORS as exc:
+    except _engine_errors() as exc:
         warn(f"could not remove {what}: {exc}")
         return False
     return True
@@ -413,7 +423,7 @@ def end_run(client: Any, me: RunIdentity, warn: Warn) -> None:
     try:
         found = client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={me.id}"})
         listed = client.api.images(filters={"reference": "ci-images/*"})
-    except _ENGINE_ERRORS as exc:
+    except _engine_errors() as exc:
         warn(f"could not list what this run left in the engine: {exc}")
         return
     for container in found:

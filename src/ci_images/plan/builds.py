@@ -16,8 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ci_images.assemble.dockerfile import DockerfileError, classify_path
-
 if TYPE_CHECKING:
     from ci_images.plan.entries import Entry
 
@@ -57,6 +55,11 @@ def _display(dockerfile: Path, context: Path) -> str:
 @lru_cache(maxsize=256)
 def _classified(dockerfile: Path, context: Path, args: tuple[tuple[str, str], ...], display: str) -> HowBuilt:
     """One verdict per Dockerfile, context and build args in a process: the variants of every version share it."""
+    from ci_images.assemble.dockerfile import (  # a catalog of mirrors reads none
+        DockerfileError,
+        classify_path,
+    )
+
     build_args: Mapping[str, str] = dict(args)
     try:
         verdict = classify_path(dockerfile, context, build_args, display=display)

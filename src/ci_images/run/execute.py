@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 from ci_images.errors import CiImagesError, Interrupted, PlanError, TagsPartlyMoved
 from ci_images.log import log
 from ci_images.plan.decide import Decision
-from ci_images.run.attestations import AttestationStep, attestation_step
 from ci_images.run.build import build_entry, local_images, release_builds, smoke_entry
 from ci_images.run.context import Context
 from ci_images.run.mirror import mirror_entry
@@ -37,6 +36,7 @@ from ci_images.run.result import HELD_ACTIONS, Result
 from ci_images.run.settings import RunSettings
 
 if TYPE_CHECKING:
+    from ci_images.run.attestations import AttestationStep
     from ci_images.sign.signer import Signer
 
 # How long an interrupted run waits for its running entries to reach their next step before it gives up on them.
@@ -56,7 +56,7 @@ def execute(
     caller to raise once it has recorded them (lock file, report).
     """
     results: dict[int, Result] = {}
-    worker = _Worker(ctx, settings, publisher, signer, attestation_step(ctx, settings, signer))
+    worker = _Worker(ctx, settings, publisher, signer, _attestations(ctx, settings, signer))
     with (
         log.progress(len(decisions), "images") as advance,
         ThreadPoolExecutor(max_workers=max(1, settings.jobs), thread_name_prefix="entry") as pool,
@@ -77,6 +77,15 @@ def execute(
     if ctx.interrupted is not None:
         ctx.interrupted.summary = interrupted_summary(ordered)
     return ordered
+
+
+def _attestations(ctx: Context, settings: RunSettings, signer: Signer | None) -> AttestationStep | None:
+    """The attestation step of a run that signs: its modules load only then."""
+    if signer is None:
+        return None
+    from ci_images.run.attestations import attestation_step
+
+    return attestation_step(ctx, settings, signer)
 
 
 class _Worker:
