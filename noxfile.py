@@ -69,7 +69,8 @@ def tests(session: nox.Session) -> None:
         return
     session.run("pytest", "tests", "-m", "not integration")
     session.run("python", "-m", "ci_images.engine.dockerd")
-    session.run("pytest", "tests", "-m", "integration", env={"PYTHONUNBUFFERED": "1"})
+    # The slowest show at the end: the suite has a time budget (README, "Tests").
+    session.run("pytest", "tests", "-m", "integration", "--durations=15", env={"PYTHONUNBUFFERED": "1"})
 
 
 @nox.session(name="unit-tests", python=PYTHON)
