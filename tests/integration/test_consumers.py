@@ -207,7 +207,9 @@ def test_sops_vault_flow_against_vault(
     with run_like_sops(engine, image, 8200, env={"VAULT_DEV_ROOT_TOKEN_ID": token}, platform=platform) as url:
         session = requests.Session()
         session.trust_env = False  # loopback: no proxy from the environment
-        client = hvac.Client(url=url, token=token, session=session, timeout=30)
+        # 120 s a call, as the vault probe allows: generating the rsa-4096 key under QEMU (arm64) took over 30 s
+        # on the 2-core machine once (SOPS' Go client sets no timeout at all).
+        client = hvac.Client(url=url, token=token, session=session, timeout=120)
         assert retry(
             "InitStatus", lambda: client.sys.is_initialized() or _not_yet("Vault is not initialised")
         )
