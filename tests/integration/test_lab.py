@@ -293,7 +293,6 @@ def test_warm_lab_up_reuses_cached_standins(lab: Lab, lab_engine: Engine, tmp_pa
     subset = {"nsmithuk/local-kms": ["3.11.7"], "hashicorp/vault": ["2.0.0"]}
     for reuse_store, standins in ((True, LAB_STANDINS), (False, subset)):
         workdir = tmp_path / f"warm-{reuse_store}"
-        started = time.monotonic()
         warm = lab_up(
             workdir,
             standins=standins,
@@ -303,13 +302,11 @@ def test_warm_lab_up_reuses_cached_standins(lab: Lab, lab_engine: Engine, tmp_pa
             reuse_store=reuse_store,
         )
         try:
-            elapsed = time.monotonic() - started
             # Same inputs, same bytes: whether copied from the cached store or pushed again from the engine.
             assert warm.standins == {
                 repo: {v: lab.standins[repo][v] for v in vs} for repo, vs in standins.items()
             }
-            if reuse_store:
-                assert elapsed < 30, f"warm lab_up with a cached store took {elapsed:.1f} s"
+            if reuse_store:  # copied from the store, not pushed: no write reached the upstream registry
                 assert not [m for m, _ in warm.upstream.requests() if m in {"PUT", "POST", "PATCH"}]
         finally:
             lab_down(workdir)
