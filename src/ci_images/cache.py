@@ -38,3 +38,32 @@ def machine_lock(name: str, *, on_wait: Callable[[], None] | None = None) -> Ite
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class FileMemo:
+    """Keys remembered as empty files in a folder of the cache: what was checked once and need not be checked again
+    (a catalog that passed the JSON Schema, by the hash of its bytes and the schema's). Best effort: a folder that
+    cannot be written remembers nothing, and the check runs every time. The newest ``keep`` keys stay."""
+
+    def __init__(self, folder: Path, *, keep: int = 64) -> None:
+        self.folder = folder
+        self.keep = keep
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and _is_key(key) and (self.folder / key).is_file()
+
+    def add(self, key: str) -> None:
+        if not _is_key(key):
+            raise ValueError(f"not a memo key: {key!r}")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / key).touch()
+            kept = sorted(self.folder.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+            for old in kept[self.keep :]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _is_key(key: str) -> bool:
+    return len(key) == 64 and all(c in "0123456789abcdef" for c in key)

@@ -23,7 +23,7 @@ from ci_images.catalog.model import DEFAULT_VARIANT, Catalog, ImageSpec, Variant
 from ci_images.catalog.probes import SmokeSpec, parse_smoke
 from ci_images.catalog.refs import Repository, normalize_mirror, parse_repository
 from ci_images.catalog.releases import check_platform, platform_list, releases, target_path
-from ci_images.catalog.schema import located_error, validate_schema
+from ci_images.catalog.schema import Memo, located_error, validate_schema
 from ci_images.catalog.yamlmarks import Marked, decode, load_marked
 from ci_images.errors import UsageError
 
@@ -40,10 +40,14 @@ def catalog_path(
     return Path(explicit or env.get(CATALOG_ENV) or DEFAULT_CATALOG)
 
 
-def load_catalog(path: str | os.PathLike[str], *, smoke_kinds: Collection[str]) -> Catalog:
+def load_catalog(
+    path: str | os.PathLike[str], *, smoke_kinds: Collection[str], memo: Memo | None = None
+) -> Catalog:
     """Load and validate the catalog at ``path``; ``smoke_kinds`` are the probe names ``smoke:`` may give besides the
     declared types (the callers pass ``ci_images.smoke.plugins.known_probes()``, the built-ins and the installed
-    plugins: the catalog layer knows no adapter)."""
+    plugins: the catalog layer knows no adapter); ``memo`` remembers catalogs that passed the JSON Schema (the
+    commands pass one in the cache folder), so an unchanged catalog skips that pass. Every other check runs
+    every time."""
     file = Path(path)
     name = str(path)
     try:
@@ -62,7 +66,7 @@ def load_catalog(path: str | os.PathLike[str], *, smoke_kinds: Collection[str]) 
             f"cannot read catalog {name}: {exc.strerror or exc}", fix="check the file's permissions"
         ) from exc
     marked = load_marked(decode(data, name), name)
-    validate_schema(marked, name)
+    validate_schema(marked, name, source=data, memo=memo)
     return _build(marked, file, name, tuple(smoke_kinds))
 
 

@@ -7,23 +7,45 @@ what is wrong and how to fix it; ``located_error`` builds such an error for the 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from functools import cache
-from importlib import resources
-from typing import Any
-
-import jsonschema
+from importlib import metadata, resources
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ci_images.catalog.yamlmarks import Marked
 from ci_images.errors import CatalogError
 
+if TYPE_CHECKING:
+    import jsonschema
+
+
+class Memo(Protocol):
+    """Where catalogs that passed the schema are remembered (``ci_images.cache.FileMemo``)."""
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def add(self, key: str) -> None: ...
+
+
+@cache
+def _schema_bytes() -> bytes:
+    return resources.files("ci_images.catalog").joinpath("catalog.schema.json").read_bytes()
+
 
 @cache
 def schema() -> dict[str, Any]:
-    text = resources.files("ci_images.catalog").joinpath("catalog.schema.json").read_text(encoding="utf-8")
-    loaded: dict[str, Any] = json.loads(text)
+    loaded: dict[str, Any] = json.loads(_schema_bytes())
     return loaded
+
+
+def memo_key(source: bytes) -> str:
+    """What a pass of the schema depends on: the catalog's bytes, the schema's, and the validator's version."""
+    digest = hashlib.sha256(b"ci-images catalog schema pass\0")
+    for part in (_schema_bytes(), metadata.version("jsonschema").encode(), source):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
 
 
 def located_error(
@@ -70,7 +92,12 @@ def _json_type(value: object) -> str:
     return "object"
 
 
-def validate_schema(marked: Marked, name: str) -> None:
+def validate_schema(
+    marked: Marked, name: str, *, source: bytes | None = None, memo: Memo | None = None
+) -> None:
+    """The first JSON Schema violation as a CatalogError. With ``memo`` and the catalog's ``source`` bytes, a
+    catalog that passed before is not checked again: jsonschema (with attrs and referencing, a tenth of a second
+    of imports) loads only for a catalog this machine has not seen pass. A failure is never remembered."""
     if not isinstance(marked.data, dict):
         raise located_error(
             marked,
@@ -79,10 +106,17 @@ def validate_schema(marked: Marked, name: str) -> None:
             "the catalog must be a mapping with an 'images' key",
             "start from the README's example",
         )
+    key = memo_key(source) if memo is not None and source is not None else None
+    if key is not None and memo is not None and key in memo:
+        return
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(marked.data), key=lambda e: marked.where(tuple(e.absolute_path)))
     if errors:
         raise _schema_error(marked, name, errors[0])
+    if key is not None and memo is not None:
+        memo.add(key)
 
 
 _IMAGE_NAME_FIX = (

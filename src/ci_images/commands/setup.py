@@ -11,14 +11,14 @@ checks that run before the first request.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from ci_images.cache import cache_home
+from ci_images.cache import FileMemo, cache_home
 from ci_images.catalog.load import catalog_path, load_catalog
 from ci_images.catalog.model import Catalog
 from ci_images.catalog.refs import normalize_mirror, parse_repository
@@ -157,6 +157,11 @@ class Setup:
         self.close()
 
 
+def schema_memo(env: Mapping[str, str]) -> FileMemo:
+    """Where catalogs that passed the JSON Schema are remembered: the cache folder, ``validated-catalogs/``."""
+    return FileMemo(cache_home(env) / "validated-catalogs")
+
+
 def prepare(
     options: Options,
     *,
@@ -171,7 +176,9 @@ def prepare(
     ``with_signer``: the signer the options ask for is made now (a key decrypted, keyless checked), so a wrong
     password stops the command with exit 2 before any request."""
     signer = _signer(options) if with_signer else None
-    catalog = load_catalog(catalog_path(options.catalog, options.env), smoke_kinds=known_probes())
+    catalog = load_catalog(
+        catalog_path(options.catalog, options.env), smoke_kinds=known_probes(), memo=schema_memo(options.env)
+    )
     destination = _destination(options, catalog, target_required=target_required)
     mirror = _mirror(options, catalog)
     every = planning.expand(catalog, registry=destination.prefix, mirror=mirror.host)
