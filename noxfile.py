@@ -69,7 +69,7 @@ def tests(session: nox.Session) -> None:
         return
     session.run("pytest", "tests", "-m", "not integration")
     session.run("python", "-m", "ci_images.engine.dockerd")
-    # The slowest show at the end: the suite has a time budget (README, "Tests").
+    # The slowest show at the end: the whole `nox` has a time budget (README, "Development").
     session.run("pytest", "tests", "-m", "integration", "--durations=15", env={"PYTHONUNBUFFERED": "1"})
 
 

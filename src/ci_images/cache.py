@@ -1,6 +1,7 @@
 """Where ci-images keeps state between runs: ``$XDG_CACHE_HOME/ci-images`` (default ``~/.cache/ci-images``).
 
-The embedded ``local`` registry, a started ``dockerd``'s log and the lab's cached ingredients live below it.
+The embedded ``local`` registry, a started ``dockerd``'s log, the lab's cached ingredients and the catalogs that
+passed the JSON Schema (``validated-catalogs/``) live below it.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def test_the_memo_keeps_the_newest_keys_and_ignores_what_is_not_a_key(tmp_path: 
     assert len(list((tmp_path / "memo").iterdir())) == 3
     assert keys[-1] in memo
     assert "../etc/passwd" not in memo
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a memo key"):
         memo.add("../escape")
 
 

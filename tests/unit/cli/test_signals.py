@@ -49,4 +49,6 @@ def test_a_signal_while_the_door_loads_ends_with_its_exit_code(signum: signal.Si
     assert process.returncode == 128 + signum, (process.returncode, err)
     assert out == ""
     (line,) = err.strip().splitlines()  # one line, no traceback
-    assert line.startswith(f"error: interrupted by {signum.name}: stopped before anything was built or pushed")
+    assert line.startswith(
+        f"error: interrupted by {signum.name}: stopped before anything was built or pushed"
+    )

@@ -49,4 +49,7 @@ def test_the_door_loads_no_command_and_no_library_a_command_needs() -> None:
 
 
 def test_the_push_path_loads_neither_the_engine_nor_signing_nor_the_assembly() -> None:
-    assert _heavy(_loaded_after("ci_images.cli.argv", "ci_images.commands.images", "ci_images.run.execute")) == []
+    assert (
+        _heavy(_loaded_after("ci_images.cli.argv", "ci_images.commands.images", "ci_images.run.execute"))
+        == []
+    )
