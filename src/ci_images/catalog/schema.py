@@ -40,10 +40,15 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def memo_key(source: bytes) -> str:
-    """What a pass of the schema depends on: the catalog's bytes, the schema's, and the validator's version."""
+def memo_key(source: bytes) -> str | None:
+    """What a pass of the schema depends on: the catalog's bytes, the schema's, and the validator's version (None,
+    so nothing is remembered, where jsonschema is not an installed distribution and has no version to name)."""
+    try:
+        version = metadata.version("jsonschema")
+    except metadata.PackageNotFoundError:
+        return None
     digest = hashlib.sha256(b"ci-images catalog schema pass\0")
-    for part in (_schema_bytes(), metadata.version("jsonschema").encode(), source):
+    for part in (_schema_bytes(), version.encode(), source):
         digest.update(len(part).to_bytes(8, "big") + part)
     return digest.hexdigest()
 
