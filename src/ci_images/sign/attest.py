@@ -21,7 +21,6 @@ fixes the content it describes.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +36,7 @@ from ci_images.sign import dsse, keys
 from ci_images.sign import payload as documents
 from ci_images.sign import statement as statements
 from ci_images.sign.payload import SIGNATURE_ANNOTATION, SIGNER_ANNOTATION, Layer
+from ci_images.sign.signer import DigestLocks
 from ci_images.sign.store import Signatures, append_signature, read_signatures
 
 PREDICATE_TYPE_ANNOTATION = "predicateType"  # cmd/cosign/cli/attest/attest.go
@@ -194,18 +194,6 @@ class Attester(Protocol):
         ...
 
 
-class _TagLocks:
-    """One lock per (repository, digest): two entries of a run sharing a digest must not both append to its .att."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-
-    def __call__(self, repository: Repository, digest: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault((str(repository), digest), threading.Lock())
-
-
 class KeyAttester:
     """Attests digests with a cosign key (the one that signs the images)."""
 
@@ -214,7 +202,7 @@ class KeyAttester:
     def __init__(self, key: keys.SigningKey) -> None:
         self.key = key
         self.signer = key.fingerprint
-        self._locks = _TagLocks()
+        self._locks = DigestLocks()
 
     def attest(self, client: RegistryClient, repository: Repository, wanted: Wanted) -> AttestOutcome:
         """Attach ``wanted`` unless an equivalent attestation is there; read the tag back: it must list the new layer.

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ci_images.catalog.refs import Repository
+from ci_images.oci import short_digest
 from ci_images.registry.client import RegistryClient
 from ci_images.sign import dsse, keys, provenance
 from ci_images.sign import statement as statements
@@ -103,10 +104,6 @@ class AttestationChecker(Protocol):
         ...
 
 
-def _short(digest: str | None) -> str:
-    return (digest or "").removeprefix("sha256:")[:12]
-
-
 def judge(
     held: Attestations,
     *,
@@ -151,7 +148,7 @@ def _judge_layer(
 ) -> AttestationVerdict | tuple[str, str] | None:
     """A verdict when ``found`` passes; a (problem, message) when it is of this type and fails; None when it is of
     another type."""
-    layer = f"layer {_short(found.layer.digest)}"
+    layer = f"layer {short_digest(found.layer.digest)}"
     envelope = dsse.parse(found.blob)
     annotated = found.predicate_type == predicate_type
     if envelope is None or envelope.payload_type != dsse.IN_TOTO_PAYLOAD_TYPE:
@@ -165,14 +162,10 @@ def _judge_layer(
                 seen_types.add(claim.predicate_type)
             return None
         if found.layer.signer == ours or not any(dsse.is_ecdsa_signature(s) for s in envelope.signatures):
-            message = (
-                f"edited: {layer} says key {_short(ours)} signed it; its signature does not verify over it"
-            )
+            message = f"edited: {layer} says key {short_digest(ours)} signed it; its signature does not verify over it"
             return (EDITED, message)
-        other = _short(found.layer.signer) or "another key"
-        message = (
-            f"wrong key: signed by {other}; no {predicate_type} attestation verifies with key {_short(ours)}"
-        )
+        other = short_digest(found.layer.signer, empty="") or "another key"
+        message = f"wrong key: signed by {other}; no {predicate_type} attestation verifies with key {short_digest(ours)}"
         return (WRONG_KEY, message)
     if claim is None:
         return (EDITED, f"edited: {layer} verifies but holds no in-toto statement")
@@ -196,7 +189,7 @@ def _judge_layer(
         digest,
         predicate_type,
         None,
-        f"{predicate_type} attestation verified with key {_short(ours)}",
+        f"{predicate_type} attestation verified with key {short_digest(ours)}",
         ours,
         found.layer.digest,
         upstream,

@@ -80,8 +80,9 @@ def _digests(client: RegistryClient, repository: Repository, digest: str, recurs
     return wanted
 
 
-class _Locks:
-    """One lock per (repository, digest): two entries of a run sharing a digest must not both append to its .sig."""
+class DigestLocks:
+    """One lock per (repository, digest): two entries of a run sharing a digest must not both append to its ``.sig``
+    (or, for the attesters, its ``.att``) tag."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
@@ -110,7 +111,7 @@ class KeySigner(KeyVerifier):
     def __init__(self, key: keys.SigningKey) -> None:
         super().__init__(key.public)
         self.key = key
-        self._locks = _Locks()
+        self._locks = DigestLocks()
 
     def sign(
         self, client: RegistryClient, repository: Repository, digest: str, *, recursive: bool = False
