@@ -37,14 +37,13 @@ from typing import Any
 
 import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ci_images.errors import LabError
 from ci_images.lab.https import Answer, HttpsServer
 from ci_images.log import log
-from ci_images.loopback.certs import CertificateAuthority, write_private
+from ci_images.loopback.certs import CertificateAuthority
 from ci_images.oci import LOOPBACK
 
 # The realm's host name: the registry listens on 127.0.0.1, its token service on `localhost`, another host as far
@@ -370,22 +369,11 @@ def _signing_identity(
     The lab CA has path length 0, so the signing certificate is its direct leaf: x5c is that one certificate, and
     distribution verifies it against the bundle (token.go, parseAndVerifyCertChain: any extended key usage).
     """
-    ca_key = serialization.load_pem_private_key(ca.key_path.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise LabError(f"{ca.key_path} is not the lab CA's key", fix="recreate the lab (lab-down, lab-up)")
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_path.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ci-images lab token signer")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
+    key, cert = ca.issue(
+        directory,
+        "signer",
+        common_name="ci-images lab token signer",
+        extensions=[
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
@@ -396,21 +384,8 @@ def _signing_identity(
                 crl_sign=False,
                 encipher_only=False,
                 decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "signer.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    write_private(
-        directory / "signer.key",
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
+            )
+        ],
     )
     return key, [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
 

@@ -70,6 +70,31 @@ class CertificateAuthority:
 
     def issue_server_cert(self, directory: Path) -> tuple[Path, Path]:
         """A server certificate for localhost and 127.0.0.1; returns (cert, key) paths."""
+        self.issue(
+            directory,
+            "server",
+            common_name="localhost",
+            extensions=[
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+                ),
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+            ],
+        )
+        return directory / "server.crt", directory / "server.key"
+
+    def issue(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        common_name: str,
+        extensions: list[x509.ExtensionType],
+        critical: tuple[type[x509.ExtensionType], ...] = (x509.KeyUsage,),
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A leaf certificate signed by this CA (its direct leaf: the CA has path length 0), valid for 30 days, with
+        ``extensions`` (those of a ``critical`` type marked so); written as ``NAME.crt`` and ``NAME.key`` (0600) in
+        ``directory``. Returns its key and certificate."""
         ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
             raise RegistryError(
@@ -78,32 +103,25 @@ class CertificateAuthority:
         ca_cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
-        cert = (
+        builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
-                ),
-                critical=False,
-            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
         )
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=isinstance(extension, critical))
+        cert = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        ).sign(ca_key, hashes.SHA256())
         directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / "server.crt", directory / "server.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        write_private(key_path, _key_pem(key))
-        return cert_path, key_path
+        (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_private(directory / f"{name}.key", _key_pem(key))
+        return key, cert
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
