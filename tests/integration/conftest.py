@@ -13,6 +13,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,8 @@ from ci_images.lab.token_registry import TokenRegistry, start_token_registry
 from ci_images.lab.tokens import Account, Level, TokenService
 from ci_images.loopback.certs import CertificateAuthority
 from ci_images.loopback.server import RegistryServer, start_registry
+from ci_images.registry.auth import Credentials
+from ci_images.registry.client import RegistryClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Every upstream version images.yaml names (the tests may publish any of them), the lab's demo service, plus
@@ -156,6 +159,11 @@ images:
     build: images/vault
     smoke: vault
 """
+
+
+def target_client(lab: Any) -> RegistryClient:
+    """A client of the lab's target registry with its credentials, for reading back what a run published."""
+    return RegistryClient(lab.target.host, credentials=Credentials(lab.target.username, lab.target.password))
 
 
 def vault_catalog(root: Path, header: str = "") -> Path:

@@ -26,11 +26,11 @@ from ci_images.errors import CiImagesError, SigningError
 from ci_images.lab.lab import put_tags
 from ci_images.oci import OCI_INDEX, canonical_json, sha256_digest
 from ci_images.registry import documents
-from ci_images.registry.auth import Credentials
-from ci_images.registry.client import RegistryClient
 from ci_images.run.build import local_ref
 from ci_images.run.result import Result
 from tests.doors import clean_env, run_door
+
+from .conftest import target_client
 
 pytestmark = pytest.mark.integration
 
@@ -110,10 +110,6 @@ def options(checkout: Path, lab: Any, command: str = PUSH, **given: Any) -> Opti
         defaults["lock"] = str(checkout / "images.lock.json")
     parsed: Options = parse_options(command, {**defaults, **given}, env)
     return parsed
-
-
-def target_client(lab: Any) -> RegistryClient:
-    return RegistryClient(lab.target.host, credentials=Credentials(lab.target.username, lab.target.password))
 
 
 def repo_and_tag(ref: str) -> tuple[str, str]:

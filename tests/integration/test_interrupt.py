@@ -7,10 +7,7 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +16,11 @@ import pytest
 from ci_images.engine.client import CONTAINER_LABEL, Engine
 from ci_images.engine.runs import PID_LABEL
 from ci_images.lab.standins import IMAGE_PREFIX, prune_stale_standins, standin_ref
-from ci_images.registry.auth import Credentials
-from ci_images.registry.client import RegistryClient
 from tests.doors import MAIN, clean_env, run_door
 
-from .conftest import vault_catalog
+from .conftest import target_client, vault_catalog
 from .proxy import fault_proxy, first, slow
+from .runs import push_argv, running, saw, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,80 +30,12 @@ def catalog(tmp_path: Path) -> Path:
     return vault_catalog(tmp_path)
 
 
-def push_argv(catalog: Path, registry: str, *extra: str) -> list[str]:
-    return [
-        "push-images",
-        "--catalog",
-        str(catalog),
-        "--registry",
-        registry,
-        "--lock",
-        str(catalog.parent / "lock.json"),
-        *extra,
-    ]
-
-
-def target_client(lab: Any) -> RegistryClient:
-    return RegistryClient(lab.target.host, credentials=Credentials(lab.target.username, lab.target.password))
-
-
 def our_containers(engine: Engine, pid: int) -> set[str]:
     """The containers of the run in process ``pid`` (its labels name it): other sessions' runs on the shared engine
     start and remove theirs meanwhile. The engine's list alone: the SDK's collection inspects each container after
     listing it, which fails when a run removes one in between."""
     filters = {"label": [CONTAINER_LABEL, f"{PID_LABEL}={pid}"]}
     return {c["Id"] for c in engine.client.api.containers(all=True, filters=filters)}
-
-
-@contextmanager
-def running(argv: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """The door in a subprocess; its standard error is collected line by line as it comes."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ci_images", *argv],
-        cwd=MAIN,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.append(line.rstrip("\n"))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        yield process, lines
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=120)
-        reader.join(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
-
-
-def wait_for(lines: list[str], phrase: str, process: subprocess.Popen[str], timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(phrase in line for line in lines):
-            return
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    pytest.fail(f"never saw {phrase!r}; output:\n" + "\n".join(lines[-40:]))
-
-
-def wait_until(ready: Any, process: subprocess.Popen[str], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and process.poll() is None:
-        if ready():
-            return
-        time.sleep(0.02)
-    pytest.fail("the run never reached the state the test waits for")
 
 
 SLOW_UPLOADS = first(10_000, slow(3), lambda r: r.method == "PUT" and "/blobs/uploads/" in r.path)
@@ -140,9 +68,9 @@ def test_an_interrupt_stops_cleanly_and_the_next_run_completes(
     with fault_proxy(lab.target.host, str(lab.ca_bundle), fault=rule or (lambda request: None)) as (proxy, _):
         argv = push_argv(catalog, f"{proxy}/{path}", "--plain-http", "--platform", platform)
         with running(argv, env) as (process, lines):
-            wait_for(lines, phrase, process)
+            wait_for(saw(lines, phrase), process, lines)
             if stage == "smoke test":  # signal while the service container runs, whatever the machine's speed
-                wait_until(lambda: bool(our_containers(engine, process.pid)), process)
+                wait_for(lambda: bool(our_containers(engine, process.pid)), process, lines, timeout_s=120)
             else:
                 time.sleep(0.1)  # into the step, not before it
             process.send_signal(signum)

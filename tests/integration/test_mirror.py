@@ -25,6 +25,7 @@ from ci_images.registry.pool import ClientPool
 from ci_images.retry import RetryPolicy
 from ci_images.run.result import Result
 
+from .conftest import target_client
 from .proxy import throttling_proxy
 
 pytestmark = pytest.mark.integration
@@ -53,10 +54,6 @@ def push(catalog: Path, lab: Any, **given: Any) -> list[Result]:
     defaults = {"catalog": str(catalog), "lock": str(catalog.parent / "images.lock.json")}
     options: Options = parse_options(PUSH, {**defaults, **given}, env)
     return image_commands.push_images(options)
-
-
-def target_client(lab: Any) -> RegistryClient:
-    return RegistryClient(lab.target.host, credentials=Credentials(lab.target.username, lab.target.password))
 
 
 def manifest_gets(requests: list[tuple[str, str]], repo: str) -> list[str]:

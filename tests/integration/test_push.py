@@ -16,13 +16,13 @@ from ci_images.commands.options import BUILD, PUSH, Options, parse_options
 from ci_images.errors import EntriesFailed, PublishError, UsageError
 from ci_images.lab.lab import put_tags, read_labels
 from ci_images.registry import documents
-from ci_images.registry.auth import Credentials
 from ci_images.registry.client import RegistryClient
 from ci_images.registry.push import push_engine_image
 from ci_images.report import table as report
 from ci_images.run.result import Result
 from tests.doors import clean_env, run_door
 
+from .conftest import target_client
 from .proxy import throttling_proxy
 
 pytestmark = pytest.mark.integration
@@ -69,10 +69,6 @@ def options(catalog: Path, lab: Any, command: str = PUSH, **given: Any) -> Optio
         defaults["lock"] = str(catalog.parent / "images.lock.json")
     parsed: Options = parse_options(command, {**defaults, **given}, env)
     return parsed
-
-
-def target_client(lab: Any) -> RegistryClient:
-    return RegistryClient(lab.target.host, credentials=Credentials(lab.target.username, lab.target.password))
 
 
 def counts(requests: list[tuple[str, str]]) -> dict[str, int]:

@@ -21,10 +21,9 @@ import pytest
 
 from ci_images.engine.client import Engine
 from ci_images.errors import EngineError
-from ci_images.registry.auth import Credentials
-from ci_images.registry.client import RegistryClient
 from tests.doors import clean_env, run_door
 
+from .conftest import target_client
 from .proxy import Request, fault_proxy
 from .runs import (
     containers_of,
@@ -51,14 +50,6 @@ def nonces(engine: Engine) -> Iterator[list[str]]:
     yield made
     for nonce in made:
         remove_everything_of(engine, nonce)
-
-
-def target_client(lab: Any) -> RegistryClient:
-    return RegistryClient(
-        lab.target.host,
-        credentials=Credentials(lab.target.username, lab.target.password),
-        ca_bundle=lab.ca_bundle,
-    )
 
 
 def unique_path(root: Path, what: str) -> str:
